@@ -1,0 +1,108 @@
+"""The Typer application: global options and the command groups."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from khronos_cli import __version__
+from khronos_cli.cli import output
+
+app = typer.Typer(
+    name="khronos",
+    help="Keep a Telegram bot that talks to LLM APIs alive, and see and steer its resilience live.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="KHRONOS_STATE_DIR",
+        help="Where the socket, logs and state live [default: $XDG_STATE_HOME/khronos].",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="khronos.toml to read [default: <state-dir>/khronos.toml]."),
+]
+JSONOption = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"khronos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """khronos: circuit breakers, rate limits and a graceful stop for a Telegram LLM bot."""
+
+
+@app.command("config")
+@output.command
+def config_command(
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    as_json: JSONOption = False,
+) -> None:
+    """Check the configuration and print the effective settings (exit 78 when invalid)."""
+    from khronos_cli import config as config_module
+
+    settings = config_module.load(config, state_dir=state_dir)
+    data = _jsonable(dataclasses.asdict(settings))
+    if as_json:
+        output.print_json(data)
+        return
+    source = settings.config_path or "defaults and environment (no khronos.toml found)"
+    output.stderr.print(f"config ok: {source}", markup=False)
+    _print_settings(data)
+
+
+def _jsonable(value: Any) -> Any:
+    from khronos_cli.config import Rate, Secret
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Rate):
+        return str(value)
+    if isinstance(value, Secret):
+        return "set" if value else "unset"
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _print_settings(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    general = Table("setting", "value", title="khronos", title_justify="left")
+    for key, value in data.items():
+        if key not in ("breakers", "limiters"):
+            general.add_row(key, str(value))
+    output.stdout.print(general)
+    for group in ("breakers", "limiters"):
+        rows = list(data[group].values())
+        table = Table(*rows[0].keys(), title=group, title_justify="left")
+        for row in rows:
+            table.add_row(*(str(v) if v not in (None, []) else "—" for v in row.values()))
+        output.stdout.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

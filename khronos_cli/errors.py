@@ -1,0 +1,148 @@
+"""Every error khronos raises on purpose, and the exit codes the CLI maps them to.
+
+The core never calls ``sys.exit``: it raises one of these, and only ``khronos_cli.cli`` turns
+them into exit codes and one-line messages. Third-party errors are translated at one boundary
+per integration and chained with ``raise ... from exc``.
+
+::
+
+    KhronosError
+    ├── ConfigError                 bad khronos.toml / environment          -> exit 78
+    ├── BreakerError
+    │   ├── CircuitOpenError        rejected at once: open, forced or held
+    │   └── CallTimeoutError        the call ran past the breaker's timeout
+    ├── LimiterError
+    │   ├── JobDroppedError         the queue was full (HTTP 429 + Retry-After)
+    │   ├── JobExpiredError         the job ran past its expiration and was cancelled
+    │   └── LimiterStoppedError     the limiter is stopping and takes no new jobs
+    └── ControlError
+        └── NotRunningError         no instance on that state dir           -> exit 3
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "BreakerError",
+    "CallTimeoutError",
+    "CircuitOpenError",
+    "ConfigError",
+    "ControlError",
+    "ExitCode",
+    "JobDroppedError",
+    "JobExpiredError",
+    "KhronosError",
+    "LimiterError",
+    "LimiterStoppedError",
+    "NotRunningError",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, as DESIGN.md promises them to operators and supervisors."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    NOT_RUNNING = 3
+    CONFIG = 78  # EX_CONFIG: supervisors must not restart-loop on it
+
+
+class KhronosError(Exception):
+    """Base of every error khronos raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class ConfigError(KhronosError):
+    """The configuration file or environment holds a value khronos cannot use."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, source: str, key: str, value: object, expected: str) -> None:
+        self.source = source
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"config {source}: {key} = {value!r}: expected {expected}")
+
+
+class BreakerError(KhronosError):
+    """A circuit breaker refused or cut short a call."""
+
+    def __init__(self, breaker: str, message: str) -> None:
+        self.breaker = breaker
+        super().__init__(message)
+
+
+class CircuitOpenError(BreakerError):
+    """Rejected at once: the breaker is open, forced open, or held by an upstream retry-after."""
+
+    def __init__(self, breaker: str, retry_in: float | None = None, reason: str = "open") -> None:
+        self.retry_in = retry_in
+        self.reason = reason
+        hint = f"; next trial in {retry_in:.1f}s" if retry_in is not None else ""
+        super().__init__(breaker, f"circuit {breaker!r} is {reason}{hint}")
+
+
+class CallTimeoutError(BreakerError):
+    """The call ran longer than the breaker's timeout and was cancelled."""
+
+    def __init__(self, breaker: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(breaker, f"call through {breaker!r} timed out after {timeout:g}s")
+
+
+class LimiterError(KhronosError):
+    """A limiter refused, dropped or cut short a job."""
+
+    def __init__(self, limiter: str, message: str) -> None:
+        self.limiter = limiter
+        super().__init__(message)
+
+
+class JobDroppedError(LimiterError):
+    """The job was dropped because the queue was full; retry after ``retry_after`` seconds."""
+
+    def __init__(
+        self, limiter: str, key: object, retry_after: float, reason: str = "queue full"
+    ) -> None:
+        self.key = key
+        self.retry_after = retry_after
+        self.reason = reason
+        super().__init__(
+            limiter, f"limiter {limiter!r} dropped a job ({reason}); retry after {retry_after:.1f}s"
+        )
+
+
+class JobExpiredError(LimiterError):
+    """The job did not finish within its expiration and was cancelled."""
+
+    def __init__(self, limiter: str, expiration: float) -> None:
+        self.expiration = expiration
+        super().__init__(limiter, f"job in limiter {limiter!r} expired after {expiration:g}s")
+
+
+class LimiterStoppedError(LimiterError):
+    """The limiter is stopping and accepts no new jobs."""
+
+    def __init__(self, limiter: str) -> None:
+        super().__init__(limiter, f"limiter {limiter!r} is stopping and takes no new jobs")
+
+
+class ControlError(KhronosError):
+    """Talking to a running instance over its control socket failed."""
+
+
+class NotRunningError(ControlError):
+    """No instance answers on the control socket of that state dir."""
+
+    exit_code = ExitCode.NOT_RUNNING
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        super().__init__(
+            f"no khronos instance is running on {socket_path}; "
+            "start one with `khronos run` or pass the right --state-dir"
+        )
