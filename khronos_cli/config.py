@@ -128,10 +128,10 @@ class LimiterSettings:
 
 
 BREAKER_DEFAULTS: Mapping[str, BreakerSettings] = {
-    "anthropic-api": BreakerSettings("anthropic-api", timeout=15, reset_timeout=30),
-    "telegram-api": BreakerSettings("telegram-api", timeout=5, reset_timeout=30),
-    "openai-api": BreakerSettings("openai-api", timeout=10, reset_timeout=30),
-    "database": BreakerSettings("database", timeout=5, error_threshold=30, reset_timeout=15),
+    "anthropic-api": BreakerSettings("anthropic-api", timeout=15.0, reset_timeout=30.0),
+    "telegram-api": BreakerSettings("telegram-api", timeout=5.0, reset_timeout=30.0),
+    "openai-api": BreakerSettings("openai-api", timeout=10.0, reset_timeout=30.0),
+    "database": BreakerSettings("database", timeout=5.0, error_threshold=30.0, reset_timeout=15.0),
 }
 
 LIMITER_DEFAULTS: Mapping[str, LimiterSettings] = {
@@ -174,6 +174,24 @@ class Settings:
     openai_model: str = "gpt-4o-mini"
     breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
     limiters: Mapping[str, LimiterSettings] = field(default_factory=lambda: dict(LIMITER_DEFAULTS))
+
+    def to_json(self) -> dict[str, Any]:
+        """The effective settings as JSON-ready data; secrets show only as "set" or "unset"."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _jsonable(value: object) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, Rate | type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Rate | Path):
+        return str(value)
+    if isinstance(value, Secret):
+        return "set" if value else "unset"
+    return value
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,29 +61,13 @@ def config_command(
     from khronos_cli import config as config_module
 
     settings = config_module.load(config, state_dir=state_dir)
-    data = _jsonable(dataclasses.asdict(settings))
+    data = settings.to_json()
     if as_json:
         output.print_json(data)
         return
     source = settings.config_path or "defaults and environment (no khronos.toml found)"
     output.stderr.print(f"config ok: {source}", markup=False)
     _print_settings(data)
-
-
-def _jsonable(value: Any) -> Any:
-    from khronos_cli.config import Rate, Secret
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Rate):
-        return str(value)
-    if isinstance(value, Secret):
-        return "set" if value else "unset"
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _print_settings(data: dict[str, Any]) -> None:
@@ -96,11 +79,20 @@ def _print_settings(data: dict[str, Any]) -> None:
             general.add_row(key, str(value))
     output.stdout.print(general)
     for group in ("breakers", "limiters"):
-        rows = list(data[group].values())
-        table = Table(*rows[0].keys(), title=group, title_justify="left")
-        for row in rows:
-            table.add_row(*(str(v) if v not in (None, []) else "—" for v in row.values()))
+        items = data[group]
+        table = Table("", *items, title=group, title_justify="left")
+        fields = [key for key in next(iter(items.values())) if key != "name"]
+        for key in fields:
+            table.add_row(key, *(_cell(item[key]) for item in items.values()))
         output.stdout.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == []:
+        return "—"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def main() -> None:

@@ -1,0 +1,63 @@
+"""The CLI as a real subprocess: thin imports, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("pybreaker", "pyrate_limiter", "redis", "aiohttp", "aiosqlite", "sqlite3", "uvicorn")
+
+
+def khronos(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "khronos_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
+
+
+def test_importing_the_cli_loads_no_runtime() -> None:
+    """`import khronos_cli.cli` pulls in none of the runtime's heavy dependencies."""
+    code = "import sys, khronos_cli.cli\nprint('\\n'.join(sorted(m for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+    runtime = {m for m in loaded if m.startswith("khronos_cli.") and not m.startswith(
+        ("khronos_cli.cli", "khronos_cli.errors", "khronos_cli.config"))}  # fmt: skip
+    assert not runtime
+
+
+def test_version_and_help() -> None:
+    """`python -m khronos_cli --version` prints the version; no arguments shows help."""
+    assert khronos("--version").stdout.startswith("khronos ")
+    shown = khronos()
+    assert "Usage" in shown.stdout + shown.stderr
+
+
+def test_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:
+    """A bad config value exits 78 with one line naming file, key and value, and no traceback."""
+    path = tmp_path / "khronos.toml"
+    path.write_text('[breakers.anthropic-api]\ntimeout = "fast"\n')
+    result = khronos("config", "--config", str(path), "--state-dir", str(tmp_path))
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "breakers.anthropic-api.timeout" in lines[0]
+    assert "'fast'" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_config_json_has_effective_settings_and_hides_secrets(tmp_path: Path) -> None:
+    """`khronos config --json` prints the merged settings; secrets show only as set/unset."""
+    env = {"TELEGRAM_BOT_TOKEN": "999:never-print-me"}
+    result = khronos("config", "--json", "--state-dir", str(tmp_path), env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["telegram_token"] == "set" and data["openai_api_key"] == "unset"
+    assert data["breakers"]["database"]["error_threshold"] == 30
+    assert data["limiters"]["telegram"]["global_rates"] == ["30/s"]
+    assert "never-print-me" not in result.stdout + result.stderr
