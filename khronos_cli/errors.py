@@ -15,6 +15,7 @@ per integration and chained with ``raise ... from exc``.
     │   ├── JobDroppedError         the queue was full (HTTP 429 + Retry-After)
     │   ├── JobExpiredError         the job ran past its expiration and was cancelled
     │   └── LimiterStoppedError     the limiter is stopping and takes no new jobs
+    ├── UpstreamError               an external API failed (status, retry_after, outage or not)
     └── ControlError
         └── NotRunningError         no instance on that state dir           -> exit 3
 """
@@ -36,6 +37,7 @@ __all__ = [
     "LimiterError",
     "LimiterStoppedError",
     "NotRunningError",
+    "UpstreamError",
 ]
 
 
@@ -129,6 +131,38 @@ class LimiterStoppedError(LimiterError):
 
     def __init__(self, limiter: str) -> None:
         super().__init__(limiter, f"limiter {limiter!r} is stopping and takes no new jobs")
+
+
+class UpstreamError(KhronosError):
+    """An external API (Telegram, Anthropic, OpenAI) failed or answered an error.
+
+    ``status`` is the HTTP status (None when no answer came: refused, reset, timed out);
+    ``retry_after`` the seconds the upstream asked us to wait (429, 503). The message never
+    contains a URL or a token.
+    """
+
+    def __init__(
+        self,
+        dependency: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.dependency = dependency
+        self.status = status
+        self.retry_after = retry_after
+        self.code = code
+        super().__init__(f"{dependency}: {message}")
+
+    @property
+    def is_outage(self) -> bool:
+        """True when the upstream is down or overloaded (no answer, 408, 429, 5xx).
+
+        That is a breaker failure; our own mistakes (400, 401, 403, 404) say nothing of its health.
+        """
+        return self.status is None or self.status in (408, 429) or self.status >= 500
 
 
 class ControlError(KhronosError):
