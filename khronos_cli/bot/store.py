@@ -1,0 +1,581 @@
+"""The SQLite store: the durable half of "nothing is lost".
+
+An update's life (DESIGN.md, "How nothing is lost")::
+
+    journal() ──> journaled ──record_reply()──> answered + outbox row ──mark_sent()──> done
+                                                   pending outbox ──mark_failed(final)──> done
+
+Every arrow is one committed SQLite transaction, so a crash at any point leaves the update at
+Telegram, in the journal (``pending_updates()``) or in the outbox (``pending_outbox()``), and the
+next start resumes from there. ``journal()`` is the dedup: it returns False for an update id it
+has seen in any state, so a redelivered update is never answered twice. Done ids are kept until
+``prune()`` drops them (keep them longer than the 24 h Telegram keeps updates).
+
+Threading: all SQLite work runs on **one dedicated thread** (stdlib ``sqlite3``, no extra
+dependency), and each public method is **one whole transaction** handed to that thread, so the
+event loop never blocks and a cancelled caller can never leave a transaction half open: the
+transaction still commits or rolls back as a unit. A caller cancelled while waiting may not know
+whether it committed; ``journal()`` and ``record_reply()`` are idempotent, so retrying is safe.
+
+Durability: WAL mode with ``synchronous=FULL`` by default. WAL+NORMAL already survives a crash of
+the *process* (``kill -9``): a committed transaction sits in the WAL file in the OS page cache.
+Only power loss or a kernel crash can roll back the last NORMAL commits, and those commits are
+exactly the ones that let the poller tell Telegram to forget an update; FULL fsyncs the WAL on
+each commit so they survive that too. It costs one fsync per commit, a few per message, far
+below what Telegram's 30 msg/s cap lets through. Pass ``synchronous="NORMAL"`` to trade that.
+
+Schema changes are numbered migrations recorded in ``PRAGMA user_version``; a file written by a
+newer khronos is refused, never downgraded. The file is created 0600 (SQLite gives its -wal and
+-shm files the same mode). Every ``sqlite3`` error is translated here, at this one boundary, into
+:class:`StoreError` raised ``from`` the original. Before each operation (not open/close, which
+shutdown must always be able to run) the store asks an optional :class:`FaultInjector` about the
+``database`` dependency, so ``khronos outage start database`` fails, slows or hangs real calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from khronos_cli.errors import KhronosError
+from khronos_cli.upstream.faults import FaultInjector, InjectedFaultError
+
+__all__ = [
+    "DEPENDENCY",
+    "RETENTION",
+    "SCHEMA_VERSION",
+    "OutboxMessage",
+    "PendingUpdate",
+    "Store",
+    "StoreError",
+    "Turn",
+]
+
+DEPENDENCY = "database"
+RETENTION = 48 * 3600.0  # keep done update ids twice as long as Telegram keeps updates
+
+_T = TypeVar("_T")
+_Work = Callable[[sqlite3.Connection], _T]
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # v1: journal, outbox, conversation turns
+        """CREATE TABLE updates (
+            update_id    INTEGER PRIMARY KEY,
+            chat_id      INTEGER NOT NULL,
+            payload      TEXT    NOT NULL,
+            state        TEXT    NOT NULL CHECK (state IN ('journaled', 'answered', 'done')),
+            journaled_at REAL    NOT NULL,
+            answered_at  REAL,
+            done_at      REAL
+        )""",
+        "CREATE INDEX updates_by_state ON updates (state, update_id)",
+        """CREATE TABLE outbox (
+            id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id             INTEGER NOT NULL,
+            text                TEXT    NOT NULL,
+            reply_to_message_id INTEGER,
+            update_id           INTEGER UNIQUE,
+            source              TEXT    NOT NULL,
+            state               TEXT    NOT NULL DEFAULT 'pending'
+                                CHECK (state IN ('pending', 'sent', 'failed')),
+            attempts            INTEGER NOT NULL DEFAULT 0,
+            last_error          TEXT,
+            telegram_message_id INTEGER,
+            created_at          REAL    NOT NULL,
+            finished_at         REAL
+        )""",
+        "CREATE INDEX outbox_by_state ON outbox (state, id)",
+        """CREATE TABLE turns (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id    INTEGER NOT NULL,
+            role       TEXT    NOT NULL CHECK (role IN ('user', 'assistant')),
+            text       TEXT    NOT NULL,
+            update_id  INTEGER,
+            created_at REAL    NOT NULL
+        )""",
+        "CREATE INDEX turns_by_chat ON turns (chat_id, id)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class StoreError(KhronosError):
+    """A store operation failed: SQLite refused it, the file is unusable, or the store is closed."""
+
+    def __init__(self, path: str, operation: str, message: str) -> None:
+        self.path = path
+        self.operation = operation
+        super().__init__(f"database {path}: {operation} failed: {message}")
+
+
+@dataclass(frozen=True)
+class PendingUpdate:
+    """A journaled update that has no committed answer yet."""
+
+    update_id: int
+    chat_id: int
+    payload: dict[str, Any]
+    journaled_at: float
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A message waiting to be sent to Telegram (a reply, or one queued by ``POST /messages``)."""
+
+    id: int
+    chat_id: int
+    text: str
+    reply_to_message_id: int | None
+    update_id: int | None
+    source: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One line of a conversation, for the LLM prompt."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    created_at: float
+
+
+class Store:
+    """The bot's SQLite file. Build it with ``await Store.open(path)``; end with ``aclose()``."""
+
+    def __init__(
+        self,
+        path: str,
+        executor: ThreadPoolExecutor,
+        faults: FaultInjector | None,
+        clock: Callable[[], float],
+        busy_timeout: float,
+    ) -> None:
+        self.path = path
+        self._executor = executor
+        self._faults = faults
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        faults: FaultInjector | None = None,
+        synchronous: Literal["NORMAL", "FULL"] = "FULL",
+        busy_timeout: float = 5.0,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
+        """Open (creating and migrating when needed) the store at ``path``; raises StoreError.
+
+        ``read_only`` opens through SQLite's own ``mode=ro``: reads work, writes raise StoreError.
+        ``clock`` gives the unix timestamps stored with rows (and that ``prune`` compares).
+        """
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous={synchronous!r}: expected 'NORMAL' or 'FULL'")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="khronos-store")
+        store = cls(os.fspath(path), executor, faults, clock, busy_timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, store._connect, synchronous, read_only)
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=False)
+            raise StoreError(store.path, "open", _describe(exc)) from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return store
+
+    async def aclose(self) -> None:
+        """Finish the queued work, checkpoint and close the file. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._disconnect)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "close", _describe(exc)) from exc
+        finally:
+            self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- journal --------------------------------------------------------------------------------
+
+    async def journal(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> bool:
+        """Durably record a fetched update; False when that id was seen before (the dedup)."""
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT INTO updates (update_id, chat_id, payload, state, journaled_at)"
+                " VALUES (?, ?, ?, 'journaled', ?) ON CONFLICT (update_id) DO NOTHING",
+                (update_id, chat_id, text, self._clock()),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call("journal", work, write=True)
+
+    async def pending_updates(self, limit: int | None = None) -> list[PendingUpdate]:
+        """Journaled updates with no committed answer yet, oldest first."""
+
+        def work(db: sqlite3.Connection) -> list[PendingUpdate]:
+            rows = db.execute(
+                "SELECT update_id, chat_id, payload, journaled_at FROM updates"
+                " WHERE state = 'journaled' ORDER BY update_id LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+            return [PendingUpdate(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+        return await self._call("pending_updates", work)
+
+    # -- answers and the outbox -----------------------------------------------------------------
+
+    async def record_reply(
+        self,
+        update_id: int,
+        chat_id: int,
+        text: str,
+        reply_to_message_id: int | None = None,
+        *,
+        user_text: str | None = None,
+    ) -> int:
+        """In one transaction: mark the update answered, append the user's message and the reply
+        to the chat's history, and queue the reply in the outbox. Returns the outbox id.
+
+        The user's turn is ``user_text`` (e.g. a voice transcription) or else the text or caption
+        of the journaled message. Calling it again for an update already answered changes nothing
+        and returns the same outbox id; an update never journaled raises StoreError.
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT payload, state FROM updates WHERE update_id = ?", (update_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(self.path, "record_reply", f"update {update_id} is not journaled")
+            if row[1] != "journaled":
+                done = db.execute(
+                    "SELECT id FROM outbox WHERE update_id = ?", (update_id,)
+                ).fetchone()
+                if done is None:
+                    raise StoreError(
+                        self.path, "record_reply", f"update {update_id} is {row[1]}, outbox pruned"
+                    )
+                return int(done[0])
+            now = self._clock()
+            db.execute(
+                "UPDATE updates SET state = 'answered', answered_at = ? WHERE update_id = ?",
+                (now, update_id),
+            )
+            said = user_text if user_text is not None else _message_text(json.loads(row[0]))
+            turns = [("user", said)] if said else []
+            turns.append(("assistant", text))
+            db.executemany(
+                "INSERT INTO turns (chat_id, role, text, update_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(chat_id, role, said_text, update_id, now) for role, said_text in turns],
+            )
+            return self._insert_outbox(db, chat_id, text, reply_to_message_id, update_id, "reply")
+
+        return await self._call("record_reply", work, write=True)
+
+    async def enqueue_message(self, chat_id: int, text: str, *, source: str = "api") -> int:
+        """Queue a message that answers no update (``POST /messages``); returns the outbox id."""
+
+        def work(db: sqlite3.Connection) -> int:
+            return self._insert_outbox(db, chat_id, text, None, None, source)
+
+        return await self._call("enqueue_message", work, write=True)
+
+    async def pending_outbox(self, limit: int | None = None) -> list[OutboxMessage]:
+        """Messages not yet accepted by Telegram (and not given up on), oldest first."""
+
+        def work(db: sqlite3.Connection) -> list[OutboxMessage]:
+            rows = db.execute(
+                "SELECT id, chat_id, text, reply_to_message_id, update_id, source, attempts,"
+                " last_error, created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+            return [OutboxMessage(*row) for row in rows]
+
+        return await self._call("pending_outbox", work)
+
+    async def mark_sent(self, outbox_id: int, telegram_message_id: int | None) -> bool:
+        """Telegram accepted the message: mark it sent and its update done. False if it already
+        was; an unknown outbox id raises StoreError."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            row = self._outbox_row(db, outbox_id, "mark_sent")
+            if row[1] == "sent":
+                return False
+            now = self._clock()
+            db.execute(
+                "UPDATE outbox SET state = 'sent', telegram_message_id = ?, finished_at = ?"
+                " WHERE id = ?",
+                (telegram_message_id, now, outbox_id),
+            )
+            self._finish_update(db, row[0], now)
+            return True
+
+        return await self._call("mark_sent", work, write=True)
+
+    async def mark_failed(self, outbox_id: int, error: str, *, final: bool = False) -> int:
+        """A send failed: count the attempt and keep the error; returns the attempt count.
+
+        With ``final`` (e.g. Telegram answered 403: the user blocked the bot) the message is given
+        up on: it leaves the pending outbox and its update counts as done.
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            row = self._outbox_row(db, outbox_id, "mark_failed")
+            if row[1] != "pending":
+                return int(row[2])
+            now = self._clock()
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
+                " state = ?, finished_at = ? WHERE id = ?",
+                (error, "failed" if final else "pending", now if final else None, outbox_id),
+            )
+            if final:
+                self._finish_update(db, row[0], now)
+            return int(row[2]) + 1
+
+        return await self._call("mark_failed", work, write=True)
+
+    # -- conversations --------------------------------------------------------------------------
+
+    async def history(self, chat_id: int, limit: int = 20) -> list[Turn]:
+        """The chat's ``limit`` most recent turns, oldest first."""
+
+        def work(db: sqlite3.Connection) -> list[Turn]:
+            rows = db.execute(
+                "SELECT role, text, created_at FROM (SELECT id, role, text, created_at FROM turns"
+                " WHERE chat_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (chat_id, limit),
+            ).fetchall()
+            return [Turn(*row) for row in rows]
+
+        return await self._call("history", work)
+
+    async def reset(self, chat_id: int) -> int:
+        """Forget the chat's conversation (the ``/reset`` command); returns the turns removed."""
+
+        def work(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM turns WHERE chat_id = ?", (chat_id,)).rowcount
+
+        return await self._call("reset", work, write=True)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def prune(
+        self, older_than_seconds: float = RETENTION, *, keep_turns: int | None = None
+    ) -> dict[str, int]:
+        """Drop done updates and finished outbox rows older than ``older_than_seconds`` (and,
+        with ``keep_turns``, all but each chat's last turns). Returns the rows removed."""
+        if older_than_seconds < 0:
+            raise ValueError(f"older_than_seconds={older_than_seconds!r}: expected >= 0")
+
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            cutoff = self._clock() - older_than_seconds
+            removed = {
+                "updates": db.execute(
+                    "DELETE FROM updates WHERE state = 'done' AND done_at < ?", (cutoff,)
+                ).rowcount,
+                "outbox": db.execute(
+                    "DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?", (cutoff,)
+                ).rowcount,
+                "turns": 0,
+            }
+            if keep_turns is not None:
+                removed["turns"] = db.execute(
+                    "DELETE FROM turns WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER()"
+                    " OVER (PARTITION BY chat_id ORDER BY id DESC) AS n FROM turns) WHERE n > ?)",
+                    (keep_turns,),
+                ).rowcount
+            return removed
+
+        return await self._call("prune", work, write=True)
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts for status and shutdown reports, from one consistent snapshot."""
+
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            result = dict.fromkeys(
+                ("journaled", "answered", "done", "outbox", "sent", "failed", "turns", "chats"), 0
+            )
+            for state, n in db.execute("SELECT state, count(*) FROM updates GROUP BY state"):
+                result[state] = n
+            for state, n in db.execute("SELECT state, count(*) FROM outbox GROUP BY state"):
+                result["outbox" if state == "pending" else state] = n
+            turns, chats = db.execute(
+                "SELECT count(*), count(DISTINCT chat_id) FROM turns"
+            ).fetchone()
+            result["turns"], result["chats"] = turns, chats
+            return result
+
+        return await self._call("counts", work, snapshot=True)
+
+    # -- the boundary ---------------------------------------------------------------------------
+
+    async def _call(
+        self, operation: str, work: _Work[_T], *, write: bool = False, snapshot: bool = False
+    ) -> _T:
+        if self._closed:
+            raise StoreError(self.path, operation, "the store is closed")
+        if self._faults is not None:
+            try:
+                await self._faults.before_call(DEPENDENCY, timeout=self._busy_timeout)
+            except InjectedFaultError as exc:
+                raise StoreError(self.path, operation, str(exc)) from exc
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN" if snapshot else None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._on_thread, begin, work)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, operation, _describe(exc)) from exc
+
+    def _on_thread(self, begin: str | None, work: _Work[_T]) -> _T:
+        if self._db is None:
+            raise sqlite3.ProgrammingError("the connection is closed")
+        return _run(self._db, begin, work)
+
+    def _connect(self, synchronous: str, read_only: bool) -> None:
+        path = Path(self.path)
+        if not read_only:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_mode & 0o077:
+                    os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        uri = "file:" + urllib.parse.quote(str(path.absolute())) + ("?mode=ro" if read_only else "")
+        db = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            if not read_only:
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on an empty file
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(self.path, "open", f"cannot use WAL (journal_mode={mode})")
+            db.execute(f"PRAGMA synchronous = {synchronous}")
+            self._migrate(db, read_only)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _migrate(self, db: sqlite3.Connection, read_only: bool) -> None:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                self.path,
+                "open",
+                f"schema v{version} was written by a newer khronos (this one knows "
+                f"v{SCHEMA_VERSION}); upgrade khronos or use another --state-dir",
+            )
+        if version < SCHEMA_VERSION and read_only:
+            raise StoreError(
+                self.path, "open", f"schema v{version} needs migrating and the file is read-only"
+            )
+        for number in range(version, SCHEMA_VERSION):
+
+            def migrate(db: sqlite3.Connection, number: int = number) -> None:
+                for statement in _MIGRATIONS[number]:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+            _run(db, "BEGIN IMMEDIATE", migrate)
+
+    def _disconnect(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA incremental_vacuum")
+            db.close()
+
+    def _insert_outbox(
+        self,
+        db: sqlite3.Connection,
+        chat_id: int,
+        text: str,
+        reply_to_message_id: int | None,
+        update_id: int | None,
+        source: str,
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, source,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (chat_id, text, reply_to_message_id, update_id, source, self._clock()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _outbox_row(self, db: sqlite3.Connection, outbox_id: int, operation: str) -> Any:
+        row = db.execute(
+            "SELECT update_id, state, attempts FROM outbox WHERE id = ?", (outbox_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(self.path, operation, f"no outbox message {outbox_id}")
+        return row
+
+    def _finish_update(self, db: sqlite3.Connection, update_id: int | None, now: float) -> None:
+        if update_id is not None:
+            db.execute(
+                "UPDATE updates SET state = 'done', done_at = ? WHERE update_id = ?",
+                (now, update_id),
+            )
+
+
+def _run(db: sqlite3.Connection, begin: str | None, work: _Work[_T]) -> _T:
+    """Run ``work`` (on the store thread), inside one transaction when ``begin`` is given."""
+    if begin is None:
+        return work(db)
+    db.execute(begin)
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _message_text(payload: dict[str, Any]) -> str | None:
+    """The text (or caption) of a Telegram update's message, or of a bare message payload."""
+    for key in ("message", "edited_message", "channel_post", "business_message"):
+        if isinstance(payload.get(key), dict):
+            payload = payload[key]
+            break
+    for key in ("text", "caption"):
+        if isinstance(payload.get(key), str) and payload[key]:
+            return str(payload[key])
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{name}: {exc}" if name else str(exc) or type(exc).__name__

@@ -1,0 +1,1 @@
+"""Clients for the services khronos calls (Telegram, Anthropic, OpenAI) and injected outages."""
