@@ -16,8 +16,9 @@ per integration and chained with ``raise ... from exc``.
     │   ├── JobExpiredError         the job ran past its expiration and was cancelled
     │   └── LimiterStoppedError     the limiter is stopping and takes no new jobs
     ├── UpstreamError               an external API failed (status, retry_after, outage or not)
-    └── ControlError
-        └── NotRunningError         no instance on that state dir           -> exit 3
+    └── ControlError                the control socket refused or failed a request
+        ├── NotRunningError         no instance on that state dir           -> exit 3
+        └── AlreadyRunningError     a live instance already owns that state dir
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AlreadyRunningError",
     "BreakerError",
     "CallTimeoutError",
     "CircuitOpenError",
@@ -166,7 +168,11 @@ class UpstreamError(KhronosError):
 
 
 class ControlError(KhronosError):
-    """Talking to a running instance over its control socket failed."""
+    """Talking to a running instance over its control socket failed, or it refused the request."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class NotRunningError(ControlError):
@@ -179,4 +185,15 @@ class NotRunningError(ControlError):
         super().__init__(
             f"no khronos instance is running on {socket_path}; "
             "start one with `khronos run` or pass the right --state-dir"
+        )
+
+
+class AlreadyRunningError(ControlError):
+    """A live instance answers on that state dir's socket: refuse to start a second one."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        super().__init__(
+            f"khronos is already running on {socket_path}; stop it with `khronos stop` "
+            "or use another --state-dir"
         )

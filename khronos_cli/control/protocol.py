@@ -1,0 +1,59 @@
+"""The control socket's wire format: paths, bodies, NDJSON lines. No I/O, standard library only.
+
+Endpoints (all JSON; streams are NDJSON, one object per line)::
+
+    GET    /status                 state, pids, uptime, ports, backend, how the last run ended
+    GET    /breakers               {name: snapshot}, as GET /breakers/status on the public port
+    POST   /breakers/{name}/open   {"reason": str, "for": seconds}: force open, with an expiry
+    POST   /breakers/{name}/close  {"reason": str, "for": seconds}: force closed, with an expiry
+    POST   /breakers/{name}/reset  {}: clear the force, back to closed
+    GET    /limiters               {name: snapshot}, as GET /limiter/stats on the public port
+    GET    /outages                [outage, ...] with their remaining seconds
+    POST   /outages                {"name", "mode", "for", "probability", "status"}
+    DELETE /outages[/{name}]       end one outage, or all
+    GET    /events                 NDJSON stream of breaker, limiter and outage events
+    POST   /stop                   {"force": bool} -> NDJSON stream of the shutdown events
+
+Errors are ``{"error": {"status": 4xx, "message": "..."}}`` with that HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MAX_BODY",
+    "OUTAGE_MODES",
+    "SOCKET_NAME",
+    "decode_line",
+    "encode_line",
+    "error_body",
+    "socket_path",
+]
+
+SOCKET_NAME = "khronos.sock"
+MAX_BODY = 64 * 1024
+OUTAGE_MODES = ("down", "timeout", "slow", "errors")
+DEPENDENCIES = ("anthropic-api", "telegram-api", "openai-api", "database")
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / SOCKET_NAME
+
+
+def encode_line(event: dict[str, Any]) -> bytes:
+    """One NDJSON line: compact JSON and a newline."""
+    return json.dumps(event, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def decode_line(line: bytes | str) -> dict[str, Any]:
+    value = json.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("an event line must be a JSON object")
+    return value
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"status": status, "message": message}}

@@ -1,0 +1,264 @@
+"""The control socket server, in the worker: aiohttp on a unix socket only its owner can use.
+
+Security (DESIGN.md): the socket is 0600 in a 0700 directory, bound under a temporary name and
+renamed into place (no window where it exists with looser modes); a socket file left by a crash
+(nothing answers on it) is replaced; a live one means another instance owns the state dir, and we
+refuse. Every request's peer credentials are checked: only our own uid is served.
+
+The server knows nothing of breakers or limiters: it calls a :class:`ControlTarget` (the worker).
+Malformed requests get a 4xx JSON error and change nothing; a client that vanishes mid-stream costs
+the worker nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from khronos_cli.control.protocol import MAX_BODY, encode_line, error_body
+from khronos_cli.errors import AlreadyRunningError, ControlError, KhronosError
+
+__all__ = ["ControlServer", "ControlTarget", "bind_unix_socket"]
+
+logger = logging.getLogger("khronos.control")
+
+_SUN_PATH_MAX = 107
+_PEERCRED = struct.Struct("3i")
+
+
+class ControlTarget(Protocol):
+    """What the worker offers the control socket. Errors: KeyError (unknown name -> 404),
+    ValueError (bad argument -> 400), KhronosError (refused -> 409)."""
+
+    def status(self) -> dict[str, Any]: ...
+    def breakers(self) -> dict[str, Any]: ...
+    def limiters(self) -> dict[str, Any]: ...
+    def outages(self) -> list[dict[str, Any]]: ...
+    def force_breaker(
+        self, name: str, state: str | None, *, reason: str, duration: float | None
+    ) -> dict[str, Any]: ...
+    def start_outage(self, spec: dict[str, Any]) -> dict[str, Any]: ...
+    def stop_outages(self, name: str | None) -> list[dict[str, Any]]: ...
+    def events(self) -> AsyncIterator[dict[str, Any]]: ...
+    def stop(self, *, force: bool) -> AsyncIterator[dict[str, Any]]: ...
+
+
+def bind_unix_socket(path: Path) -> socket.socket:
+    """A listening unix socket at ``path``: mode 0600, directory 0700, bound atomically.
+
+    Raises AlreadyRunningError when a live server answers there; a stale file is replaced.
+    """
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ControlError(
+            f"socket path {path} is too long for a unix socket; use a shorter --state-dir"
+        )
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    if path.exists() or path.is_symlink():
+        if _answers(path):
+            raise AlreadyRunningError(str(path))
+        logger.info("replacing a stale control socket at %s", path)
+        path.unlink()
+    temporary = directory / f".{path.name}.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)
+    try:
+        sock.bind(os.fspath(temporary))
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    finally:
+        os.umask(previous)
+    sock.setblocking(False)
+    return sock
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fspath(path))
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+            return False
+        raise ControlError(f"cannot probe the control socket {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    return True
+
+
+def _peer_uid(request: web.Request) -> int | None:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return int(_PEERCRED.unpack(raw)[1])
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(error_body(status, message), status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    uid = _peer_uid(request)
+    if uid is not None and uid != os.getuid():
+        logger.warning("refused a control request from uid %s", uid)
+        return _error(403, "only the user that runs khronos may use its control socket")
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason)
+        raise
+    except KeyError as exc:
+        return _error(404, f"unknown name {exc.args[0]!r}" if exc.args else "not found")
+    except ValueError as exc:
+        return _error(400, str(exc))
+    except KhronosError as exc:
+        return _error(409, str(exc))
+    except Exception:
+        logger.exception("control request %s %s failed", request.method, request.path)
+        return _error(500, "internal error; see the worker's log")
+
+
+class ControlServer:
+    """Serves a :class:`ControlTarget` on ``path`` until :meth:`aclose`."""
+
+    def __init__(self, path: Path, target: ControlTarget) -> None:
+        self.path = path
+        self.target = target
+        self._runner: web.AppRunner | None = None
+        self._inode: int | None = None
+
+    async def startup(self) -> None:
+        sock = bind_unix_socket(self.path)
+        self._inode = os.stat(self.path).st_ino
+        try:
+            app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
+            app.add_routes(self._routes())
+            self._runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            )
+            await self._runner.setup()
+            await web.SockSite(self._runner, sock).start()
+        except BaseException:
+            sock.close()
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop serving and remove the socket file (only if it is still ours)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
+    def _routes(self) -> list[web.RouteDef]:
+        t = self.target
+
+        def read(fn: Callable[[web.Request], Any]) -> Handler:
+            async def handler(request: web.Request) -> web.StreamResponse:
+                return web.json_response(fn(request), dumps=_dumps)
+
+            return handler
+
+        return [
+            web.get("/status", read(lambda r: t.status())),
+            web.get("/breakers", read(lambda r: t.breakers())),
+            web.get("/limiters", read(lambda r: t.limiters())),
+            web.get("/outages", read(lambda r: t.outages())),
+            web.post("/breakers/{name}/{action}", self._force),
+            web.post("/outages", self._start_outage),
+            web.delete("/outages", read(lambda r: t.stop_outages(None))),
+            web.delete("/outages/{name}", read(lambda r: t.stop_outages(r.match_info["name"]))),
+            web.get("/events", self._events),
+            web.post("/stop", self._stop),
+        ]
+
+    async def _force(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        states = {"open": "open", "close": "closed", "reset": None}
+        if action not in states:
+            raise web.HTTPNotFound(
+                reason=f"unknown breaker action {action!r}: open, close or reset"
+            )
+        body = await _body(request)
+        reason = body.get("reason", "operator")
+        duration = body.get("for")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise ValueError("'reason' must be a string of at most 200 characters")
+        if duration is not None and (
+            isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
+        ):
+            raise ValueError("'for' must be a number of seconds above zero")
+        name = request.match_info["name"]
+        result = self.target.force_breaker(name, states[action], reason=reason, duration=duration)
+        return web.json_response(result, dumps=_dumps)
+
+    async def _start_outage(self, request: web.Request) -> web.Response:
+        return web.json_response(self.target.start_outage(await _body(request)), dumps=_dumps)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        return await self._stream(request, self.target.events())
+
+    async def _stop(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise ValueError("'force' must be true or false")
+        return await self._stream(request, self.target.stop(force=force))
+
+    async def _stream(
+        self, request: web.Request, events: AsyncIterator[dict[str, Any]]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            async for event in events:
+                await response.write(encode_line(event))
+        except (ConnectionResetError, ConnectionError):
+            logger.debug("a control client left a stream early")
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+        return response
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except json.JSONDecodeError:
+        raise ValueError("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("the request body must be a JSON object")
+    return data
