@@ -194,11 +194,11 @@ class Store:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(executor, store._connect, synchronous, read_only)
-        except (sqlite3.Error, OSError) as exc:
+        except BaseException as exc:
+            executor.submit(store._disconnect)  # when cancelled, the connect may still finish
             executor.shutdown(wait=False)
-            raise StoreError(store.path, "open", _describe(exc)) from exc
-        except BaseException:
-            executor.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StoreError(store.path, "open", _describe(exc)) from exc
             raise
         return store
 

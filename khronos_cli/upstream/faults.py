@@ -243,7 +243,8 @@ class FaultInjector:
             await asyncio.sleep(timeout)
             return
         entry = self._entries.get(outage.name)
-        if entry is None or entry.outage.expires_at != outage.expires_at:
+        same = (outage.started_at, outage.expires_at)
+        if entry is None or (entry.outage.started_at, entry.outage.expires_at) != same:
             return  # ended (or replaced) before we got here
         entry.held += 1
         try:
