@@ -68,43 +68,29 @@ _T = TypeVar("_T")
 _Work = Callable[[sqlite3.Connection], _T]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # v1: journal, outbox, conversation turns
+    (  # v1: the journal, the outbox and the conversation turns
         """CREATE TABLE updates (
-            update_id    INTEGER PRIMARY KEY,
-            chat_id      INTEGER NOT NULL,
-            payload      TEXT    NOT NULL,
-            state        TEXT    NOT NULL CHECK (state IN ('journaled', 'answered', 'done')),
-            journaled_at REAL    NOT NULL,
-            answered_at  REAL,
-            done_at      REAL
-        )""",
+            update_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, payload TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('journaled', 'answered', 'done')),
+            journaled_at REAL NOT NULL, answered_at REAL, done_at REAL)""",
         "CREATE INDEX updates_by_state ON updates (state, update_id)",
         """CREATE TABLE outbox (
-            id                  INTEGER PRIMARY KEY AUTOINCREMENT,
-            chat_id             INTEGER NOT NULL,
-            text                TEXT    NOT NULL,
-            reply_to_message_id INTEGER,
-            update_id           INTEGER UNIQUE,
-            source              TEXT    NOT NULL,
-            state               TEXT    NOT NULL DEFAULT 'pending'
-                                CHECK (state IN ('pending', 'sent', 'failed')),
-            attempts            INTEGER NOT NULL DEFAULT 0,
-            last_error          TEXT,
-            telegram_message_id INTEGER,
-            created_at          REAL    NOT NULL,
-            finished_at         REAL
-        )""",
+            id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id INTEGER NOT NULL, text TEXT NOT NULL,
+            reply_to_message_id INTEGER, update_id INTEGER UNIQUE, source TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, telegram_message_id INTEGER,
+            created_at REAL NOT NULL, finished_at REAL)""",
         "CREATE INDEX outbox_by_state ON outbox (state, id)",
         """CREATE TABLE turns (
-            id         INTEGER PRIMARY KEY AUTOINCREMENT,
-            chat_id    INTEGER NOT NULL,
-            role       TEXT    NOT NULL CHECK (role IN ('user', 'assistant')),
-            text       TEXT    NOT NULL,
-            update_id  INTEGER,
-            created_at REAL    NOT NULL
-        )""",
+            id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id INTEGER NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')), text TEXT NOT NULL,
+            update_id INTEGER, created_at REAL NOT NULL)""",
         "CREATE INDEX turns_by_chat ON turns (chat_id, id)",
     ),
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, source, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -297,7 +283,8 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(chat_id, role, said_text, update_id, now) for role, said_text in turns],
             )
-            return self._insert_outbox(db, chat_id, text, reply_to_message_id, update_id, "reply")
+            values = (chat_id, text, reply_to_message_id, update_id, "reply", now)
+            return int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
 
         return await self._call("record_reply", work, write=True)
 
@@ -305,7 +292,8 @@ class Store:
         """Queue a message that answers no update (``POST /messages``); returns the outbox id."""
 
         def work(db: sqlite3.Connection) -> int:
-            return self._insert_outbox(db, chat_id, text, None, None, source)
+            values = (chat_id, text, None, None, source, self._clock())
+            return int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
 
         return await self._call("enqueue_message", work, write=True)
 
@@ -515,22 +503,6 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("PRAGMA incremental_vacuum")
             db.close()
-
-    def _insert_outbox(
-        self,
-        db: sqlite3.Connection,
-        chat_id: int,
-        text: str,
-        reply_to_message_id: int | None,
-        update_id: int | None,
-        source: str,
-    ) -> int:
-        cursor = db.execute(
-            "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, source,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (chat_id, text, reply_to_message_id, update_id, source, self._clock()),
-        )
-        return int(cursor.lastrowid or 0)
 
     def _outbox_row(self, db: sqlite3.Connection, outbox_id: int, operation: str) -> Any:
         row = db.execute(
