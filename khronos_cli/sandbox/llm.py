@@ -1,0 +1,254 @@
+"""Loopback stand-ins for the LLM APIs: Anthropic Messages and OpenAI (chat + transcription).
+
+Both answer the real request and response shapes with a deterministic reply that ties back to the
+user's last message — ``"anthropic echo: <text>"`` / ``"openai echo: <text>"``
+(:meth:`LLMStandIn.reply_for`) — so a test can tell which provider answered which message.
+
+Every stand-in has one *mode*, settable from Python (:meth:`LLMStandIn.set_mode`) and over HTTP
+(``POST /_sandbox/mode`` with the same fields as JSON; ``GET /_sandbox/stats`` reads it back with
+the counters):
+
+======== ==================================================================================
+ok       answer after the base ``latency``
+down     close the connection without an answer (the client sees a transport error)
+slow     answer after ``latency`` + the mode's ``delay`` seconds
+hang     never answer, until the client gives up or the stand-in closes
+errors   answer ``status`` (503 default) with the provider's error JSON; a 429 carries a
+         ``retry-after`` header of ``retry_after`` seconds
+garbage  answer 200 with a body that is not JSON
+======== ==================================================================================
+
+A mode can be limited to the next ``count`` requests, after which the stand-in is ``ok`` again
+(a blip). Faults apply before authentication, as a broken upstream would. Counters:
+:attr:`LLMStandIn.requests` per endpoint and :attr:`LLMStandIn.outcomes` per mode served;
+:attr:`LLMStandIn.calls` keeps the last request bodies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+
+from khronos_cli.sandbox._server import LOOPBACK, LoopbackServer
+
+__all__ = ["LLMMode", "LLMStandIn", "ModeSettings"]
+
+LLMMode = Literal["ok", "down", "slow", "hang", "errors", "garbage"]
+MODES: tuple[str, ...] = get_args(LLMMode)
+GARBAGE = b'<html><body><h1>502 Bad Gateway</h1></body></html>\n{"truncated": '
+Json = dict[str, Any]
+
+
+class APIError(Exception):
+    """An error answer, rendered in the provider's own JSON shape by ``_error_body``."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class ModeSettings:
+    """The current fault mode and its parameters."""
+
+    mode: LLMMode = "ok"
+    delay: float = 1.0  # slow: seconds added to the base latency
+    status: int = 503  # errors: the HTTP status
+    retry_after: int = 1  # errors with 429: the retry-after header
+    count: int | None = None  # requests left in this mode; None: until changed
+
+    def to_json(self) -> Json:
+        return asdict(self)
+
+
+class LLMStandIn(LoopbackServer):
+    """Shared mode handling, counters and admin API of the LLM stand-ins."""
+
+    provider = "llm"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        latency: float = 0.0,
+        reply: Callable[[str], str] | None = None,
+        host: str = LOOPBACK,
+        port: int = 0,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.name = self.provider
+        self.api_key = api_key  # None: any non-empty key is accepted
+        self.latency = latency
+        self.settings = ModeSettings()
+        self.requests: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.calls: deque[tuple[str, Json]] = deque(maxlen=1000)
+        self._reply = reply
+        self._ids = itertools.count(1)
+
+    # -- Python API -------------------------------------------------------------------------------
+
+    def set_mode(
+        self,
+        mode: LLMMode = "ok",
+        *,
+        delay: float = 1.0,
+        status: int = 503,
+        retry_after: int = 1,
+        count: int | None = None,
+    ) -> None:
+        """Serve every following request (or the next ``count``) in ``mode``."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+        if not 400 <= status <= 599:
+            raise ValueError(f"errors mode needs an HTTP error status, got {status}")
+        self.settings = ModeSettings(mode, delay, status, retry_after, count)
+
+    @property
+    def mode(self) -> LLMMode:
+        return self.settings.mode
+
+    def reply_for(self, text: str) -> str:
+        """The reply this stand-in gives to a last user message ``text``."""
+        return self._reply(text) if self._reply else f"{self.provider} echo: {text}"
+
+    def stats(self) -> Json:
+        return {
+            "provider": self.provider,
+            "latency": self.latency,
+            **self.settings.to_json(),
+            "requests": dict(self.requests),
+            "outcomes": dict(self.outcomes),
+        }
+
+    # -- for subclasses ---------------------------------------------------------------------------
+
+    def _error_body(self, error: APIError) -> Json:
+        raise NotImplementedError
+
+    def _check_auth(self, request: web.Request) -> None:
+        """Raise :class:`APIError` when the request's credentials are missing or wrong."""
+        raise NotImplementedError
+
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    async def _serve(
+        self,
+        request: web.Request,
+        endpoint: str,
+        answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Count the request, play the current mode, then authenticate and ``answer`` it."""
+        self.requests[endpoint] += 1
+        settings = self.settings
+        if settings.count is not None:
+            settings.count -= 1
+            if settings.count <= 0:
+                self.settings = ModeSettings()
+        self.outcomes[settings.mode] += 1
+        if await self._pause(self.latency):
+            return self._drop_connection(request)
+        if settings.mode == "down":
+            return self._drop_connection(request)
+        if settings.mode == "hang":
+            await self._pause(None)
+            return self._drop_connection(request)
+        if settings.mode == "garbage":
+            return web.Response(body=GARBAGE, content_type="application/json")
+        if settings.mode == "errors":
+            return self._error_response(settings)
+        if settings.mode == "slow" and await self._pause(settings.delay):
+            return self._drop_connection(request)
+        try:
+            self._check_auth(request)
+            return await answer(request)
+        except APIError as exc:
+            return web.json_response(self._error_body(exc), status=exc.status)
+
+    def _error_response(self, settings: ModeSettings) -> web.Response:
+        status = settings.status
+        if status == 429:
+            error = APIError(429, "rate_limit_error", "Rate limit exceeded (sandbox fault)")
+            headers = {"retry-after": str(settings.retry_after)}
+        elif status == 529:
+            error, headers = APIError(529, "overloaded_error", "Overloaded (sandbox fault)"), {}
+        elif status >= 500:
+            error, headers = APIError(status, "api_error", "Service unavailable (sandbox)"), {}
+        else:
+            error, headers = APIError(status, "invalid_request_error", "Sandbox fault"), {}
+        return web.json_response(self._error_body(error), status=status, headers=headers)
+
+    async def _json_body(self, request: web.Request, endpoint: str) -> Json:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise APIError(400, "invalid_request_error", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "invalid_request_error", "the body must be a JSON object")
+        self.calls.append((endpoint, body))
+        if body.get("stream"):
+            raise APIError(400, "invalid_request_error", "stream: not supported by the sandbox")
+        return body
+
+    # -- admin API --------------------------------------------------------------------------------
+
+    def _admin_routes(self, app: web.Application) -> None:
+        app.router.add_get("/_sandbox/stats", self._admin_stats)
+        app.router.add_post("/_sandbox/mode", self._admin_mode)
+
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _admin_mode(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            if "latency" in body:
+                latency = float(body.pop("latency"))
+                if latency < 0:
+                    raise ValueError("latency must be zero or more seconds")
+                self.latency = latency
+            if body:
+                self.set_mode(**body)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.stats())
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last ``user`` message (string content or text blocks/parts)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def tokens(text: str) -> int:
+    """A token count that is stable and plausible (words), not the provider's tokenizer."""
+    return len(text.split())
+
+
+def now() -> int:
+    return int(time.time())

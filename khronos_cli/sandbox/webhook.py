@@ -1,0 +1,124 @@
+"""Webhook mode of the sandbox Telegram: POST each update to the bot, the way Telegram does.
+
+While a webhook is set, one background task takes the oldest pending update, POSTs it as JSON to
+the webhook URL (with ``X-Telegram-Bot-Api-Secret-Token`` when a secret was set) and forgets it
+once the bot answers 2xx. Any other answer, or a transport error, is recorded as the webhook's
+``last_error_message`` and the same update is retried after a backoff that doubles from
+``retry[0]`` up to ``retry[1]`` seconds, or after the answer's ``Retry-After`` header when it has
+one. Updates go one at a time, in order (Telegram may use several connections; one keeps the
+sandbox's order deterministic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import httpx
+
+__all__ = ["SECRET_HEADER", "WebhookSender"]
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_POST_TIMEOUT = 10.0
+_MAX_RETRY_AFTER = 3600.0
+
+
+class _UpdateQueue(Protocol):
+    def first_pending(self) -> dict[str, Any] | None: ...
+    def confirm(self, offset: int) -> None: ...
+    def arrival(self) -> asyncio.Event: ...
+
+
+class WebhookSender:
+    """Delivers a Telegram stand-in's updates to a webhook URL, retrying with backoff."""
+
+    def __init__(self, queue: _UpdateQueue, *, retry: tuple[float, float] = (0.5, 30.0)) -> None:
+        self._queue = queue
+        self.retry_initial, self.retry_max = retry
+        self.url = ""
+        self.secret: str | None = None
+        self.delivered = 0
+        self.failures = 0
+        self.last_error_date: int | None = None
+        self.last_error_message: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        # How the sender waits between attempts; tests inject a recorder instead of sleeping.
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def start(self, url: str, secret: str | None) -> None:
+        """Begin delivering to ``url`` (the caller stopped any previous sender first)."""
+        self.url = url
+        self.secret = secret
+        self.last_error_date = None
+        self.last_error_message = None
+        self._task = asyncio.create_task(self._run(), name="sandbox-telegram-webhook")
+
+    async def stop(self) -> None:
+        """Stop delivering; pending updates stay queued for getUpdates."""
+        self.url = ""
+        self.secret = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def info(self, pending: int) -> dict[str, Any]:
+        """``getWebhookInfo``'s result."""
+        info: dict[str, Any] = {
+            "url": self.url,
+            "has_custom_certificate": False,
+            "pending_update_count": pending,
+            "max_connections": 1,
+        }
+        if self.url:
+            info["ip_address"] = "127.0.0.1"
+        if self.last_error_date is not None:
+            info["last_error_date"] = self.last_error_date
+            info["last_error_message"] = self.last_error_message
+        return info
+
+    async def _run(self) -> None:
+        headers = {SECRET_HEADER: self.secret} if self.secret else {}
+        delay = self.retry_initial
+        async with httpx.AsyncClient(timeout=_POST_TIMEOUT, headers=headers) as client:
+            while True:
+                arrival = self._queue.arrival()
+                update = self._queue.first_pending()
+                if update is None:
+                    await arrival.wait()
+                    continue
+                wait = await self._post(client, update)
+                if wait is None:
+                    self.delivered += 1
+                    self._queue.confirm(int(update["update_id"]) + 1)
+                    delay = self.retry_initial
+                    continue
+                self.failures += 1
+                await self.sleep(wait if wait > 0 else delay)
+                delay = min(delay * 2, self.retry_max)
+
+    async def _post(self, client: httpx.AsyncClient, update: dict[str, Any]) -> float | None:
+        """None when the bot took the update; else seconds to wait (0.0: use the backoff)."""
+        try:
+            response = await client.post(self.url, json=update)
+        except httpx.HTTPError as exc:
+            self._error(f"Connection failed: {type(exc).__name__}: {exc}")
+            return 0.0
+        if response.is_success:
+            return None
+        self._error(
+            f"Wrong response from the webhook: {response.status_code} {response.reason_phrase}"
+        )
+        try:
+            retry_after = float(response.headers.get("retry-after", ""))
+        except ValueError:
+            return 0.0
+        return min(max(retry_after, 0.0), _MAX_RETRY_AFTER)
+
+    def _error(self, message: str) -> None:
+        self.last_error_date = int(time.time())
+        self.last_error_message = message
