@@ -1,0 +1,1 @@
+"""The runtime: the supervisor (``khronos run``), the worker and its shutdown."""
