@@ -1,0 +1,124 @@
+"""What the three API clients share: one httpx client each, one error boundary, one guard.
+
+Every call is an *attempt* (send the request, parse the answer, raise :class:`UpstreamError` for
+anything but success) handed to the client's **guard**: the worker's composition of that
+dependency's limiter and circuit breaker. The attempt raises inside the guard, so the breaker sees
+real failures; there are no hidden retries below it. Without a guard the attempt runs as is.
+
+httpx errors are translated here and only here, and never carry the URL (Telegram puts the bot
+token in the path) into a message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+from khronos_cli.errors import UpstreamError
+
+__all__ = ["Guard", "UpstreamClient", "parse_retry_after"]
+
+T = TypeVar("T")
+
+USER_AGENT = "khronos/0.1"
+
+
+class Guard(Protocol):
+    """Runs one attempt through a limiter and a breaker (or anything that keeps the contract)."""
+
+    async def __call__(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        /,
+        *,
+        key: Hashable | None = None,
+        priority: int = 5,
+        timeout: float | None = None,
+    ) -> T: ...
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN -> None
+
+
+class UpstreamClient:
+    """Base of the Telegram, Anthropic and OpenAI clients."""
+
+    dependency = "upstream"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        guard: Guard | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"user-agent": USER_AGENT, **(headers or {})},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._guard = guard
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _guarded(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        key: Hashable | None = None,
+        priority: int = 5,
+        timeout: float | None = None,
+    ) -> T:
+        if self._guard is None:
+            return await attempt()
+        return await self._guard(attempt, key=key, priority=priority, timeout=timeout)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange, with transport failures translated to UpstreamError."""
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(self.dependency, f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise UpstreamError(self.dependency, f"unreachable: {reason}", code="network") from None
+
+    def _json(self, response: httpx.Response) -> Any:
+        """The JSON body, or UpstreamError when the upstream answered something else."""
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(
+                self.dependency,
+                f"answered HTTP {response.status_code} with a body that is not JSON",
+                status=response.status_code if response.status_code >= 400 else 502,
+                code="garbage",
+            ) from None

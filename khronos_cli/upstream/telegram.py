@@ -1,0 +1,162 @@
+"""The Telegram Bot API client (httpx), with Telegram's error shapes mapped to UpstreamError.
+
+A 429 answer carries ``parameters.retry_after`` (read it, never the description text); it becomes
+``UpstreamError.retry_after`` so the worker can halt the ``telegram`` limiter and hold the breaker.
+``getUpdates`` is never throttled: it goes through the breaker only (with a timeout that covers
+the long poll), never through the limiter; sends take a chat key and a priority.
+
+The bot token is part of every URL path; no message raised here contains a URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from khronos_cli.config import Secret
+from khronos_cli.errors import UpstreamError
+from khronos_cli.upstream.base import Guard, UpstreamClient
+
+__all__ = ["PRIORITY_BULK", "PRIORITY_REPLY", "TelegramClient"]
+
+PRIORITY_REPLY = 3  # replies to users go before bulk sends (Bottleneck's scale: 0 first, 9 last)
+PRIORITY_BULK = 7
+MAX_POLL_TIMEOUT = 50  # Telegram's own cap on the long-poll timeout
+_POLL_MARGIN = 10.0
+
+
+class TelegramClient(UpstreamClient):
+    """``getUpdates``, ``sendMessage``, ``sendChatAction``, files and webhooks."""
+
+    dependency = "telegram-api"
+
+    def __init__(
+        self,
+        token: Secret,
+        base_url: str = "https://api.telegram.org",
+        *,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        guard: Guard | None = None,
+        poll_guard: Guard | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, transport=transport, guard=guard)
+        self._token = token
+        self._poll_guard = poll_guard
+        self.timeout = timeout
+
+    # -- the API --------------------------------------------------------------------------------
+
+    async def get_updates(
+        self,
+        offset: int | None = None,
+        *,
+        timeout: int = 30,
+        limit: int = 100,
+        allowed_updates: Sequence[str] = ("message",),
+    ) -> list[dict[str, Any]]:
+        """Long-poll for updates. ``offset`` confirms every update below it to Telegram."""
+        poll = max(0, min(int(timeout), MAX_POLL_TIMEOUT))
+        params: dict[str, Any] = {
+            "timeout": poll,
+            "limit": limit,
+            "allowed_updates": list(allowed_updates),
+        }
+        if offset is not None:
+            params["offset"] = offset
+        wait = poll + _POLL_MARGIN
+
+        async def attempt() -> list[dict[str, Any]]:
+            result = await self._method("getUpdates", params, timeout=wait)
+            return list(result)
+
+        if self._poll_guard is None:
+            return await attempt()
+        return await self._poll_guard(attempt, timeout=wait)
+
+    async def send_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        reply_to_message_id: int | None = None,
+        priority: int = PRIORITY_REPLY,
+    ) -> dict[str, Any]:
+        """Send plain text (never parsed as markup: user text must not become formatting)."""
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
+        if reply_to_message_id is not None:
+            params["reply_parameters"] = {
+                "message_id": reply_to_message_id,
+                "allow_sending_without_reply": True,
+            }
+        return await self._guarded(
+            lambda: self._method("sendMessage", params), key=chat_id, priority=priority
+        )
+
+    async def send_chat_action(self, chat_id: int, action: str = "typing") -> bool:
+        params = {"chat_id": chat_id, "action": action}
+        return bool(
+            await self._guarded(
+                lambda: self._method("sendChatAction", params), key=chat_id, priority=PRIORITY_BULK
+            )
+        )
+
+    async def get_file(self, file_id: str) -> dict[str, Any]:
+        """File metadata, with the ``file_path`` to download."""
+        result = await self._guarded(lambda: self._method("getFile", {"file_id": file_id}))
+        return dict(result)
+
+    async def download_file(self, file_path: str) -> bytes:
+        async def attempt() -> bytes:
+            path = f"/file/bot{self._token.reveal()}/{file_path.lstrip('/')}"
+            response = await self._send("GET", path)
+            if response.status_code != 200:
+                raise UpstreamError(
+                    self.dependency, f"file download answered HTTP {response.status_code}",
+                    status=response.status_code,
+                )  # fmt: skip
+            return response.content
+
+        return await self._guarded(attempt)
+
+    async def set_webhook(self, url: str, *, secret_token: str | None = None) -> bool:
+        params: dict[str, Any] = {"url": url, "allowed_updates": ["message"]}
+        if secret_token:
+            params["secret_token"] = secret_token
+        return bool(await self._guarded(lambda: self._method("setWebhook", params)))
+
+    async def delete_webhook(self) -> bool:
+        return bool(await self._guarded(lambda: self._method("deleteWebhook", {})))
+
+    # -- the wire -------------------------------------------------------------------------------
+
+    async def _method(
+        self, name: str, params: dict[str, Any], *, timeout: float | None = None
+    ) -> Any:
+        """Call one Bot API method and return its ``result``, or raise UpstreamError."""
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        response = await self._send(
+            "POST", f"/bot{self._token.reveal()}/{name}", json=params, **extra
+        )
+        body = self._json(response)
+        if not isinstance(body, dict) or "ok" not in body:
+            raise UpstreamError(
+                self.dependency, f"{name} answered an unexpected shape",
+                status=502, code="garbage",
+            )  # fmt: skip
+        if body["ok"] is True:
+            return body.get("result")
+        code = body.get("error_code")
+        status = code if isinstance(code, int) else response.status_code
+        parameters = body.get("parameters") or {}
+        retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+        description = str(body.get("description", "no description"))[:200]
+        raise UpstreamError(
+            self.dependency,
+            f"{name} failed with {status}: {description}",
+            status=status,
+            retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+            code=str(status),
+        )
