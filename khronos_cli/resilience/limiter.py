@@ -1,0 +1,374 @@
+"""The rate-limiting scheduler: Bottleneck's model, pyrate-limiter's decisions, no head-of-line.
+
+``await limiter.schedule(fn, *args, key=..., priority=..., weight=..., expiration=...)`` runs
+``fn`` once its key and the limiter allow it. Rate decisions are pyrate-limiter's atomic
+check-and-consume (see ``limiter_backends``); the waiting, queueing and concurrency are here:
+
+- **Per-key groups** (``group_by``): each key has its own priority heap (priority 0 is the most
+  important, 5 the default; FIFO within a priority), weighted concurrency, spacing and rates; the
+  ``global_*`` settings bind all keys together. A key that must wait sits in a timer heap and
+  never blocks another: the dispatcher only ever looks at keys whose head job is ready, ordered
+  by (priority, arrival). Without ``group_by`` the plain settings bind the whole limiter.
+- **Groups are created on demand and evicted when idle** (nothing queued or running for
+  ``idle_timeout``, and never before the key's rate state has drained, so eviction can never
+  reset a rate early). Idle keys sit in an insertion-ordered dict, so eviction is O(1) each.
+- **A bounded queue per key** (``max_queued``) with a strategy: ``reject`` the newcomer,
+  ``drop-oldest``, or ``drop-lowest`` (the least important, oldest first, and only when it is
+  less important than the newcomer). A dropped job fails with ``JobDroppedError`` whose
+  ``retry_after`` is estimated from the queue ahead and the limits, not a constant.
+- **Expiration** is ``asyncio.timeout`` around the job: the coroutine is really cancelled and
+  the caller gets ``JobExpiredError``. ``retries`` re-queue a failed job (events ``retry``).
+- **One 429 halt** per scope (``halt(seconds, scope=None|key)``): the longest wins and nothing
+  but the clock ends it; with Redis it is a shared key that the decision script reads.
+- ``stop(drop_waiting=...)`` refuses new jobs, drains or hands back the queue, and waits for
+  the jobs in flight.
+
+A job runs in its caller's task: the dispatcher only resolves the job's "go" future, so a
+cancelled caller cancels its job, and an uncontended job (nothing queued) starts inline with
+no task switch at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Final, ParamSpec, TypeVar
+
+from redis.asyncio import Redis
+
+from khronos_cli.config import LimiterSettings
+from khronos_cli.errors import JobDroppedError, JobExpiredError, LimiterStoppedError
+from khronos_cli.resilience.limiter_backends import ADMIT, MemoryRates, RedisRates
+from khronos_cli.resilience.limiter_groups import Job, KeyedDispatcher, KeyGroup, QueuedJob, spacing
+from khronos_cli.resilience.limiter_stats import LimiterEvent, Listener
+
+__all__ = ["PRIORITY_DEFAULT", "Limiter", "QueuedJob"]
+
+PRIORITY_DEFAULT: Final = 5
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Limiter(KeyedDispatcher):
+    """A Bottleneck-style scheduler for one dependency, e.g. ``telegram`` grouped by chat.
+
+    ``redis``: share the rate budgets and halts with every process on that Redis (keys under
+    ``khronos:{bot}:limiter:<name>``); ``guard``: seconds added to every rate period (slack
+    for transit jitter); ``clock``: seconds, monotonic in memory, wall-clock with Redis.
+    """
+
+    def __init__(
+        self,
+        settings: LimiterSettings,
+        *,
+        redis: Redis | None = None,
+        bot: str = "bot",
+        guard: float = 0.0,
+        clock: Callable[[], float] | None = None,
+        owns_redis: bool = False,
+    ) -> None:
+        s = settings
+        if s.group_by is not None:
+            key_limits = (s.max_concurrent, s.min_time, s.rates, s.group_rates)
+            g_max, g_min, g_rates = s.global_max_concurrent, s.global_min_time, s.global_rates
+        else:  # the plain fields bind the limiter as a whole
+            key_limits = (None, 0.0, (), ())
+            caps = [c for c in (s.max_concurrent, s.global_max_concurrent) if c is not None]
+            g_max, g_min = min(caps, default=None), max(s.min_time, s.global_min_time)
+            g_rates = (*s.rates, *s.global_rates)
+        backend: MemoryRates | RedisRates
+        if redis is not None:
+            backend = RedisRates(
+                redis, s.name, g_rates, bot=bot, guard=guard, owns_client=owns_redis
+            )
+        else:
+            backend = MemoryRates(g_rates, guard=guard)
+        super().__init__(
+            s.name,
+            backend,
+            clock or (time.time if redis is not None else time.monotonic),
+            key_limits=key_limits,
+            global_limits=(g_max, g_min),
+            idle_timeout=s.idle_timeout,
+        )
+        self.settings = s
+        self._grouped = s.group_by is not None
+        self._g_interval = max(g_min, spacing(g_rates))
+        self._max_queued, self._strategy = s.max_queued, s.strategy
+        self._rated = bool(g_rates) or any(key_limits[2]) or any(key_limits[3])
+        self._avg_exec = 0.0
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        key: Hashable = None,
+        priority: int = PRIORITY_DEFAULT,
+        weight: int = 1,
+        expiration: float | None = None,
+        retries: int = 0,
+        retry_delay: float | Callable[[int], float] = 0.0,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``await fn(*args, **kwargs)`` when the limiter allows it and return its result.
+
+        Raises ``JobDroppedError`` (queue full), ``JobExpiredError`` (ran past ``expiration``
+        seconds and was cancelled), ``LimiterStoppedError``, or what ``fn`` raised once
+        ``retries`` are spent. ``key`` is ignored by a limiter without ``group_by``.
+        """
+        self._check(priority, weight)
+        attempt = 0
+        while True:
+            job = await self._admit(fn, args, kwargs, key, priority, weight)
+            try:
+                return await self._execute(job, expiration)  # type: ignore[no-any-return]
+            except Exception as exc:
+                if attempt >= retries:
+                    self.stats.failed += 1
+                    self._emit("failed", job, error=exc)
+                    raise
+                attempt += 1
+                delay = retry_delay(attempt) if callable(retry_delay) else retry_delay
+                self.stats.retried += 1
+                self._emit("retry", job, error=exc, seconds=delay)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    def limit(
+        self,
+        *,
+        key: Callable[..., Hashable] | None = None,
+        priority: int = PRIORITY_DEFAULT,
+        weight: int = 1,
+        expiration: float | None = None,
+        retries: int = 0,
+    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+        """Decorator: every call of the function goes through ``schedule``; ``key(*args,
+        **kwargs)`` picks its group."""
+
+        def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+            @functools.wraps(fn)
+            async def limited(*args: P.args, **kwargs: P.kwargs) -> T:
+                group = key(*args, **kwargs) if key is not None else None
+                call = functools.partial(fn, *args, **kwargs)
+                return await self.schedule(
+                    call, key=group, priority=priority, weight=weight,
+                    expiration=expiration, retries=retries,
+                )  # fmt: skip
+
+            return limited
+
+        return decorate
+
+    def halt(self, seconds: float, scope: Hashable = None) -> None:
+        """Pause starts (all keys, or one key's) for ``seconds``, e.g. a 429's ``retry_after``.
+
+        Overlapping halts: the longest wins; nothing but the clock ends one. With Redis the halt
+        is shared by every process (a key with that expiry).
+        """
+        now = self._clock()
+        until = now + max(0.0, seconds)
+        key = scope if self._grouped else None
+        if key is None:
+            self._halted = max(self._halted, until)
+        else:
+            group = self._group(key, now)
+            group.halted = max(group.halted, until)
+            self._mark_idle(group, now)
+        if self.stats.wants("halt"):
+            self.stats.emit(LimiterEvent("halt", self.name, key, seconds=seconds))
+        if isinstance(self._backend, RedisRates):
+            write = self._backend.write_halt(int(until * 1000), int(seconds * 1000) + 1, key)
+            task = asyncio.get_running_loop().create_task(write)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def on(self, event: str, listener: Listener) -> Callable[[], None]:
+        """Subscribe to ``queued``, ``dropped``, ``executing``, ``done``, ``failed``,
+        ``retry``, ``idle`` or ``halt``; returns the unsubscribe function."""
+        return self.stats.on(event, listener)
+
+    async def pump(self) -> None:
+        """Evict idle keys and re-examine the queue now; return once the dispatcher has acted on
+        all that is due (for an injected clock in tests, and for tools)."""
+        self._sweep()
+        self._kick()
+        await self._resting.wait()
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state for the control socket and ``GET /limiter/stats``."""
+        now, st = self._clock(), self.stats
+        return {
+            "name": self.name, "backend": self._backend.name, "received": st.received,
+            "queued": self._queued, "running": self._running, "executing": self._executing,
+            "done": st.done, "dropped": st.dropped, "failed": st.failed, "retried": st.retried,
+            "rate": st.rate(now), "history": st.history(now), "keys": len(self._groups),
+            "halted_for": round(max(0.0, self._halted - now), 3), "stopping": self._stopping,
+        }  # fmt: skip
+
+    async def stop(self, *, drop_waiting: bool = False) -> list[QueuedJob]:
+        """Refuse new jobs; drain the queue (or hand it back), then wait for running jobs.
+
+        With ``drop_waiting`` the queued jobs fail with ``LimiterStoppedError`` for their
+        callers and are returned, most important first, for the caller to persist.
+        """
+        self._stopping = True
+        if drop_waiting:
+            self._dropping = True
+            for job in sorted(job for group in self._groups.values() for job in group.heap):
+                self._hand_back(job)
+            self._ready.clear()
+        self._kick()
+        await self._drained.wait()
+        for handle in (self._timer, self._sweeper):
+            if handle is not None:
+                handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await asyncio.gather(*self._background, return_exceptions=True)
+        handed, self._handed = self._handed, []
+        return handed
+
+    async def aclose(self) -> None:
+        """Stop at once (queued jobs fail) and release the backend."""
+        await self.stop(drop_waiting=True)
+        await self._backend.aclose()
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def _check(self, priority: int, weight: int) -> None:
+        if not 0 <= priority <= 9:
+            raise ValueError(f"priority must be 0 (most important) to 9, not {priority!r}")
+        caps = [c for c in (self._key_max, self._g_max) if c is not None]
+        if weight < 1 or weight > min(caps, default=weight) or (weight > 1 and self._rated):
+            raise ValueError(f"weight {weight!r} can never run in limiter {self.name!r}")
+        if self._stopping:
+            raise LimiterStoppedError(self.name)
+
+    async def _admit(
+        self, fn: Any, args: Any, kwargs: Any, key: Hashable, priority: int, weight: int
+    ) -> Job:
+        if self._stopping:
+            raise LimiterStoppedError(self.name)
+        now = self._clock()
+        group = self._group(key if self._grouped else None, now)
+        job = Job(fn, args, kwargs, group, priority, weight)
+        self.stats.received += 1
+        self._drained.clear()
+        self._idle.pop(group.key, None)
+        if (
+            not group.heap
+            and not self._ready
+            and not self._deciding
+            and self._free(group, job, now)
+        ):
+            self._reserve(group, job)
+            verdict = self._backend.acquire(group.handle, weight, int(now * 1000))
+            if not isinstance(verdict, tuple):
+                try:
+                    verdict = await self._awaited(verdict)
+                except BaseException:
+                    self._unreserve(job)
+                    self._mark_idle(group, self._clock())
+                    self._maybe_drained()
+                    raise
+                now = self._clock()
+            if verdict[0] == ADMIT:
+                self._started(job, now)
+                return job
+            self._unreserve(job)
+            self._refused(group, verdict, now)
+        return await self._queue(job, now)
+
+    async def _queue(self, job: Job, now: float) -> Job:
+        group = job.group
+        if self._max_queued is not None and len(group.heap) >= self._max_queued:
+            victim = self._victim(group, job)
+            error = JobDroppedError(self.name, group.key, self._retry_after(group, now))
+            if victim is job:
+                self.stats.dropped += 1
+                self._emit("dropped", job, error=error)
+                raise error
+            self._fail(victim, error, dropped=True)
+        job.seq = next(self._seq)
+        job.future = asyncio.get_running_loop().create_future()
+        heapq.heappush(group.heap, job)
+        self._queued += 1
+        self._emit("queued", job)
+        self._evaluate(group, now)
+        self._kick()
+        try:
+            await job.future
+        except asyncio.CancelledError:
+            if job in group.heap:
+                self._remove(job)
+            elif job.future.done() and not job.future.cancelled():
+                self._running -= 1  # started, then cancelled before executing
+                self._release(job)
+            raise
+        return job
+
+    def _victim(self, group: KeyGroup, newcomer: Job) -> Job:
+        if self._strategy == "drop-oldest":
+            return min(group.heap, key=lambda job: job.seq)
+        if self._strategy == "drop-lowest":
+            worst = max(group.heap, key=lambda job: (job.priority, -job.seq))
+            return worst if worst.priority > newcomer.priority else newcomer
+        return newcomer
+
+    def _retry_after(self, group: KeyGroup, now: float) -> float:
+        """Seconds until the queue ahead of a newcomer to ``group`` has likely drained."""
+        ahead = len(group.heap)
+        head = max(0.0, group.not_before - now, group.last_start + self._key_min - now,
+                   group.halted - now, self._halted - now, self._not_before - now)  # fmt: skip
+        per_key = max(self._key_min, group.interval) * ahead
+        per_global = self._g_interval * self._queued
+        slots = min(c for c in (self._key_max, self._g_max, ahead or 1) if c is not None)
+        busy = self._avg_exec * ahead / max(1, slots)
+        return round(head + max(per_key, per_global, busy, 0.001), 3)
+
+    # -- execution ----------------------------------------------------------------------------
+
+    async def _execute(self, job: Job, expiration: float | None) -> Any:
+        self._running -= 1
+        self._executing += 1
+        self._emit("executing", job)
+        started = self._clock()
+        try:
+            if expiration is None:
+                result = await job.fn(*job.args, **job.kwargs)
+            else:
+                deadline = asyncio.timeout(expiration)
+                try:
+                    async with deadline:
+                        result = await job.fn(*job.args, **job.kwargs)
+                except TimeoutError as exc:
+                    if deadline.expired():
+                        raise JobExpiredError(self.name, expiration) from exc
+                    raise
+        finally:
+            self._executing -= 1
+            self._avg_exec += (self._clock() - started - self._avg_exec) * 0.2
+            self._release(job)
+        self.stats.done += 1
+        self._emit("done", job)
+        return result
+
+    def _release(self, job: Job) -> None:
+        self._unreserve(job)
+        now = self._clock()
+        self._mark_idle(job.group, now)
+        self._evaluate(job.group, now)
+        if self._queued:
+            self._kick()
+        self._maybe_drained()

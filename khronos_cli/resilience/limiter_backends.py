@@ -1,0 +1,352 @@
+"""Rate backends: where a limiter's rate decisions are made, in memory or in Redis.
+
+The scheduler (``limiter.py``) owns waiting, queueing and concurrency; a backend answers one
+question for it: *may a job of this weight start now under its key's rates, the limiter's global
+rates and any 429 halt, and if not, which level refused and for how long?* The answer is
+atomic: either every level admits and every level is charged, or nothing is charged.
+
+Two rate levels, two pyrate-limiter algorithms:
+
+- **Per key** (per chat, per user): ``GCRA`` with burst 1 on a ``StateBucket``. One number per
+  rate and key, so 100,000 chats cost a small object each in memory and a Redis hash that expires
+  on its own. A key never gets more than ``limit`` starts in any ``period`` (a token bucket with
+  burst = limit would admit about twice that across a window edge).
+- **Global** (the bot's 30/s): ``SlidingWindowLog``: exactly "at most N in any window", and it
+  lets the budget be used to the last unit, which even pacing (GCRA burst 1) cannot: every
+  scheduling delay is lost for good there.
+
+``guard`` (seconds) is added to every period: the slack for the time between our admission and
+the upstream's own clock (transit jitter). Telegram counts arrivals, not our starts.
+
+In memory (:class:`MemoryRates`) the decisions are the buckets' own ``put_decision``: the key
+level is first *peeked* with the algorithm's ``step`` against the stored state (spends nothing),
+then the global bucket consumes, then the key bucket consumes (admitted by construction). The
+scarce global budget is never spent on a job its key would refuse.
+
+In Redis (:class:`RedisRates`) both levels and both halts are checked in **one** Lua script, one
+``EVALSHA`` round trip, atomic across every process sharing the Redis. The script is ours because
+pyrate's scripts each see one key, but the policy is pyrate's: the GCRA arguments come from
+``GCRA.redis_args``, the window bounds and the blocking rank from ``SlidingWindowLog``, and the
+wait of a window refusal from ``SlidingWindowLog.retry_after``; the bucket it lives in is a
+pyrate ``AbstractBucket`` whose verdict is read back through ``put_decision``. All keys carry the
+``{bot}`` hash tag (one Redis Cluster slot): ``khronos:{bot}:limiter:<name>:key:<key>``,
+``...:<name>:global``, ``...:<name>:halt`` and ``...:<name>:halt:<key>``; every one expires.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Hashable, Sequence
+from typing import Any, Final
+
+import pyrate_limiter as pyrate
+from pyrate_limiter.utils import enforce_rate_list
+from redis.asyncio import Redis
+
+from khronos_cli.config import Rate
+
+__all__ = ["ADMIT", "GLOBAL", "HALT_GLOBAL", "HALT_KEY", "KEY", "MemoryRates", "RedisRates"]
+
+# Which level refused: the first element of a verdict ``(level, wait_seconds)``.
+ADMIT: Final = 0
+KEY: Final = 1
+GLOBAL: Final = 2
+HALT_GLOBAL: Final = 3
+HALT_KEY: Final = 4
+
+Verdict = tuple[int, float]
+_ADMITTED: Final[Verdict] = (ADMIT, 0.0)
+_GCRA: Final = pyrate.GCRA()
+_WINDOW: Final = pyrate.SlidingWindowLog()
+
+
+def pyrate_rates(rates: Sequence[Rate], guard: float, *, smooth: bool) -> list[pyrate.Rate]:
+    """Our rates as pyrate's (milliseconds), ``guard`` added to each period; ``smooth``: burst 1.
+
+    Raises ``ValueError`` when pyrate refuses the list (it wants rates that get looser as the
+    period grows, e.g. ``1/s`` then ``20/min``).
+    """
+    converted = [
+        pyrate.Rate(r.limit, max(1, round((r.period + guard) * 1000)), 1 if smooth else None)
+        for r in rates
+    ]
+    converted.sort(key=lambda rate: rate.interval)
+    if converted:
+        enforce_rate_list(converted)
+    return converted
+
+
+def _horizon(rates: Sequence[pyrate.Rate]) -> float:
+    """Seconds after which a key's rate state no longer constrains anything."""
+    return max((rate.interval for rate in rates), default=0) / 1000
+
+
+class _LoopStateStore(pyrate.StateStore):
+    """pyrate ``StateStore`` for one event loop: the state is a plain attribute.
+
+    The limiter runs on one loop, so pyrate's ``InMemoryStateStore`` RLock buys nothing and
+    costs memory for every one of 100,000 chats.
+    """
+
+    __slots__ = ("state",)
+    is_async = False
+
+    def __init__(self) -> None:
+        self.state: tuple[float, ...] | None = None
+
+    def check(
+        self, algorithm: pyrate.StateAlgorithm, rates: list[pyrate.Rate], now: int, weight: int
+    ) -> pyrate.Decision:
+        state = self.state if self.state is not None else algorithm.initial(rates)
+        self.state, decision = algorithm.step(rates, state, now, weight)
+        return decision
+
+    def read(self, algorithm: pyrate.StateAlgorithm, rates: list[pyrate.Rate]) -> Any:
+        return self.state if self.state is not None else algorithm.initial(rates)
+
+    def reset(self) -> None:
+        self.state = None
+
+
+def _wait(decision: pyrate.Decision) -> float:
+    """Seconds to wait from a refusal; a weight that can never fit waits "forever" (1 h)."""
+    return 3600.0 if decision.retry_after_ms is None else decision.retry_after_ms / 1000
+
+
+class MemoryRates:
+    """Rate decisions in this process, on pyrate's in-memory buckets."""
+
+    name = "memory"
+
+    def __init__(self, global_rates: Sequence[Rate] = (), *, guard: float = 0.0) -> None:
+        self.guard = guard
+        rates = pyrate_rates(global_rates, guard, smooth=False)
+        self._global = pyrate.InMemoryBucket(rates) if rates else None
+        self._global_horizon = _horizon(rates)
+        self._leaked_at = 0
+
+    def key_state(self, key: Hashable, rates: Sequence[Rate]) -> tuple[object, float]:
+        """The per-key handle the scheduler keeps on its group, and its state's horizon (s)."""
+        converted = pyrate_rates(rates, self.guard, smooth=True)
+        if not converted:
+            return None, 0.0
+        return pyrate.StateBucket(converted, _GCRA, _LoopStateStore()), _horizon(converted)
+
+    def acquire(self, handle: object, weight: int, now_ms: int) -> Verdict:
+        """Charge ``weight`` at ``now_ms`` on both levels, or say who refused and for how long."""
+        bucket = handle if isinstance(handle, pyrate.StateBucket) else None
+        if bucket is not None:
+            state = bucket.store.read(_GCRA, bucket.rates)
+            assert isinstance(state, tuple)
+            _, peek = _GCRA.step(bucket.rates, state, now_ms, weight)
+            if not peek.allowed:
+                return KEY, _wait(peek)
+        if self._global is not None:
+            item = pyrate.RateItem("global", now_ms, weight)
+            decision = self._global.put_decision(item)
+            assert isinstance(decision, pyrate.Decision)
+            if not decision.allowed:
+                return GLOBAL, _wait(decision)
+            if now_ms - self._leaked_at > 1000:  # keep the log at one window's worth
+                self._leaked_at = now_ms
+                self._global.leak(now_ms)
+        if bucket is not None:
+            decision = bucket.put_decision(pyrate.RateItem("key", now_ms, weight))
+            assert isinstance(decision, pyrate.Decision) and decision.allowed
+        return _ADMITTED
+
+    def halt(self, until_ms: int, key: Hashable | None) -> None:
+        """Halts are the scheduler's own in memory: nothing to share."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+_DECIDE_LUA = """
+-- KEYS: key state hash, global window zset, global halt, key halt
+-- ARGV: now_ms, weight, member, key_ttl_ms, n_key_rates, (emission_us, burst)*,
+--       n_global_rates, (window_start, limit, blocking_rank)*, leak_bound, global_ttl_ms
+local now = tonumber(ARGV[1])
+local weight = tonumber(ARGV[2])
+local halts = redis.call('MGET', KEYS[3], KEYS[4])
+for h = 1, 2 do
+    local until_ms = tonumber(halts[h])
+    if until_ms and until_ms > now then return {2 + h, until_ms - now} end
+end
+local now_us = now * 1000
+local nk = tonumber(ARGV[5])
+local i = 6
+local tats = {}
+if nk > 0 then
+    local fields = {}
+    for r = 1, nk do fields[r] = 'tat' .. r end
+    local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+    for r = 1, nk do
+        local emission = tonumber(ARGV[i])
+        local burst = tonumber(ARGV[i + 1])
+        i = i + 2
+        local tat = tonumber(stored[r]) or 0
+        if tat < now_us then tat = now_us end
+        local new_tat = tat + weight * emission
+        local allow_at = new_tat - burst * emission
+        if allow_at > now_us then return {1, math.ceil((allow_at - now_us) / 1000)} end
+        tats[#tats + 1] = 'tat' .. r
+        tats[#tats + 1] = string.format('%.0f', new_tat)
+    end
+end
+local ng = tonumber(ARGV[i])
+i = i + 1
+for r = 1, ng do
+    local limit = tonumber(ARGV[i + 1])
+    local rank = tonumber(ARGV[i + 2])
+    local count = redis.call('ZCOUNT', KEYS[2], ARGV[i], '+inf')
+    if limit - count < weight then
+        local blocking = redis.call('ZRANGE', KEYS[2], -1 - rank, -1 - rank, 'WITHSCORES')
+        return {2, tonumber(blocking[2]) or -1, r - 1}
+    end
+    i = i + 3
+end
+if nk > 0 then
+    redis.call('HSET', KEYS[1], unpack(tats))
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+if ng > 0 then
+    local batch = {}
+    for w = 1, weight do
+        batch[#batch + 1] = now
+        batch[#batch + 1] = ARGV[3] .. w
+    end
+    redis.call('ZADD', KEYS[2], unpack(batch))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[i])
+    redis.call('PEXPIRE', KEYS[2], ARGV[i + 1])
+end
+return {0, 0}
+"""
+
+_HALT_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+local until_ms = tonumber(ARGV[1])
+if current and current >= until_ms then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return until_ms
+"""
+
+
+class _RedisKey:
+    """One key's handle in Redis mode: its hash name, rates and the script arguments for them."""
+
+    __slots__ = ("args", "halt", "name", "rates", "ttl_ms")
+
+    def __init__(self, name: str, halt: str, rates: list[pyrate.Rate]) -> None:
+        self.name = name
+        self.halt = halt
+        self.rates = rates
+        self.args: list[int | float] = [len(rates), *_GCRA.redis_args(rates)]
+        self.ttl_ms = max(2 * rate.interval for rate in rates) if rates else 1
+
+
+class _RedisDecisionBucket(pyrate.AbstractBucket):
+    """A pyrate bucket whose ``put`` is the two-level script; ``put_decision`` reads it back."""
+
+    is_async = True
+
+    def __init__(self, owner: RedisRates, handle: _RedisKey) -> None:
+        self._owner = owner
+        self._handle = handle
+        self._rates = owner.global_rates or handle.rates or [pyrate.Rate(1, 1)]
+        self.level = ADMIT
+        self.wait = 0.0
+
+    async def put(self, item: pyrate.RateItem) -> bool:
+        level, wait = await self._owner.run_script(self._handle, item)
+        self.level, self.wait = level, wait
+        failing = None if level == ADMIT else self._rates[0]
+        retry = None if level == ADMIT else math.ceil(wait * 1000)
+        return self._record(item, pyrate.Decision(failing, retry))
+
+    def leak(self, current_timestamp: int | None = None) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+    def count(self) -> int:
+        return 0
+
+    def peek(self, index: int) -> None:
+        return None
+
+
+class RedisRates:
+    """Rate decisions shared by every process on one Redis: one round trip per decision."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        redis: Redis,
+        limiter: str,
+        global_rates: Sequence[Rate] = (),
+        *,
+        bot: str = "bot",
+        guard: float = 0.0,
+        owns_client: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.guard = guard
+        self.prefix = f"khronos:{{{bot}}}:limiter:{limiter}"
+        self.global_rates = pyrate_rates(global_rates, guard, smooth=False)
+        self._global_ttl = max((2 * r.interval for r in self.global_rates), default=1)
+        self._script = redis.register_script(_DECIDE_LUA)
+        self._halt_script = redis.register_script(_HALT_LUA)
+        self._owns_client = owns_client
+        self._member = uuid.uuid4().hex[:12]
+        self._counter = 0
+
+    def key_state(self, key: Hashable, rates: Sequence[Rate]) -> tuple[object, float]:
+        """The per-key handle (hash name, script arguments) and the key's state horizon (s)."""
+        converted = pyrate_rates(rates, self.guard, smooth=True)
+        suffix = "all" if key is None else f"key:{key}"
+        handle = _RedisKey(f"{self.prefix}:{suffix}", f"{self.prefix}:halt:{suffix}", converted)
+        return handle, _horizon(converted)
+
+    def acquire(self, handle: object, weight: int, now_ms: int) -> Awaitable[Verdict]:
+        """One ``EVALSHA``: halts, key GCRA and global window, all or nothing."""
+        assert isinstance(handle, _RedisKey)
+        return self._decide(_RedisDecisionBucket(self, handle), weight, now_ms)
+
+    async def _decide(self, bucket: _RedisDecisionBucket, weight: int, now_ms: int) -> Verdict:
+        decision = await bucket.put_decision(pyrate.RateItem("job", now_ms, weight))  # type: ignore[misc]
+        assert isinstance(decision, pyrate.Decision)
+        return (ADMIT, 0.0) if decision.allowed else (bucket.level, bucket.wait)
+
+    async def run_script(self, handle: _RedisKey, item: pyrate.RateItem) -> Verdict:
+        now, weight = item.timestamp, item.weight
+        self._counter += 1
+        args: list[int | float | str] = [now, weight, f"{self._member}:{self._counter}:"]
+        args += [handle.ttl_ms, *handle.args, len(self.global_rates)]
+        for rate in self.global_rates:
+            rank = _WINDOW.blocking_offset(rate, weight)
+            args += [_WINDOW.window_start(rate, now), rate.limit, -1 if rank is None else rank]
+        args += [_WINDOW.leak_bound(self.global_rates, now) if self.global_rates else 0]
+        args += [self._global_ttl]
+        keys = [handle.name, f"{self.prefix}:global", f"{self.prefix}:halt", handle.halt]
+        reply = await self._script(keys=keys, args=args)
+        level = int(reply[0])
+        if level == GLOBAL:
+            blocking = int(reply[1])
+            rate = self.global_rates[int(reply[2])]
+            ms = _WINDOW.retry_after(rate, now, None if blocking < 0 else blocking)
+            return GLOBAL, max(ms, 1) / 1000
+        return level, int(reply[1]) / 1000
+
+    async def write_halt(self, until_ms: int, ttl_ms: int, key: Hashable | None) -> None:
+        """Share a 429 halt: the longest one wins, and the Redis key expires with it."""
+        name = f"{self.prefix}:halt" if key is None else f"{self.prefix}:halt:key:{key}"
+        await self._halt_script(keys=[name], args=[until_ms, max(1, ttl_ms)])
+
+    async def aclose(self) -> None:
+        """Close the Redis client when this backend created it."""
+        if self._owns_client:
+            await self.redis.aclose()

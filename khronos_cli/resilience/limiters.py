@@ -1,0 +1,138 @@
+"""The seed's four limiters (``telegram``, ``global``, ``anthropic``, ``whisper``), from config.
+
+:meth:`Limiters.build` makes one :class:`Limiter` per ``LimiterSettings`` (DESIGN.md's defaults,
+overridden by ``khronos.toml``), all in memory or all on one Redis. It also holds the Telegram
+rules that are not numbers:
+
+- ``getUpdates`` (and every other ``get*`` read) is never throttled: a throttled poller would
+  delay every reply and can hit the 50 s long-poll limit.
+- Replies to users take priority over bulk sends (:data:`PRIORITY_REPLY` before
+  :data:`PRIORITY_BULK`) when they compete for the bot's 30/s.
+- A 429's ``parameters.retry_after`` (never the description text) halts the sends of its scope.
+- Telegram counts messages when they *arrive*; the ``telegram`` limiter adds
+  :data:`TELEGRAM_GUARD` to each rate period so that transit jitter between our start and their
+  clock cannot push a window over the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from typing import Any, Final, TypeVar
+
+from redis.asyncio import Redis
+
+from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
+from khronos_cli.errors import ConfigError
+from khronos_cli.resilience.limiter import Limiter, QueuedJob
+
+__all__ = [
+    "PRIORITY_BULK",
+    "PRIORITY_REPLY",
+    "TELEGRAM_GUARD",
+    "Limiters",
+    "is_throttled",
+    "telegram_retry_after",
+]
+
+PRIORITY_REPLY: Final = 2
+PRIORITY_BULK: Final = 7
+TELEGRAM_GUARD: Final = 0.004  # seconds added to each Telegram rate period (transit jitter)
+T = TypeVar("T")
+
+
+def is_throttled(method: str) -> bool:
+    """Whether a Bot API method goes through the ``telegram`` limiter (reads never do)."""
+    return not method.startswith("get")
+
+
+def telegram_retry_after(payload: Mapping[str, Any]) -> float | None:
+    """Seconds from a 429 answer's ``parameters.retry_after``; ``None`` if it has none."""
+    parameters = payload.get("parameters")
+    value = parameters.get("retry_after") if isinstance(parameters, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
+
+
+class Limiters(Mapping[str, Limiter]):
+    """The process's limiters by name, with their shared backend."""
+
+    def __init__(self, limiters: Mapping[str, Limiter], redis: Redis | None = None) -> None:
+        self._limiters = dict(limiters)
+        self._redis = redis
+
+    @classmethod
+    def build(
+        cls,
+        settings: Mapping[str, LimiterSettings] | None = None,
+        *,
+        redis_url: str | None = None,
+        redis: Redis | None = None,
+        bot: str = "bot",
+        clock: Callable[[], float] | None = None,
+    ) -> Limiters:
+        """One limiter per settings entry (default: DESIGN.md's four), in memory or on Redis.
+
+        A rate list pyrate-limiter cannot enforce raises ``ConfigError`` naming the limiter.
+        """
+        owned = Redis.from_url(redis_url) if redis is None and redis_url else None
+        client = redis or owned
+        built: dict[str, Limiter] = {}
+        for name, item in (settings or LIMITER_DEFAULTS).items():
+            guard = TELEGRAM_GUARD if name == "telegram" else 0.0
+            try:
+                built[name] = Limiter(item, redis=client, bot=bot, guard=guard, clock=clock)
+            except ValueError as exc:
+                rates = [str(r) for r in (*item.rates, *item.group_rates, *item.global_rates)]
+                expected = f"rates that loosen as the period grows ({exc})"
+                raise ConfigError("limiters", f"limiters.{name}.rates", rates, expected) from exc
+        return cls(built, owned)
+
+    def __getitem__(self, name: str) -> Limiter:
+        return self._limiters[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._limiters)
+
+    def __len__(self) -> int:
+        return len(self._limiters)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{name: snapshot}``, the body of ``GET /limiter/stats`` and ``khronos limiter``."""
+        return {name: limiter.snapshot() for name, limiter in self._limiters.items()}
+
+    async def telegram_call(
+        self,
+        method: str,
+        chat_id: Hashable,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        reply: bool = False,
+        **kwargs: Any,
+    ) -> T:
+        """One Bot API call: reads at once, sends through ``telegram`` by chat, replies first."""
+        if not is_throttled(method):
+            return await fn(*args, **kwargs)
+        priority = PRIORITY_REPLY if reply else PRIORITY_BULK
+        return await self["telegram"].schedule(fn, *args, key=chat_id, priority=priority, **kwargs)
+
+    def telegram_429(self, payload: Mapping[str, Any], chat_id: Hashable = None) -> float | None:
+        """Halt Telegram sends (all, or one chat's) for a 429's ``retry_after``; returns it."""
+        seconds = telegram_retry_after(payload)
+        if seconds is not None:
+            self["telegram"].halt(seconds, scope=chat_id)
+        return seconds
+
+    async def stop(self, *, drop_waiting: bool = False) -> dict[str, list[QueuedJob]]:
+        """Stop every limiter (see ``Limiter.stop``); the jobs handed back, by limiter."""
+        names = list(self._limiters)
+        stops = [self._limiters[name].stop(drop_waiting=drop_waiting) for name in names]
+        return dict(zip(names, await asyncio.gather(*stops), strict=True))
+
+    async def aclose(self) -> None:
+        """Stop everything at once and close the Redis client if this registry opened it."""
+        for limiter in self._limiters.values():
+            await limiter.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
