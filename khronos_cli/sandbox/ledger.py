@@ -98,7 +98,8 @@ class Ledger:
         self.fallback_text = fallback_text
         self._sent: dict[tuple[int, int], UserMessage] = {}
         self._answers: dict[tuple[int, int], list[Delivery]] = {}
-        self._unmatched: list[Delivery] = []
+        self._orphans: dict[tuple[int, int], list[Delivery]] = {}  # replies to unknown messages
+        self._not_replies = 0  # deliveries that reply to nothing
         self._waiting = 0  # sent messages with no answer yet
 
     @classmethod
@@ -137,17 +138,14 @@ class Ledger:
         if key in self._sent:
             return
         self._sent[key] = message
-        early = [d for d in self._unmatched if (d.chat_id, d.reply_to_message_id) == key]
-        self._answers[key] = early
-        if early:
-            self._unmatched = [d for d in self._unmatched if d not in early]
-        else:
+        self._answers[key] = early = self._orphans.pop(key, [])
+        if not early:
             self._waiting += 1
 
     def record_delivery(self, delivery: Delivery) -> None:
         """A message the bot sent."""
         if delivery.reply_to_message_id is None:
-            self._unmatched.append(delivery)
+            self._not_replies += 1
             return
         key = (delivery.chat_id, delivery.reply_to_message_id)
         if key in self._sent:
@@ -156,7 +154,7 @@ class Ledger:
             if len(answers) == 1:
                 self._waiting -= 1
         else:
-            self._unmatched.append(delivery)
+            self._orphans.setdefault(key, []).append(delivery)
 
     @property
     def waiting(self) -> int:
@@ -188,6 +186,6 @@ class Ledger:
             unanswered=tuple(unanswered),
             duplicates=tuple(duplicates),
             fallbacks=tuple(fallbacks),
-            unmatched=len(self._unmatched),
+            unmatched=self._not_replies + sum(map(len, self._orphans.values())),
             latency=Latency.of(latencies),
         )

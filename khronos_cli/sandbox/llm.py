@@ -5,8 +5,8 @@ user's last message — ``"anthropic echo: <text>"`` / ``"openai echo: <text>"``
 (:meth:`LLMStandIn.reply_for`) — so a test can tell which provider answered which message.
 
 Every stand-in has one *mode*, settable from Python (:meth:`LLMStandIn.set_mode`) and over HTTP
-(``POST /_sandbox/mode`` with the same fields as JSON; ``GET /_sandbox/stats`` reads it back with
-the counters):
+(``POST /_sandbox/mode`` with set_mode's fields as JSON — missing ones take their defaults — plus an
+optional base ``latency``; ``GET /_sandbox/stats`` reads it back with the counters):
 
 ======== ==================================================================================
 ok       answer after the base ``latency``

@@ -3,17 +3,20 @@
 ``async with SandboxStack() as stack:`` starts the three stand-ins (each on a free port unless
 told otherwise) and stops them all on exit, even when one of them failed to start. The stand-ins
 are created in ``__init__`` so a caller can configure them (modes, flood limits) before starting.
-``stack.env()`` and ``stack.config_toml()`` are what a bot process needs to talk to them: the fake
+``stack.configure(settings)`` points a :class:`~khronos_cli.config.Settings` at them (in-process
+bot); ``stack.env()`` and ``stack.config_toml()`` do the same for a bot subprocess: the fake
 secrets as environment variables and the base URLs as a ``khronos.toml`` fragment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from khronos_cli.config import Secret, Settings
 from khronos_cli.sandbox._server import LOOPBACK, LoopbackServer
 from khronos_cli.sandbox.anthropic_api import AnthropicStandIn
 from khronos_cli.sandbox.flood import FloodLimits
@@ -105,6 +108,18 @@ class SandboxStack:
             "ANTHROPIC_API_KEY": self.anthropic_api_key,
             "OPENAI_API_KEY": self.openai_api_key,
         }
+
+    def configure(self, settings: Settings) -> Settings:
+        """``settings`` pointed at the stand-ins: their base URLs and the fake secrets."""
+        return dataclasses.replace(
+            settings,
+            telegram_token=Secret(self.token),
+            anthropic_api_key=Secret(self.anthropic_api_key),
+            openai_api_key=Secret(self.openai_api_key),
+            telegram_base_url=self.telegram_base_url,
+            anthropic_base_url=self.anthropic_base_url,
+            openai_base_url=self.openai_base_url,
+        )
 
     def config_toml(self) -> str:
         """A ``khronos.toml`` fragment pointing the bot at the stand-ins."""

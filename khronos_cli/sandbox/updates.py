@@ -16,6 +16,7 @@ next change — an update, a terminated poll, :meth:`wake` — and then replaced
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,7 +41,7 @@ class UpdateQueue:
     """Unconfirmed updates in ``update_id`` order, and the one pending long poll."""
 
     def __init__(self, *, first_update_id: int = 1) -> None:
-        self.allowed_updates: list[str] = []  # remembered across polls, as Telegram does
+        self._allowed: frozenset[str] = frozenset()  # empty: every kind
         self._updates: deque[Json] = deque()
         self._next_id = first_update_id
         self._arrival = asyncio.Event()
@@ -49,13 +50,33 @@ class UpdateQueue:
     def __len__(self) -> int:
         return len(self._updates)
 
+    @property
+    def allowed_updates(self) -> list[str]:
+        """The update kinds wanted (empty: all), remembered across polls as Telegram does."""
+        return sorted(self._allowed)
+
+    @allowed_updates.setter
+    def allowed_updates(self, kinds: list[str]) -> None:
+        self._allowed = frozenset(kinds)
+        if self._allowed:
+            kept = [update for update in self._updates if self._wanted(update)]
+            self._updates = deque(kept)
+
     def push(self, update: Mapping[str, Any]) -> int:
-        """Queue ``update`` under the next ``update_id``; returns that id."""
+        """Queue ``update`` under the next ``update_id``; returns that id.
+
+        An update of a kind not in :attr:`allowed_updates` takes an id but is never queued:
+        Telegram does not create updates a bot said it does not want."""
         update_id = self._next_id
         self._next_id += 1
-        self._updates.append({**update, "update_id": update_id})
-        self.wake()
+        queued = {**update, "update_id": update_id}
+        if self._wanted(queued):
+            self._updates.append(queued)
+            self.wake()
         return update_id
+
+    def _wanted(self, update: Mapping[str, Any]) -> bool:
+        return not self._allowed or not self._allowed.isdisjoint(update.keys())
 
     def first_pending(self) -> Json | None:
         """The oldest unconfirmed update, if any."""
@@ -100,7 +121,7 @@ class UpdateQueue:
                 arrival = self._arrival
                 if poll.terminated:
                     raise PollTerminated
-                batch = self._select(offset, limit)
+                batch = list(itertools.islice(self._updates, limit))  # all are >= offset
                 remaining = deadline - loop.time()
                 if batch or remaining <= 0 or stop():
                     return batch
@@ -112,17 +133,3 @@ class UpdateQueue:
         finally:
             if self._poll is poll:
                 self._poll = None
-
-    def _select(self, offset: int, limit: int) -> list[Json]:
-        allowed = set(self.allowed_updates)
-        batch: list[Json] = []
-        for update in list(self._updates):
-            if update["update_id"] < offset:
-                continue
-            if allowed and not allowed.intersection(update.keys()):
-                self._updates.remove(update)  # Telegram never creates updates of unwanted kinds
-                continue
-            batch.append(update)
-            if len(batch) == limit:
-                break
-        return batch

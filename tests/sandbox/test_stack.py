@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
+from khronos_cli.config import Settings
 from khronos_cli.sandbox import SANDBOX_TOKEN, SandboxStack
 
 
@@ -37,6 +40,19 @@ async def test_env_and_config_point_a_bot_at_the_stand_ins() -> None:
     assert env["TELEGRAM_BOT_TOKEN"] == SANDBOX_TOKEN
     assert env["ANTHROPIC_API_KEY"] == stack.anthropic_api_key
     assert env["OPENAI_API_KEY"] == stack.openai_api_key
+
+
+async def test_configure_points_settings_at_the_stand_ins(tmp_path: Path) -> None:
+    """configure(settings) swaps in the stand-ins' base URLs and the fake secrets."""
+    async with SandboxStack() as stack:
+        settings = stack.configure(Settings(state_dir=tmp_path))
+        assert settings.telegram_base_url == stack.telegram_base_url
+        assert settings.anthropic_base_url == stack.anthropic_base_url
+        assert settings.openai_base_url == stack.openai_base_url
+    assert settings.telegram_token.reveal() == SANDBOX_TOKEN
+    assert settings.anthropic_api_key.reveal() == stack.anthropic_api_key
+    assert settings.openai_api_key.reveal() == stack.openai_api_key
+    assert settings.state_dir == tmp_path
 
 
 async def test_stack_keys_are_checked() -> None:

@@ -271,7 +271,7 @@ async def test_busy_port_raises_a_sandbox_error(telegram: TelegramStandIn) -> No
     assert not other.started
 
 
-async def test_base_url_before_start_raises(telegram: TelegramStandIn) -> None:
+async def test_base_url_before_start_raises() -> None:
     """base_url of a stand-in that was never started is a SandboxError, not a bogus URL."""
     with pytest.raises(SandboxError, match="not started"):
         _ = TelegramStandIn().base_url
