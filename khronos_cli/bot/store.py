@@ -246,9 +246,11 @@ class Store:
         reply_to_message_id: int | None = None,
         *,
         user_text: str | None = None,
+        remember: bool = True,
     ) -> int:
         """In one transaction: mark the update answered, append the user's message and the reply
-        to the chat's history, and queue the reply in the outbox. Returns the outbox id.
+        to the chat's history (unless ``remember`` is False: commands are not conversation), and
+        queue the reply in the outbox. Returns the outbox id.
 
         The user's turn is ``user_text`` (e.g. a voice transcription) or else the text or caption
         of the journaled message. Calling it again for an update already answered changes nothing
@@ -278,6 +280,8 @@ class Store:
             said = user_text if user_text is not None else _message_text(json.loads(row[0]))
             turns = [("user", said)] if said else []
             turns.append(("assistant", text))
+            if not remember:
+                turns = []
             db.executemany(
                 "INSERT INTO turns (chat_id, role, text, update_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",

@@ -20,7 +20,7 @@ import httpx
 
 from khronos_cli.errors import UpstreamError
 
-__all__ = ["Guard", "UpstreamClient", "parse_retry_after"]
+__all__ = ["Guard", "UpstreamClient", "parse_retry_after", "through"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,15 @@ class Guard(Protocol):
         priority: int = 5,
         timeout: float | None = None,
     ) -> T: ...
+
+
+async def through(
+    guard: Guard | None, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
+) -> T:
+    """``await fn(*args, **kwargs)`` through ``guard`` (e.g. the ``database`` breaker), if any."""
+    if guard is None:
+        return await fn(*args, **kwargs)
+    return await guard(lambda: fn(*args, **kwargs))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

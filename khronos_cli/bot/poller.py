@@ -1,0 +1,123 @@
+"""Taking updates in: long polling (or webhook deliveries), journal first, answer after.
+
+The invariant (DESIGN.md, "How nothing is lost"): the ``getUpdates`` offset moves past an update
+only once it is journaled in SQLite (committed). If journaling fails (the database is down or its
+breaker open), the offset stays and Telegram keeps the updates. A journaled update becomes a job;
+a job that fails or is cut leaves it journaled, and the journal pump (and the next start) picks it
+up again. ``Store.journal`` refuses ids it has seen, so a redelivered update is answered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from khronos_cli.bot.bot import Bot
+from khronos_cli.bot.jobs import JobTracker
+from khronos_cli.bot.outbox import Outbox
+from khronos_cli.errors import KhronosError
+from khronos_cli.upstream.telegram import TelegramClient
+
+__all__ = ["Poller"]
+
+logger = logging.getLogger("khronos.poller")
+
+
+class Poller:
+    """Accepts updates (from getUpdates or the webhook) and runs one job per update."""
+
+    def __init__(
+        self,
+        telegram: TelegramClient,
+        bot: Bot,
+        outbox: Outbox,
+        jobs: JobTracker,
+        *,
+        poll_timeout: int = 30,
+        retry_interval: float = 2.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.telegram = telegram
+        self.bot = bot
+        self.outbox = outbox
+        self.jobs = jobs
+        self.poll_timeout = poll_timeout
+        self.retry_interval = retry_interval
+        self.max_backoff = max_backoff
+        self.offset: int | None = None
+        self.accepted = 0
+        self.duplicates = 0
+        self._working: set[int] = set()
+
+    async def accept(self, update: dict[str, Any]) -> bool:
+        """Journal one update and start its job; False if it was seen before.
+
+        Raises when the journal cannot be written: the caller must then not confirm the update
+        (no offset move, or a non-2xx answer to a webhook delivery).
+        """
+        update_id = int(update["update_id"])
+        chat_id = _chat_id(update)
+        fresh = await self.bot.db(self.bot.store.journal, update_id, chat_id, update)
+        if not fresh:
+            self.duplicates += 1
+            return False
+        self.accepted += 1
+        self._start(update_id, chat_id, update)
+        return True
+
+    def _start(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> None:
+        if update_id in self._working:
+            return
+        self._working.add(update_id)
+        self.jobs.spawn(self._job(update_id, chat_id, payload), name=f"update-{update_id}")
+
+    async def _job(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> None:
+        try:
+            message = await self.bot.process(update_id, chat_id, payload)
+            await self.outbox.deliver(message)
+        finally:
+            self._working.discard(update_id)
+
+    async def resume(self) -> int:
+        """Start a job for every journaled update without an answer (at start, and by the pump)."""
+        pending = await self.bot.db(self.bot.store.pending_updates, 500)
+        fresh = [p for p in pending if p.update_id not in self._working]
+        for item in fresh:
+            self._start(item.update_id, item.chat_id, item.payload)
+        return len(fresh)
+
+    async def run(self) -> None:
+        """Long-poll until cancelled. Errors back off (up to ``max_backoff``), never crash."""
+        failures = 0
+        while True:
+            try:
+                updates = await self.telegram.get_updates(self.offset, timeout=self.poll_timeout)
+                for update in updates:
+                    await self.accept(update)
+                    self.offset = int(update["update_id"]) + 1
+                failures = 0
+            except KhronosError as exc:
+                failures += 1
+                delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8))
+                delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))
+                logger.warning("polling failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def pump(self) -> None:
+        """Every ``retry_interval``, restart jobs for journaled updates whose job failed."""
+        while True:
+            await asyncio.sleep(self.retry_interval)
+            with contextlib.suppress(KhronosError):
+                await self.resume()
+
+
+def _chat_id(update: dict[str, Any]) -> int:
+    for kind in ("message", "edited_message", "channel_post", "callback_query"):
+        body = update.get(kind)
+        if isinstance(body, dict):
+            chat = body.get("chat") or (body.get("message") or {}).get("chat") or {}
+            if isinstance(chat.get("id"), int):
+                return int(chat["id"])
+    return 0
