@@ -1,0 +1,147 @@
+"""The registry of khronos's circuit breakers: the seed's four, wired the way DESIGN.md says.
+
+:func:`build_breakers` turns ``Settings.breakers`` (name -> :class:`BreakerSettings`, DESIGN.md's
+defaults overridden per breaker by ``khronos.toml``) into a :class:`BreakerRegistry`. Each seed
+breaker gets what its dependency needs:
+
+==============  ============================================================  ================
+name            classification                                                fallback
+==============  ============================================================  ================
+anthropic-api   HTTP 5xx/429 results fail; 4xx UpstreamErrors are ignored      a canned reply
+telegram-api    same                                                          ``{ok: false,
+                                                                              error_code: 503}``
+openai-api      same                                                          none
+database        every exception fails                                         none: loud
+==============  ============================================================  ================
+
+A 4xx (our own mistake: bad request, bad key) says nothing about the dependency's health, so it
+neither trips nor heals a breaker. An upstream 429 or 503 with a retry-after holds the breaker
+open until that deadline. Breakers named in the config but not in the seed are plain breakers.
+
+The registry owns the storage it builds (memory, or Redis when ``redis_url`` is set) and the
+breakers' lifecycle: ``await registry.startup()`` loads shared state and starts health checks,
+``await registry.aclose()`` stops them and closes the storage. ``registry.snapshot()`` is the
+``{name: snapshot}`` object that ``khronos breakers --json`` and ``GET /breakers/status`` print.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+from khronos_cli.config import BREAKER_DEFAULTS, BreakerSettings, Settings
+from khronos_cli.errors import UpstreamError
+from khronos_cli.resilience.breaker import CircuitBreaker
+from khronos_cli.resilience.breaker_storage import (
+    BreakerStorage,
+    MemoryBreakerStorage,
+    RedisBreakerStorage,
+)
+
+__all__ = [
+    "ANTHROPIC_FALLBACK_REPLY",
+    "BreakerRegistry",
+    "anthropic_fallback",
+    "build_breakers",
+    "http_failure",
+    "not_an_outage",
+    "telegram_fallback",
+]
+
+ANTHROPIC_FALLBACK_REPLY = "IA indisponível agora. Tente novamente em alguns segundos."
+_HTTP_BREAKERS = ("anthropic-api", "telegram-api", "openai-api")
+
+
+def http_failure(result: object) -> bool:
+    """An HTTP response (httpx or alike) that means the upstream is down or overloaded."""
+    status = getattr(result, "status_code", None)
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def not_an_outage(error: BaseException) -> bool:
+    """An :class:`UpstreamError` caused by us (400, 401, 403, 404): ignored by the breaker."""
+    return isinstance(error, UpstreamError) and not error.is_outage
+
+
+def anthropic_fallback(*args: object, error: BaseException, **kwargs: object) -> str:
+    """The seed's reply when Anthropic is unavailable."""
+    return ANTHROPIC_FALLBACK_REPLY
+
+
+def telegram_fallback(*args: object, error: BaseException, **kwargs: object) -> dict[str, Any]:
+    """The seed's Bot API-shaped answer when Telegram is unavailable."""
+    return {"ok": False, "error_code": 503, "description": f"khronos: {error}"}
+
+
+_FALLBACKS: Mapping[str, Callable[..., Any]] = {
+    "anthropic-api": anthropic_fallback,
+    "telegram-api": telegram_fallback,
+}
+
+
+class BreakerRegistry(Mapping[str, CircuitBreaker]):
+    """Breakers by name, with one storage and one lifecycle."""
+
+    def __init__(self, breakers: Mapping[str, CircuitBreaker], storage: BreakerStorage) -> None:
+        self._breakers = dict(breakers)
+        self.storage = storage
+
+    def __getitem__(self, name: str) -> CircuitBreaker:
+        return self._breakers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._breakers)
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{name: breaker.snapshot()}``, JSON-ready."""
+        return {name: breaker.snapshot() for name, breaker in self._breakers.items()}
+
+    async def startup(self) -> None:
+        for breaker in self._breakers.values():
+            await breaker.startup()
+
+    async def aclose(self) -> None:
+        for breaker in self._breakers.values():
+            await breaker.aclose()
+        await self.storage.aclose()
+
+
+def build_breakers(
+    settings: Settings | Mapping[str, BreakerSettings] | None = None,
+    *,
+    storage: BreakerStorage | None = None,
+    redis_url: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    health_checks: Mapping[str, Callable[[], Awaitable[object]]] | None = None,
+) -> BreakerRegistry:
+    """The seed's four breakers (plus any other the config names) from settings.
+
+    ``settings`` is a :class:`Settings` (its ``breakers`` and ``redis_url`` are used), a mapping
+    name -> :class:`BreakerSettings`, or ``None`` for DESIGN.md's defaults. ``storage`` wins over
+    ``redis_url``; without either, state lives in memory.
+    """
+    if isinstance(settings, Settings):
+        redis_url = redis_url or settings.redis_url
+        table: Mapping[str, BreakerSettings] = settings.breakers
+    else:
+        table = settings if settings is not None else BREAKER_DEFAULTS
+    if storage is None:
+        storage = RedisBreakerStorage.from_url(redis_url) if redis_url else MemoryBreakerStorage()
+    checks = health_checks or {}
+    breakers = {}
+    for name, breaker_settings in table.items():
+        http = name in _HTTP_BREAKERS
+        breakers[name] = CircuitBreaker(
+            breaker_settings,
+            storage=storage,
+            clock=clock,
+            fallback=_FALLBACKS.get(name),
+            ignore=not_an_outage if http else (),
+            is_failure=http_failure if http else None,
+            health_check=checks.get(name),
+        )
+    return BreakerRegistry(breakers, storage)
