@@ -16,7 +16,7 @@ def free_port() -> int:
 
 
 def wait_for(
-    condition: Callable[[], object], *, timeout: float = 10.0, interval: float = 0.01
+    condition: Callable[[], object], *, timeout: float = 30.0, interval: float = 0.01
 ) -> None:
     """Block until ``condition()`` is truthy, failing the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -30,7 +30,7 @@ def wait_for(
 async def async_wait_for(
     condition: Callable[[], object | Awaitable[object]],
     *,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
     interval: float = 0.005,
 ) -> None:
     """Await until ``condition()`` (sync or async) is truthy, failing after ``timeout`` seconds."""
