@@ -199,9 +199,13 @@ class Limiter(KeyedDispatcher):
     async def pump(self) -> None:
         """Evict idle keys and re-examine the queue now; return once the dispatcher has acted on
         all that is due (for an injected clock in tests, and for tools)."""
-        self._sweep()
-        self._kick()
-        await self._resting.wait()
+        while True:
+            self._sweep()
+            self._kick()
+            await self._resting.wait()
+            if not self._deciding:
+                return
+            await self._decided.wait()
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state for the control socket and ``GET /limiter/stats``."""
@@ -228,6 +232,7 @@ class Limiter(KeyedDispatcher):
             self._ready.clear()
         self._kick()
         await self._drained.wait()
+        self._closed = True
         for handle in (self._timer, self._sweeper):
             if handle is not None:
                 handle.cancel()
@@ -356,13 +361,13 @@ class Limiter(KeyedDispatcher):
                     if deadline.expired():
                         raise JobExpiredError(self.name, expiration) from exc
                     raise
+            self.stats.done += 1
+            self._emit("done", job)
+            return result
         finally:
             self._executing -= 1
             self._avg_exec += (self._clock() - started - self._avg_exec) * 0.2
             self._release(job)
-        self.stats.done += 1
-        self._emit("done", job)
-        return result
 
     def _release(self, job: Job) -> None:
         self._unreserve(job)
@@ -371,4 +376,4 @@ class Limiter(KeyedDispatcher):
         self._evaluate(job.group, now)
         if self._queued:
             self._kick()
-        self._maybe_drained()
+        asyncio.get_running_loop().call_soon(self._maybe_drained)  # after done/failed events

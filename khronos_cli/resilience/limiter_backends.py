@@ -78,8 +78,8 @@ def pyrate_rates(rates: Sequence[Rate], guard: float, *, smooth: bool) -> list[p
 
 
 def _horizon(rates: Sequence[pyrate.Rate]) -> float:
-    """Seconds after which a key's rate state no longer constrains anything."""
-    return max((rate.interval for rate in rates), default=0) / 1000
+    """Seconds after which a GCRA state no longer constrains anything (``burst`` emissions)."""
+    return max((rate.burst * rate.interval / rate.limit for rate in rates), default=0) / 1000
 
 
 class _LoopStateStore(pyrate.StateStore):
@@ -243,7 +243,7 @@ class _RedisKey:
         self.halt = halt
         self.rates = rates
         self.args: list[int | float] = [len(rates), *_GCRA.redis_args(rates)]
-        self.ttl_ms = max(2 * rate.interval for rate in rates) if rates else 1
+        self.ttl_ms = math.ceil(2000 * _horizon(rates)) if rates else 1
 
 
 class _RedisDecisionBucket(pyrate.AbstractBucket):

@@ -124,7 +124,8 @@ class KeyedDispatcher:
         self._seq = itertools.count()
         self._queued = self._running = self._executing = self._used = 0
         self._last_start = self._not_before = self._halted = -INF
-        self._deciding = self._dropping = False
+        self._deciding = self._dropping = self._closed = False
+        self._decided = asyncio.Event()
         self._handed: list[QueuedJob] = []
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -234,14 +235,18 @@ class KeyedDispatcher:
 
     async def _awaited(self, pending: Awaitable[Verdict]) -> Verdict:
         self._deciding = True
+        self._decided.clear()
         try:
             return await pending
         finally:
             self._deciding = False
+            self._decided.set()
             if self._queued:
                 self._kick()
 
     def _kick(self) -> None:
+        if self._closed:
+            return
         self._wake.set()
         self._resting.clear()
         if self._task is None or self._task.done():

@@ -1,0 +1,381 @@
+"""The scheduler's semantics: order, concurrency, spacing, drops, expiration, retries, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from khronos_cli.config import LimiterSettings, Rate
+from khronos_cli.errors import JobDroppedError, JobExpiredError, LimiterStoppedError
+from khronos_cli.resilience.limiter import Limiter
+from khronos_cli.resilience.limiter_stats import LimiterEvent
+from tests.support import async_wait_for
+
+Factory = Callable[..., Limiter]
+
+
+class ManualClock:
+    """An injected clock that moves only when the test says so."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
+    """Builds limiters on the backend of the parameter; stops them all afterwards."""
+    made: list[Limiter] = []
+    client = None
+    if request.param == "redis":
+        client = Redis.from_url(request.getfixturevalue("redis_url"))
+
+    def factory(**fields: Any) -> Limiter:
+        clock = fields.pop("clock", None)
+        settings = LimiterSettings(fields.pop("name", "test"), **fields)
+        limiter = Limiter(settings, redis=client, clock=clock)
+        made.append(limiter)
+        return limiter
+
+    yield factory
+    for limiter in made:
+        await limiter.aclose()
+    if client is not None:
+        await client.aclose()
+
+
+@pytest.fixture
+async def memory() -> AsyncIterator[Factory]:
+    """Builds in-memory limiters; stops them all afterwards."""
+    made: list[Limiter] = []
+
+    def factory(**fields: Any) -> Limiter:
+        clock = fields.pop("clock", None)
+        limiter = Limiter(LimiterSettings(fields.pop("name", "test"), **fields), clock=clock)
+        made.append(limiter)
+        return limiter
+
+    yield factory
+    for limiter in made:
+        await limiter.aclose()
+
+
+class Gate:
+    """Jobs that record their start and then wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.opened = asyncio.Event()
+
+    async def job(self, tag: Any) -> Any:
+        self.started.append(tag)
+        await self.opened.wait()
+        return tag
+
+
+async def test_fifo_within_a_key_and_priority_first(memory: Factory) -> None:
+    """Within a key jobs start by priority (0 first), then in arrival order."""
+    limiter = memory(max_concurrent=1)
+    gate = Gate()
+    first = asyncio.create_task(limiter.schedule(gate.job, "first"))
+    await async_wait_for(lambda: gate.started == ["first"])
+    tasks = [
+        asyncio.create_task(limiter.schedule(gate.job, tag, priority=prio))
+        for tag, prio in [("a5", 5), ("b5", 5), ("c1", 1), ("d9", 9), ("e5", 5)]
+    ]
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 5)
+    gate.opened.set()
+    await asyncio.gather(first, *tasks)
+    assert gate.started == ["first", "c1", "a5", "b5", "e5", "d9"]
+
+
+async def test_weighted_concurrency_caps_running_jobs(memory: Factory) -> None:
+    """A weight-2 job holds two of the max_concurrent slots."""
+    limiter = memory(max_concurrent=3)
+    gate = Gate()
+    tasks = [asyncio.create_task(limiter.schedule(gate.job, "heavy", weight=2))]
+    tasks += [asyncio.create_task(limiter.schedule(gate.job, n)) for n in range(3)]
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 2)
+    assert gate.started == ["heavy", 0]
+    assert limiter.snapshot()["executing"] == 2
+    gate.opened.set()
+    await asyncio.gather(*tasks)
+    assert limiter.snapshot()["done"] == 4
+
+
+async def test_min_time_spaces_starts(memory: Factory) -> None:
+    """min_time holds starts apart, measured on the injected clock."""
+    clock = ManualClock()
+    limiter = memory(min_time=0.5, clock=clock)
+    starts: list[float] = []
+
+    async def job() -> None:
+        starts.append(clock())
+
+    tasks = [asyncio.create_task(limiter.schedule(job)) for _ in range(3)]
+    await async_wait_for(lambda: len(starts) == 1)
+    for _ in range(10):
+        clock.advance(0.125)
+        await limiter.pump()
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert [round(t - starts[0], 3) for t in starts] == [0, 0.5, 1.0]
+
+
+async def test_waiting_key_never_delays_another(make: Factory) -> None:
+    """No head-of-line blocking: while chat 1 waits for its 1/s, chat 2 starts at once."""
+    limiter = make(group_by="chat", rates=(Rate(1, 1.0),))
+    order: list[str] = []
+
+    async def job(tag: str) -> None:
+        order.append(tag)
+
+    await limiter.schedule(job, "chat1-a", key=1)
+    blocked = asyncio.create_task(limiter.schedule(job, "chat1-b", key=1))
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    await limiter.schedule(job, "chat2-a", key=2)
+    assert order == ["chat1-a", "chat2-a"]
+    assert limiter.snapshot()["queued"] == 1  # chat 1's second is still waiting
+    blocked.cancel()
+    await asyncio.gather(blocked, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "dropped", "ran"),
+    [
+        ("reject", ["new"], ["old", "mid"]),
+        ("drop-oldest", ["old"], ["mid", "new"]),
+        ("drop-lowest", ["mid"], ["old", "new"]),
+    ],
+)
+async def test_full_queue_drops_per_strategy(
+    make: Factory, strategy: str, dropped: list[str], ran: list[str]
+) -> None:
+    """A full queue drops the newcomer, the oldest, or the least important, with a typed error."""
+    limiter = make(group_by="user", max_concurrent=1, max_queued=2, strategy=strategy)
+    gate = Gate()
+    busy = asyncio.create_task(limiter.schedule(gate.job, "busy", key="u"))
+    await async_wait_for(lambda: gate.started == ["busy"])
+    jobs = {
+        "old": asyncio.create_task(limiter.schedule(gate.job, "old", key="u", priority=3)),
+        "mid": asyncio.create_task(limiter.schedule(gate.job, "mid", key="u", priority=8)),
+    }
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 2)
+    jobs["new"] = asyncio.create_task(limiter.schedule(gate.job, "new", key="u", priority=5))
+    await async_wait_for(lambda: limiter.snapshot()["dropped"] == 1)
+    gate.opened.set()
+    await busy
+    outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
+    results = dict(zip(jobs, outcomes, strict=True))
+    errors = [name for name, r in results.items() if isinstance(r, JobDroppedError)]
+    assert errors == dropped
+    error = results[dropped[0]]
+    assert isinstance(error, JobDroppedError)
+    assert error.key == "u" and error.limiter == "test" and error.retry_after > 0
+    assert sorted(gate.started[1:]) == sorted(ran)
+
+
+async def test_retry_after_grows_with_the_queue(memory: Factory) -> None:
+    """The drop's Retry-After is computed from the queue ahead and the key's rate."""
+    clock = ManualClock()
+    limiter = memory(group_by="chat", rates=(Rate(1, 2.0),), max_queued=3, clock=clock)
+
+    async def job() -> None:
+        return None
+
+    await limiter.schedule(job, key=1)
+    waiting = [asyncio.create_task(limiter.schedule(job, key=1)) for _ in range(3)]
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 3)
+    await limiter.pump()
+    with pytest.raises(JobDroppedError) as caught:
+        await limiter.schedule(job, key=1)
+    assert caught.value.retry_after == pytest.approx(2.0 + 3 * 2.0, abs=0.01)
+    await limiter.stop(drop_waiting=True)
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_expired_job_is_cancelled(make: Factory) -> None:
+    """A job past its expiration has its coroutine cancelled and fails with JobExpiredError."""
+    limiter = make(max_concurrent=1)
+    cancelled = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(JobExpiredError):
+        await limiter.schedule(hangs, expiration=0.02)
+    assert cancelled.is_set()
+    snapshot = limiter.snapshot()
+    assert snapshot["failed"] == 1 and snapshot["executing"] == 0
+    assert await limiter.schedule(asyncio.sleep, 0, "slot freed") == "slot freed"
+
+
+async def test_retries_rerun_a_failing_job(memory: Factory) -> None:
+    """A job that asks for retries is run again after a failure, with a retry event."""
+    limiter = memory()
+    events: list[LimiterEvent] = []
+    limiter.on("retry", events.append)
+    attempts = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    assert await limiter.schedule(flaky, retries=2) == "ok"
+    assert len(events) == 2 and isinstance(events[0].error, ConnectionError)
+    with pytest.raises(ConnectionError):
+        attempts.clear()
+        await limiter.schedule(flaky, retries=1)
+    assert limiter.snapshot()["retried"] == 3 and limiter.snapshot()["failed"] == 1
+
+
+async def test_events_and_counts(memory: Factory) -> None:
+    """Events fire per state change; counts and the rate history follow the jobs."""
+    limiter = memory(max_concurrent=1)
+    seen: list[str] = []
+    for event in ("queued", "executing", "done", "failed", "idle"):
+        limiter.on(event, lambda e: seen.append(e.event))
+    limiter.on("done", lambda e: 1 / 0)  # a broken listener changes nothing
+    gate = Gate()
+    tasks = [asyncio.create_task(limiter.schedule(gate.job, n)) for n in range(2)]
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    snapshot = limiter.snapshot()
+    assert (snapshot["executing"], snapshot["queued"], snapshot["received"]) == (1, 1, 2)
+    gate.opened.set()
+    await asyncio.gather(*tasks)
+    assert seen == ["executing", "queued", "done", "executing", "done", "idle"]
+    snapshot = limiter.snapshot()
+    assert {"executing", "queued", "done", "dropped", "rate", "history", "keys"} <= set(snapshot)
+    assert snapshot["done"] == 2 and len(snapshot["history"]) == 60
+
+
+async def test_decorator_schedules_each_call(memory: Factory) -> None:
+    """The decorator routes every call through the limiter, keyed by its arguments."""
+    limiter = memory(group_by="chat", max_concurrent=1)
+
+    @limiter.limit(key=lambda chat, text: chat)
+    async def send(chat: int, text: str) -> str:
+        return f"{chat}:{text}"
+
+    assert await asyncio.gather(send(1, "a"), send(2, text="b")) == ["1:a", "2:b"]
+    assert limiter.snapshot()["done"] == 2 and limiter.snapshot()["keys"] == 2
+
+
+async def test_stop_hands_back_queued_jobs(memory: Factory) -> None:
+    """stop(drop_waiting=True) refuses new jobs, hands back the queue and waits for running ones."""
+    limiter = memory(group_by="chat", max_concurrent=1)
+    gate = Gate()
+    running = asyncio.create_task(limiter.schedule(gate.job, "running", key=1))
+    queued = [asyncio.create_task(limiter.schedule(gate.job, n, key=1)) for n in range(2)]
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 2)
+    stopping = asyncio.create_task(limiter.stop(drop_waiting=True))
+    await async_wait_for(lambda: limiter.snapshot()["stopping"])
+    with pytest.raises(LimiterStoppedError):
+        await limiter.schedule(gate.job, "late", key=2)
+    for task in queued:
+        with pytest.raises(LimiterStoppedError):
+            await task
+    assert not stopping.done()  # still waiting for the running job
+    gate.opened.set()
+    handed = await stopping
+    assert [job.args for job in handed] == [(0,), (1,)] and await running == "running"
+
+
+async def test_stop_drains_the_queue(memory: Factory) -> None:
+    """stop() without drop_waiting runs what is queued before it returns."""
+    clock = ManualClock()
+    limiter = memory(min_time=1.0, clock=clock)
+    done: list[int] = []
+
+    async def job(n: int) -> None:
+        done.append(n)
+
+    tasks = [asyncio.create_task(limiter.schedule(job, n)) for n in range(3)]
+    await async_wait_for(lambda: done == [0])
+    stopping = asyncio.create_task(limiter.stop())
+    for _ in range(2):
+        clock.advance(1.0)
+        await limiter.pump()
+    assert await stopping == [] and done == [0, 1, 2]
+    await asyncio.gather(*tasks)
+
+
+async def test_cancelled_caller_leaves_the_queue(memory: Factory) -> None:
+    """A caller cancelled while queued takes its job out of the queue."""
+    limiter = memory(max_concurrent=1)
+    gate = Gate()
+    busy = asyncio.create_task(limiter.schedule(gate.job, "busy"))
+    waiting = asyncio.create_task(limiter.schedule(gate.job, "never"))
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert limiter.snapshot()["queued"] == 0
+    gate.opened.set()
+    await busy
+    assert gate.started == ["busy"]
+
+
+async def test_idle_keys_are_evicted(memory: Factory) -> None:
+    """10,000 distinct keys go away once idle, so memory does not grow with keys seen."""
+    clock = ManualClock()
+    limiter = memory(group_by="chat", rates=(Rate(1, 0.01),), idle_timeout=0.02, clock=clock)
+
+    async def job() -> None:
+        return None
+
+    await asyncio.gather(*(limiter.schedule(job, key=n) for n in range(10_000)))
+    assert limiter.snapshot()["keys"] == 10_000
+    clock.advance(0.05)
+    await async_wait_for(lambda: limiter.snapshot()["keys"] == 0)  # the sweeper's own timer
+
+
+async def test_eviction_waits_for_the_rate_to_drain(memory: Factory) -> None:
+    """A key is not evicted while its rate state still binds (eviction never resets a rate)."""
+    clock = ManualClock()
+    limiter = memory(group_by="chat", rates=(Rate(1, 5.0),), idle_timeout=0.1, clock=clock)
+
+    async def job() -> None:
+        return None
+
+    await limiter.schedule(job, key=1)
+    clock.advance(1.0)
+    await limiter.pump()
+    assert limiter.snapshot()["keys"] == 1
+    clock.advance(4.1)
+    await limiter.pump()
+    assert limiter.snapshot()["keys"] == 0
+
+
+async def test_invalid_jobs_are_refused(memory: Factory) -> None:
+    """A priority outside 0-9 or a weight that can never fit is a programming error."""
+    limiter = memory(max_concurrent=2)
+    with pytest.raises(ValueError, match="priority"):
+        await limiter.schedule(asyncio.sleep, 0, priority=10)
+    with pytest.raises(ValueError, match="weight"):
+        await limiter.schedule(asyncio.sleep, 0, weight=3)
+
+
+async def test_ungrouped_limiter_ignores_keys(memory: Factory) -> None:
+    """Without group_by the plain fields bind the limiter as a whole, whatever the key."""
+    limiter = memory(max_concurrent=2)
+    gate = Gate()
+    tasks = [asyncio.create_task(limiter.schedule(gate.job, n, key=n)) for n in range(3)]
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    assert gate.started == [0, 1] and limiter.snapshot()["keys"] == 1
+    gate.opened.set()
+    await asyncio.gather(*tasks)

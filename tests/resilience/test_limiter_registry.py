@@ -1,0 +1,102 @@
+"""The four limiters built from config, and the Telegram rules that are not numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from redis.asyncio import Redis
+
+from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
+from khronos_cli.errors import ConfigError
+from khronos_cli.resilience.limiters import Limiters, is_throttled, telegram_retry_after
+from tests.support import async_wait_for
+
+
+async def test_builds_the_four_design_limiters() -> None:
+    """Defaults give telegram, global, anthropic and whisper with DESIGN.md's numbers."""
+    limiters = Limiters.build()
+    assert list(limiters) == ["telegram", "global", "anthropic", "whisper"]
+    snapshot = limiters.snapshot()
+    for name in limiters:
+        assert {"executing", "queued", "done", "dropped"} <= set(snapshot[name])
+        assert snapshot[name]["backend"] == "memory"
+    assert limiters["anthropic"].settings.max_queued == 50
+    assert limiters["whisper"].settings.max_concurrent == 2
+    await limiters.aclose()
+
+
+async def test_builds_on_redis_from_a_url(redis_url: str) -> None:
+    """With redis_url every limiter decides on Redis, and aclose closes the client it opened."""
+    limiters = Limiters.build(redis_url=redis_url, bot="7")
+
+    async def send() -> str:
+        return "sent"
+
+    assert await limiters["telegram"].schedule(send, key=1) == "sent"
+    assert limiters.snapshot()["telegram"]["backend"] == "redis"
+    client = Redis.from_url(redis_url)
+    assert await client.exists("khronos:{7}:limiter:telegram:key:1")
+    await client.aclose()
+    await limiters.aclose()
+
+
+def test_rates_pyrate_cannot_enforce_are_a_config_error() -> None:
+    """Rates that tighten as the period grows are refused with the limiter's key named."""
+    bad = LimiterSettings("x", rates=(Rate(10, 1.0), Rate(5, 60.0)))
+    with pytest.raises(ConfigError, match=r"limiters\.x\.rates"):
+        Limiters.build({"x": bad})
+
+
+def test_get_updates_is_never_throttled() -> None:
+    """Reads such as getUpdates bypass the limiter; sends go through it."""
+    assert not is_throttled("getUpdates") and not is_throttled("getMe")
+    assert is_throttled("sendMessage") and is_throttled("editMessageText")
+
+
+async def test_telegram_call_bypasses_reads_and_prefers_replies() -> None:
+    """getUpdates runs at once; a reply overtakes queued bulk sends for the shared budget."""
+    settings = dataclasses.replace(LIMITER_DEFAULTS["telegram"], global_max_concurrent=1)
+    limiters = Limiters.build({"telegram": settings})
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def call(tag: str) -> str:
+        order.append(tag)
+        await gate.wait()
+        return tag
+
+    busy = asyncio.create_task(limiters.telegram_call("sendMessage", 1, call, "busy"))
+    await async_wait_for(lambda: order == ["busy"])
+    tasks = [
+        asyncio.create_task(limiters.telegram_call("sendMessage", chat, call, f"bulk{chat}"))
+        for chat in (2, 3)
+    ]
+    tasks.append(
+        asyncio.create_task(limiters.telegram_call("sendMessage", 4, call, "reply", reply=True))
+    )
+    await async_wait_for(lambda: limiters["telegram"].snapshot()["queued"] == 3)
+    gate.set()
+    assert await limiters.telegram_call("getUpdates", 0, call, "poll") == "poll"
+    await asyncio.gather(busy, *tasks)
+    assert order == ["busy", "poll", "reply", "bulk2", "bulk3"]
+    assert limiters["telegram"].snapshot()["received"] == 4
+    await limiters.aclose()
+
+
+async def test_a_429_halts_sends_for_retry_after() -> None:
+    """A 429's parameters.retry_after halts the telegram limiter; the description is not read."""
+    limiters = Limiters.build()
+    assert telegram_retry_after({"description": "Too Many Requests: retry after 9"}) is None
+    answer = {"ok": False, "error_code": 429, "parameters": {"retry_after": 3}}
+    assert limiters.telegram_429(answer) == 3.0
+    assert 2.9 < limiters.snapshot()["telegram"]["halted_for"] <= 3.0
+    await limiters.aclose()
+
+
+async def test_stop_returns_handed_back_jobs_by_limiter() -> None:
+    """Limiters.stop stops all of them and reports what each handed back."""
+    limiters = Limiters.build()
+    assert await limiters.stop(drop_waiting=True) == {name: [] for name in limiters}
+    await limiters.aclose()
