@@ -40,6 +40,9 @@ class LoopbackServer:
     """An aiohttp application on a loopback port; subclasses add routes in :meth:`_routes`."""
 
     name = "sandbox"
+    # How long aclose() lets a handler that ignores closing run before aiohttp cancels it.
+    # Every wait of ours ends on closing, so this is a backstop; tests raise it to prove that.
+    shutdown_timeout = _SHUTDOWN_TIMEOUT
 
     def __init__(self, *, host: str = LOOPBACK, port: int = 0) -> None:
         self.host = host
@@ -72,7 +75,7 @@ class LoopbackServer:
             access_log=None,
             handle_signals=False,
             handler_cancellation=True,
-            shutdown_timeout=_SHUTDOWN_TIMEOUT,
+            shutdown_timeout=self.shutdown_timeout,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

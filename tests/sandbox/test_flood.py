@@ -36,11 +36,13 @@ def test_private_chat_limit_admits_up_to_the_limit_and_not_one_more() -> None:
 def test_retry_after_is_whole_seconds_and_honouring_it_is_enough() -> None:
     """retry_after rounds up to whole seconds (>= 1), and a send at that moment is admitted."""
     clock = Clock()
-    flood = FloodControl(FloodLimits(per_chat=Rate(1, 1.0), per_bot=None), clock=clock)
+    flood = FloodControl(FloodLimits(per_chat=Rate(1, 3.0), per_bot=None), clock=clock)
     assert flood.admit(PRIVATE) is None
-    clock.now += 0.999
-    assert flood.admit(PRIVATE) == 1
-    clock.now += 0.001
+    clock.now += 0.75
+    assert flood.admit(PRIVATE) == 3  # 2.25 s left: rounded up, never down
+    clock.now += 2.125
+    assert flood.admit(PRIVATE) == 1  # 0.125 s left: still at least 1
+    clock.now += 0.125
     assert flood.admit(PRIVATE) is None
 
 
