@@ -103,9 +103,10 @@ class SimulatedUsers:
         for index in itertools.count():
             if self.count is not None and index >= self.count:
                 break
-            due = start + index / self.rate
-            if self.duration is not None and due - start >= self.duration:
+            offset = index / self.rate
+            if self.duration is not None and offset >= self.duration:
                 break
+            due = start + offset
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
             self._push_one(index)
