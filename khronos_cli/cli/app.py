@@ -95,6 +95,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _register() -> None:
+    from khronos_cli.cli import breakers, limiter, outage, status, stop
+
+    app.command("status")(status.status)
+    app.add_typer(breakers.app, name="breakers")
+    app.add_typer(limiter.app, name="limiter")
+    app.add_typer(outage.app, name="outage")
+    app.command("stop")(stop.stop)
+
+
+_register()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

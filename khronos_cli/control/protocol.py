@@ -12,7 +12,7 @@ Endpoints (all JSON; streams are NDJSON, one object per line)::
     POST   /outages                {"name", "mode", "for", "probability", "status"}
     DELETE /outages[/{name}]       end one outage, or all
     GET    /events                 NDJSON stream of breaker, limiter and outage events
-    POST   /stop                   {"force": bool} -> NDJSON stream of the shutdown events
+    POST   /stop                   {"force": bool, "deadline": s} -> NDJSON shutdown events
 
 Errors are ``{"error": {"status": 4xx, "message": "..."}}`` with that HTTP status.
 """
@@ -27,6 +27,8 @@ __all__ = [
     "MAX_BODY",
     "OUTAGE_MODES",
     "SOCKET_NAME",
+    "STEP_NAMES",
+    "STEP_TITLES",
     "decode_line",
     "encode_line",
     "error_body",
@@ -37,6 +39,17 @@ SOCKET_NAME = "khronos.sock"
 MAX_BODY = 64 * 1024
 OUTAGE_MODES = ("down", "timeout", "slow", "errors")
 DEPENDENCIES = ("anthropic-api", "telegram-api", "openai-api", "database")
+# The seven shutdown steps, in order (DESIGN.md); `khronos stop` draws one row for each.
+STEP_NAMES = ("http", "telegram", "jobs", "outbox", "database", "redis", "connections")
+STEP_TITLES = {
+    "http": "stop the HTTP server",
+    "telegram": "stop the Telegram bot",
+    "jobs": "wait for active jobs",
+    "outbox": "close the message queue",
+    "database": "close the database",
+    "redis": "close Redis",
+    "connections": "close remaining connections",
+}
 
 
 def socket_path(state_dir: Path) -> Path:

@@ -50,7 +50,7 @@ class ControlTarget(Protocol):
     def start_outage(self, spec: dict[str, Any]) -> dict[str, Any]: ...
     def stop_outages(self, name: str | None) -> list[dict[str, Any]]: ...
     def events(self) -> AsyncIterator[dict[str, Any]]: ...
-    def stop(self, *, force: bool) -> AsyncIterator[dict[str, Any]]: ...
+    def stop(self, *, force: bool, deadline: float | None) -> AsyncIterator[dict[str, Any]]: ...
 
 
 def bind_unix_socket(path: Path) -> socket.socket:
@@ -231,9 +231,14 @@ class ControlServer:
     async def _stop(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)
         force = body.get("force", False)
+        deadline = body.get("deadline")
         if not isinstance(force, bool):
             raise ValueError("'force' must be true or false")
-        return await self._stream(request, self.target.stop(force=force))
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
+        ):
+            raise ValueError("'deadline' must be a number of seconds above zero")
+        return await self._stream(request, self.target.stop(force=force, deadline=deadline))
 
     async def _stream(
         self, request: web.Request, events: AsyncIterator[dict[str, Any]]

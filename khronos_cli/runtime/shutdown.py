@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from khronos_cli.control.protocol import STEP_NAMES
+
 __all__ = ["REPORT_FILE", "STEP_NAMES", "Shutdown", "Step", "read_report"]
 
 logger = logging.getLogger("khronos.shutdown")
 
 REPORT_FILE = "last-shutdown.json"
-STEP_NAMES = ("http", "telegram", "jobs", "outbox", "database", "redis", "connections")
 
 Detail = dict[str, Any]
 

@@ -27,9 +27,12 @@ def test_importing_the_cli_loads_no_runtime() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
-    runtime = {m for m in loaded if m.startswith("khronos_cli.") and not m.startswith(
-        ("khronos_cli.cli", "khronos_cli.errors", "khronos_cli.config"))}  # fmt: skip
+    thin = ("khronos_cli.cli", "khronos_cli.errors", "khronos_cli.config", "khronos_cli.control")
+    runtime = {m for m in loaded if m.startswith("khronos_cli.") and not m.startswith(thin)}
     assert not runtime
+    assert not {m for m in loaded if m.startswith("khronos_cli.control.")} - {
+        "khronos_cli.control.protocol"
+    }
 
 
 def test_version_and_help() -> None:

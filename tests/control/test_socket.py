@@ -56,7 +56,7 @@ class Target:
         for i in range(3):
             yield {"event": "tick", "n": i}
 
-    async def stop(self, *, force: bool) -> AsyncIterator[dict[str, Any]]:
+    async def stop(self, *, force: bool, deadline: float | None) -> AsyncIterator[dict[str, Any]]:
         self.stop_started.set()
         for step, name in enumerate(("http", "telegram"), start=1):
             yield {"event": "step_started", "step": step, "name": name}

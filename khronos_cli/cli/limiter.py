@@ -1,0 +1,76 @@
+"""``khronos limiter``: every rate limiter's counts and rate, once or live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from khronos_cli.cli import output
+from khronos_cli.cli.options import IntervalOption, JSONOption, StateDirOption, client
+
+app = typer.Typer(help="See the rate limiters: executing, queued, done, dropped, rate.")
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _fetch(state_dir: Any) -> dict[str, Any]:
+    with client(state_dir) as control:
+        data: dict[str, Any] = control.get("/limiters")
+        return data
+
+
+def sparkline(values: list[float]) -> str:
+    """The last minute as one character per second, scaled to its own peak."""
+    peak = max(values, default=0) or 1
+    return "".join(_BARS[min(8, round(8 * v / peak))] for v in values)
+
+
+def render(limiters: dict[str, Any]) -> Table:
+    table = Table(title="rate limiters", title_justify="left")
+    for column in ("name", "executing", "queued", "done", "dropped", "failed", "rate/s", "keys"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    table.add_column("last minute")
+    for name, snap in limiters.items():
+        halted = float(snap.get("halted_for") or 0)
+        dropped = int(snap.get("dropped", 0))
+        table.add_row(
+            Text(name + (f" (halted {halted:.0f}s)" if halted else ""), "red" if halted else ""),
+            str(snap.get("executing", 0)),
+            str(snap.get("queued", 0)),
+            str(snap.get("done", 0)),
+            Text(str(dropped), "red" if dropped else ""),
+            str(snap.get("failed", 0)),
+            f"{float(snap.get('rate') or 0):.1f}",
+            str(snap.get("keys", "—")),
+            Text(sparkline([float(v) for v in snap.get("history") or []]), "cyan"),
+        )
+    return table
+
+
+@app.callback(invoke_without_command=True)
+@output.command
+def limiter(
+    ctx: typer.Context, state_dir: StateDirOption = None, as_json: JSONOption = False
+) -> None:
+    """Every limiter: executing, queued, done, dropped and the current rate."""
+    if ctx.invoked_subcommand is not None:
+        return
+    data = _fetch(state_dir)
+    if as_json:
+        output.print_json(data)
+    else:
+        output.stdout.print(render(data))
+
+
+@app.command("watch")
+@output.command
+def watch_limiters(
+    state_dir: StateDirOption = None, as_json: JSONOption = False, interval: IntervalOption = 1.0
+) -> None:
+    """A live view refreshed in place until Ctrl-C (NDJSON lines with --json)."""
+    from khronos_cli.cli.watch import watch
+
+    watch(lambda: _fetch(state_dir), render, interval=interval, as_json=as_json)

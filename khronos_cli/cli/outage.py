@@ -1,0 +1,114 @@
+"""``khronos outage``: inject a test outage into the live worker's calls, list them, end them."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from khronos_cli.cli import output
+from khronos_cli.cli.options import JSONOption, StateDirOption, client
+from khronos_cli.config import parse_duration
+
+app = typer.Typer(help="Inject test outages into the live bot so its breakers really trip.")
+
+
+class Dependency(enum.StrEnum):
+    anthropic = "anthropic-api"
+    telegram = "telegram-api"
+    openai = "openai-api"
+    database = "database"
+
+
+class Mode(enum.StrEnum):
+    down = "down"
+    timeout = "timeout"
+    slow = "slow"
+    errors = "errors"
+
+
+def render(outages: list[dict[str, Any]]) -> Table:
+    table = Table("name", "mode", "probability", "remaining", "hits", title="outages",
+                  title_justify="left")  # fmt: skip
+    for outage in outages:
+        table.add_row(
+            str(outage.get("name")),
+            str(outage.get("mode")),
+            f"{float(outage.get('probability', 1)):.0%}",
+            f"{float(outage.get('remaining_s', 0)):.0f}s",
+            str(outage.get("hits", 0)),
+        )
+    return table
+
+
+@app.command("start")
+@output.command
+def start(
+    name: Dependency,
+    mode: Annotated[Mode, typer.Option("--mode", help="How calls fail.")] = Mode.down,
+    duration: Annotated[
+        str, typer.Option("--for", help="How long (it always ends by itself; at most 15m).")
+    ] = "60s",
+    probability: Annotated[
+        float, typer.Option("--probability", min=0.0, max=1.0, help="Share of calls hit.")
+    ] = 1.0,
+    status: Annotated[
+        int, typer.Option("--status", help="HTTP status for --mode errors (503, or 429).")
+    ] = 503,
+    latency: Annotated[str, typer.Option("--latency", help="Added delay for --mode slow.")] = "2s",
+    state_dir: StateDirOption = None,
+    as_json: JSONOption = False,
+) -> None:
+    """Make the live worker's calls to NAME fail, so its breaker trips for real."""
+    spec = {
+        "name": name.value,
+        "mode": mode.value,
+        "for": parse_duration(duration, key="--for"),
+        "probability": probability,
+        "status": status,
+        "latency": parse_duration(latency, key="--latency"),
+    }
+    with client(state_dir) as control:
+        outage = control.post("/outages", spec)
+    if as_json:
+        output.print_json(outage)
+        return
+    output.stderr.print(
+        f"outage {name.value}: {mode.value} for {spec['for']:g}s (ends by itself; "
+        f"`khronos outage stop {name.value}` ends it now)",
+        markup=False,
+    )
+
+
+@app.command("list")
+@output.command
+def list_outages(state_dir: StateDirOption = None, as_json: JSONOption = False) -> None:
+    """The active outages with their remaining time."""
+    with client(state_dir) as control:
+        outages = control.get("/outages")
+    if as_json:
+        output.print_json(outages)
+    elif not outages:
+        output.stderr.print("no outage is active")
+    else:
+        output.stdout.print(render(outages))
+
+
+@app.command("stop")
+@output.command
+def stop(
+    name: Annotated[
+        Dependency | None, typer.Argument(help="One outage; all when left out.")
+    ] = None,
+    state_dir: StateDirOption = None,
+    as_json: JSONOption = False,
+) -> None:
+    """End one outage now, or all of them."""
+    with client(state_dir) as control:
+        ended = control.delete("/outages" + (f"/{name.value}" if name else ""))
+    if as_json:
+        output.print_json(ended)
+    else:
+        output.stderr.print(f"ended {len(ended)} outage(s)")
