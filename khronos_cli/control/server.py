@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from khronos_cli.control.protocol import MAX_BODY, encode_line, error_body
-from khronos_cli.errors import AlreadyRunningError, ControlError, KhronosError
+from khronos_cli.control.jsonapi import Handler, dumps, error, json_errors, read_object
+from khronos_cli.control.protocol import MAX_BODY, encode_line
+from khronos_cli.errors import AlreadyRunningError, ControlError
 
 __all__ = ["ControlServer", "ControlTarget", "bind_unix_socket"]
 
@@ -112,38 +112,13 @@ def _peer_uid(request: web.Request) -> int | None:
     return int(_PEERCRED.unpack(raw)[1])
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(error_body(status, message), status=status)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 @web.middleware
-async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _owner_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     uid = _peer_uid(request)
     if uid is not None and uid != os.getuid():
         logger.warning("refused a control request from uid %s", uid)
-        return _error(403, "only the user that runs khronos may use its control socket")
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            return _error(exc.status, exc.reason)
-        raise
-    except KeyError as exc:
-        return _error(404, f"unknown name {exc.args[0]!r}" if exc.args else "not found")
-    except ValueError as exc:
-        return _error(400, str(exc))
-    except KhronosError as exc:
-        return _error(409, str(exc))
-    except Exception:
-        logger.exception("control request %s %s failed", request.method, request.path)
-        return _error(500, "internal error; see the worker's log")
+        return error(403, "only the user that runs khronos may use its control socket")
+    return await handler(request)
 
 
 class ControlServer:
@@ -159,7 +134,7 @@ class ControlServer:
         sock = bind_unix_socket(self.path)
         self._inode = os.stat(self.path).st_ino
         try:
-            app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
+            app = web.Application(middlewares=[_owner_only, json_errors], client_max_size=MAX_BODY)
             app.add_routes(self._routes())
             self._runner = web.AppRunner(
                 app, access_log=None, handle_signals=False, shutdown_timeout=1.0
@@ -185,7 +160,7 @@ class ControlServer:
 
         def read(fn: Callable[[web.Request], Any]) -> Handler:
             async def handler(request: web.Request) -> web.StreamResponse:
-                return web.json_response(fn(request), dumps=_dumps)
+                return web.json_response(fn(request), dumps=dumps)
 
             return handler
 
@@ -209,7 +184,7 @@ class ControlServer:
             raise web.HTTPNotFound(
                 reason=f"unknown breaker action {action!r}: open, close or reset"
             )
-        body = await _body(request)
+        body = await read_object(request)
         reason = body.get("reason", "operator")
         duration = body.get("for")
         if not isinstance(reason, str) or len(reason) > 200:
@@ -220,16 +195,16 @@ class ControlServer:
             raise ValueError("'for' must be a number of seconds above zero")
         name = request.match_info["name"]
         result = self.target.force_breaker(name, states[action], reason=reason, duration=duration)
-        return web.json_response(result, dumps=_dumps)
+        return web.json_response(result, dumps=dumps)
 
     async def _start_outage(self, request: web.Request) -> web.Response:
-        return web.json_response(self.target.start_outage(await _body(request)), dumps=_dumps)
+        return web.json_response(self.target.start_outage(await read_object(request)), dumps=dumps)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, self.target.events())
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await read_object(request)
         force = body.get("force", False)
         deadline = body.get("deadline")
         if not isinstance(force, bool):
@@ -255,15 +230,3 @@ class ControlServer:
             if close is not None:
                 await close()
         return response
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        data = await request.json()
-    except json.JSONDecodeError:
-        raise ValueError("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("the request body must be a JSON object")
-    return data
