@@ -16,6 +16,7 @@ per integration and chained with ``raise ... from exc``.
     │   ├── JobExpiredError         the job ran past its expiration and was cancelled
     │   └── LimiterStoppedError     the limiter is stopping and takes no new jobs
     ├── UpstreamError               an external API failed (status, retry_after, outage or not)
+    ├── SandboxError                a sandbox stand-in cannot bind its port, or is not started
     └── ControlError                the control socket refused or failed a request
         ├── NotRunningError         no instance on that state dir           -> exit 3
         └── AlreadyRunningError     a live instance already owns that state dir
@@ -39,6 +40,7 @@ __all__ = [
     "LimiterError",
     "LimiterStoppedError",
     "NotRunningError",
+    "SandboxError",
     "UpstreamError",
 ]
 
@@ -165,6 +167,10 @@ class UpstreamError(KhronosError):
         That is a breaker failure; our own mistakes (400, 401, 403, 404) say nothing of its health.
         """
         return self.status is None or self.status in (408, 429) or self.status >= 500
+
+
+class SandboxError(KhronosError):
+    """A sandbox stand-in could not do what was asked (bind its port, serve before start)."""
 
 
 class ControlError(KhronosError):

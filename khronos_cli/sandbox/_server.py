@@ -23,17 +23,13 @@ from typing import Self
 
 from aiohttp import web
 
-from khronos_cli.errors import KhronosError
+from khronos_cli.errors import SandboxError
 
 __all__ = ["LoopbackServer", "SandboxError"]
 
 LOOPBACK = "127.0.0.1"
 _SHUTDOWN_TIMEOUT = 1.0
 _MAX_BODY = 26 * 1024 * 1024  # OpenAI's transcription upload limit is 25 MB
-
-
-class SandboxError(KhronosError):
-    """A sandbox stand-in could not do what was asked (bind its port, serve before start)."""
 
 
 class LoopbackServer:
