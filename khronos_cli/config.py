@@ -301,9 +301,9 @@ class _Parser:
             anthropic_api_key=Secret(env.get("ANTHROPIC_API_KEY", "")),
             openai_api_key=Secret(env.get("OPENAI_API_KEY", "")),
             webhook_secret=Secret(env.get("KHRONOS_WEBHOOK_SECRET", "")),
-            telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url),
-            anthropic_base_url=self.url(tables, "anthropic.base_url", d.anthropic_base_url),
-            openai_base_url=self.url(tables, "openai.base_url", d.openai_base_url),
+            telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
+            anthropic_base_url=self.url(tables, "anthropic.base_url", d.anthropic_base_url, env),
+            openai_base_url=self.url(tables, "openai.base_url", d.openai_base_url, env),
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
             openai_model=self.string(tables, "openai.model", d.openai_model),
             breakers=self.breakers(data.get("breakers", {})),
@@ -403,10 +403,17 @@ class _Parser:
             raise self.fail(dotted, value, "a non-empty string")
         return value
 
-    def url(self, tables: Mapping[str, Any], dotted: str, default: str) -> str:
-        value = self.string(tables, dotted, default)
+    def url(
+        self, tables: Mapping[str, Any], dotted: str, default: str, env: Mapping[str, str]
+    ) -> str:
+        """A base URL from the file, or ``KHRONOS_<TABLE>_BASE_URL`` (which wins)."""
+        variable = f"KHRONOS_{dotted.split('.')[0].upper()}_BASE_URL"
+        if env.get(variable):
+            value, key = env[variable], variable
+        else:
+            value, key = self.string(tables, dotted, default), dotted
         if not value.startswith(("http://", "https://")):
-            raise self.fail(dotted, value, "an http:// or https:// URL")
+            raise self.fail(key, value, "an http:// or https:// URL")
         return value.rstrip("/")
 
     def optional_url(self, data: Mapping[str, Any], key: str) -> str | None:

@@ -124,15 +124,19 @@ def test_environment_supplies_secrets_redis_and_port(tmp_path: Path) -> None:
         "ANTHROPIC_API_KEY": "sk-ant-secret",
         "REDIS_URL": "redis://127.0.0.1:1/0",
         "KHRONOS_HTTP_PORT": "8080",
+        "KHRONOS_ANTHROPIC_BASE_URL": "http://127.0.0.1:9/",
     }
     settings = load(env=env, state_dir=tmp_path)
     assert settings.telegram_token.reveal() == "123:abc-secret"
     assert settings.redis_url == "redis://127.0.0.1:1/0" and settings.http_port == 8080
+    assert settings.anthropic_base_url == "http://127.0.0.1:9"
     assert "abc-secret" not in repr(settings) and "sk-ant" not in repr(settings)
     assert "sk-ant" not in str(settings.anthropic_api_key)
     assert not settings.openai_api_key and Secret("x") == Secret("x")
     with pytest.raises(ConfigError, match="KHRONOS_HTTP_PORT"):
         load(env={"KHRONOS_HTTP_PORT": "http"}, state_dir=tmp_path)
+    with pytest.raises(ConfigError, match="KHRONOS_OPENAI_BASE_URL"):
+        load(env={"KHRONOS_OPENAI_BASE_URL": "ftp://x"}, state_dir=tmp_path)
 
 
 def test_default_state_dir_order() -> None:
