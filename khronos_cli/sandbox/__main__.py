@@ -1,0 +1,104 @@
+"""``python -m khronos_cli.sandbox``: the stand-ins and simulated users as a process of their own.
+
+``khronos run --sandbox`` starts this beside the supervisor, so the stand-ins (and the updates
+Telegram still holds) outlive a worker crash and restart, as the real Telegram would. Once the
+servers listen it writes ``<state-dir>/sandbox.json`` (pid, base URLs, the fake secrets as the
+environment a worker needs, the admin URL) and logs, one plain line each, what the simulated users
+say and what the bot answers. SIGTERM or SIGINT stops it; the file is removed on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from khronos_cli.sandbox.flood import FloodLimits
+from khronos_cli.sandbox.stack import SandboxStack
+
+STATE_FILE = "sandbox.json"
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m khronos_cli.sandbox", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--users", type=int, default=5, help="simulated users (0: none)")
+    parser.add_argument("--rate", type=float, default=0.5, help="messages per second, all users")
+    parser.add_argument("--voice-share", type=float, default=0.1)
+    parser.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    parser.add_argument("--duration", type=float, default=24 * 3600.0)
+    parser.add_argument("--llm-latency", type=float, default=0.2, help="seconds per LLM answer")
+    parser.add_argument("--no-flood-limits", action="store_true", help="benchmarks only")
+    parser.add_argument("--quiet", action="store_true", help="do not log every message")
+    return parser.parse_args(argv)
+
+
+async def serve(options: argparse.Namespace) -> None:
+    limits = FloodLimits.off() if options.no_flood_limits else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    state = options.state_dir / STATE_FILE
+    async with SandboxStack(flood_limits=limits, llm_latency=options.llm_latency) as stack:
+        env = {
+            **stack.env(),
+            "KHRONOS_TELEGRAM_BASE_URL": stack.telegram_base_url,
+            "KHRONOS_ANTHROPIC_BASE_URL": stack.anthropic_base_url,
+            "KHRONOS_OPENAI_BASE_URL": stack.openai_base_url,
+        }
+        info = {
+            "pid": os.getpid(),
+            "telegram_base_url": stack.telegram_base_url,
+            "anthropic_base_url": stack.anthropic_base_url,
+            "openai_base_url": stack.openai_base_url,
+            "admin_url": f"{stack.telegram_base_url}/_sandbox",
+            "env": env,
+        }
+        temporary = state.with_suffix(".tmp")
+        temporary.write_text(json.dumps(info, indent=1))
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, state)
+        log = logging.getLogger("khronos.sandbox")
+        users = None
+        if options.users > 0:
+            users = stack.users(
+                users=options.users,
+                rate=options.rate,
+                voice_share=options.voice_share,
+                count=options.count,
+                duration=options.duration,
+                on_line=(lambda line: None) if options.quiet else log.info,
+            )
+            users.start()
+        urls = (stack.telegram_base_url, stack.anthropic_base_url, stack.openai_base_url)
+        log.info("sandbox ready: telegram %s, anthropic %s, openai %s", *urls)
+        try:
+            await stop.wait()
+        finally:
+            if users is not None:
+                log.info("sandbox users: %s", users.report().summary())
+                await users.aclose()
+            with contextlib.suppress(FileNotFoundError):
+                state.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _arguments(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s sandbox %(message)s"
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    options.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    asyncio.run(serve(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
