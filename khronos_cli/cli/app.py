@@ -96,8 +96,9 @@ def _cell(value: Any) -> str:
 
 
 def _register() -> None:
-    from khronos_cli.cli import breakers, limiter, outage, status, stop
+    from khronos_cli.cli import breakers, limiter, outage, run, status, stop
 
+    app.command("run")(run.run)
     app.command("status")(status.status)
     app.add_typer(breakers.app, name="breakers")
     app.add_typer(limiter.app, name="limiter")

@@ -25,24 +25,28 @@ def _fetch(state_dir: Any) -> dict[str, Any]:
 
 def render(breakers: dict[str, Any]) -> Table:
     table = Table(title="circuit breakers", title_justify="left")
-    for column in ("name", "state", "error %", "fires", "ok", "fail", "timeout", "reject",
-                   "fallback", "p50 ms", "p99 ms", "next trial", "forced"):  # fmt: skip
-        table.add_column(
-            column, justify="left" if column in ("name", "state", "forced") else "right"
-        )
-    counts = ("fires", "successes", "failures", "timeouts", "rejects", "fallbacks")
+    table.add_column("name", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("err %", justify="right")
+    table.add_column("ok/fail/tmo/rej", justify="right")
+    table.add_column("fb", justify="right")
+    table.add_column("p50/p99 ms", justify="right")
+    table.add_column("trial in", justify="right")
+    table.add_column("forced")
     for name, snap in breakers.items():
         stats = snap.get("stats", {})
         latency = stats.get("latency_ms") or {}
         state = str(snap.get("state", "?"))
         next_trial = snap.get("next_trial_in")
+        counts = "/".join(str(stats.get(k, 0)) for k in ("successes", "failures", "timeouts",
+                                                         "rejects"))  # fmt: skip
         table.add_row(
             Text(name),
             Text(state, style=_STYLE.get(state, "")),
             f"{stats.get('error_percentage', 0):.1f}",
-            *(str(stats.get(key, 0)) for key in counts),
-            _ms(latency.get("p50")),
-            _ms(latency.get("p99")),
+            counts,
+            str(stats.get("fallbacks", 0)),
+            f"{_ms(latency.get('p50'))}/{_ms(latency.get('p99'))}",
             "—" if next_trial is None else f"{next_trial:.1f}s",
             _forced(snap.get("forced")),
         )
@@ -57,7 +61,7 @@ def _forced(forced: dict[str, Any] | None) -> Text:
 
 
 def _ms(value: Any) -> str:
-    return "—" if value is None else f"{float(value):.1f}"
+    return "—" if value is None else f"{float(value):.0f}"
 
 
 @app.callback(invoke_without_command=True)

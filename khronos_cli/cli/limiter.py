@@ -22,17 +22,22 @@ def _fetch(state_dir: Any) -> dict[str, Any]:
         return data
 
 
-def sparkline(values: list[float]) -> str:
-    """The last minute as one character per second, scaled to its own peak."""
-    peak = max(values, default=0) or 1
-    return "".join(_BARS[min(8, round(8 * v / peak))] for v in values)
+def sparkline(values: list[float], width: int = 15) -> str:
+    """The last minute in ``width`` characters (means of its seconds), scaled to its peak."""
+    if not values:
+        return ""
+    step = max(1, -(-len(values) // width))
+    means = [sum(values[i : i + step]) / step for i in range(0, len(values), step)]
+    peak = max(means) or 1.0
+    return "".join(_BARS[min(8, round(8 * v / peak))] for v in means)
 
 
 def render(limiters: dict[str, Any]) -> Table:
     table = Table(title="rate limiters", title_justify="left")
-    for column in ("name", "executing", "queued", "done", "dropped", "failed", "rate/s", "keys"):
-        table.add_column(column, justify="left" if column == "name" else "right")
-    table.add_column("last minute")
+    table.add_column("name", no_wrap=True)
+    for column in ("exec", "queued", "done", "dropped", "failed", "rate/s", "keys"):
+        table.add_column(column, justify="right")
+    table.add_column("last minute", no_wrap=True)
     for name, snap in limiters.items():
         halted = float(snap.get("halted_for") or 0)
         dropped = int(snap.get("dropped", 0))

@@ -44,13 +44,15 @@ class ControlTarget(Protocol):
     def breakers(self) -> dict[str, Any]: ...
     def limiters(self) -> dict[str, Any]: ...
     def outages(self) -> list[dict[str, Any]]: ...
-    def force_breaker(
+    async def force_breaker(
         self, name: str, state: str | None, *, reason: str, duration: float | None
     ) -> dict[str, Any]: ...
     def start_outage(self, spec: dict[str, Any]) -> dict[str, Any]: ...
     def stop_outages(self, name: str | None) -> list[dict[str, Any]]: ...
-    def events(self) -> AsyncIterator[dict[str, Any]]: ...
-    def stop(self, *, force: bool, deadline: float | None) -> AsyncIterator[dict[str, Any]]: ...
+    def event_stream(self) -> AsyncIterator[dict[str, Any]]: ...
+    def stop_stream(
+        self, *, force: bool, deadline: float | None
+    ) -> AsyncIterator[dict[str, Any]]: ...
 
 
 def bind_unix_socket(path: Path) -> socket.socket:
@@ -194,14 +196,16 @@ class ControlServer:
         ):
             raise ValueError("'for' must be a number of seconds above zero")
         name = request.match_info["name"]
-        result = self.target.force_breaker(name, states[action], reason=reason, duration=duration)
+        result = await self.target.force_breaker(
+            name, states[action], reason=reason, duration=duration
+        )
         return web.json_response(result, dumps=dumps)
 
     async def _start_outage(self, request: web.Request) -> web.Response:
         return web.json_response(self.target.start_outage(await read_object(request)), dumps=dumps)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        return await self._stream(request, self.target.events())
+        return await self._stream(request, self.target.event_stream())
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
         body = await read_object(request)
@@ -213,7 +217,7 @@ class ControlServer:
             isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
         ):
             raise ValueError("'deadline' must be a number of seconds above zero")
-        return await self._stream(request, self.target.stop(force=force, deadline=deadline))
+        return await self._stream(request, self.target.stop_stream(force=force, deadline=deadline))
 
     async def _stream(
         self, request: web.Request, events: AsyncIterator[dict[str, Any]]

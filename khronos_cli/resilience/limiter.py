@@ -168,6 +168,18 @@ class Limiter(KeyedDispatcher):
 
         return decorate
 
+    def room(self, key: Hashable = None) -> float | None:
+        """None when a job for ``key`` would be queued now; else the seconds to wait (a full
+        queue's Retry-After). For edges that must answer 429 before taking work durably."""
+        if self._stopping:
+            raise LimiterStoppedError(self.name)
+        group = self._groups.get(key if self._grouped else None)
+        if group is None or self._max_queued is None or len(group.heap) < self._max_queued:
+            return None
+        if self._strategy != "reject":
+            return None  # the newcomer is kept; an older or lower job makes room
+        return self._retry_after(group, self._clock())
+
     def halt(self, seconds: float, scope: Hashable = None) -> None:
         """Pause starts (all keys, or one key's) for ``seconds``, e.g. a 429's ``retry_after``.
 

@@ -42,7 +42,7 @@ from typing import IO, Any
 from khronos_cli.errors import AlreadyRunningError, ExitCode
 from khronos_cli.runtime.notify import notify, parse_notify
 
-__all__ = ["STATE_FILE", "Backoff", "Supervisor", "read_state"]
+__all__ = ["STATE_FILE", "Backoff", "Supervisor", "die_with_parent", "read_state"]
 
 STATE_FILE = "supervisor.json"
 LOCK_FILE = "khronos.lock"
@@ -75,7 +75,9 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux PDEATHSIG)."""
+
     def preexec() -> None:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -86,7 +88,11 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 class Supervisor:
-    """Supervise ``argv`` (the worker command) with ``state_dir`` as its home."""
+    """Supervise ``argv`` (the worker command) with ``state_dir`` as its home.
+
+    ``prepare`` runs once the state dir is locked (so a second instance never gets that far),
+    e.g. to start the sandbox; the variables it returns join the worker's environment.
+    """
 
     def __init__(
         self,
@@ -99,6 +105,7 @@ class Supervisor:
         output: IO[str] | None = None,
         rng: random.Random | None = None,
         keep_lines: int = 20,
+        prepare: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.state_dir = state_dir
@@ -107,6 +114,7 @@ class Supervisor:
         self.env = dict(os.environ if env is None else env)
         self.output = output if output is not None else sys.stderr
         self.rng = rng or random.Random()
+        self.prepare = prepare
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self.state: dict[str, Any] = {
             "pid": os.getpid(), "worker_pid": None, "state": "starting", "restarts": 0,
@@ -125,6 +133,12 @@ class Supervisor:
         """Supervise until a requested stop; return the exit code for the process."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = self._lock()
+        if self.prepare is not None:
+            try:
+                self.env.update(self.prepare())
+            except BaseException:
+                lock.close()
+                raise
         notify_path = self.state_dir / NOTIFY_NAME
         listener = self._listen(notify_path)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -145,6 +159,7 @@ class Supervisor:
         return code
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        """Handlers only record the signal; the loop acts on it."""
         self._signals.append(signum)
 
     def _lock(self) -> IO[bytes]:
@@ -185,7 +200,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),  # safe: this process has one thread
+            preexec_fn=die_with_parent(os.getpid()),  # safe: this process has one thread
         )
         self._write(state="starting", worker_pid=worker.pid, worker_started_at=time.time(),
                     next_start_at=None)  # fmt: skip

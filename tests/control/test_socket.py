@@ -38,7 +38,7 @@ class Target:
     def outages(self) -> list[dict[str, Any]]:
         return []
 
-    def force_breaker(
+    async def force_breaker(
         self, name: str, state: str | None, *, reason: str, duration: float | None
     ) -> dict[str, Any]:
         if name != "anthropic-api":
@@ -52,11 +52,13 @@ class Target:
     def stop_outages(self, name: str | None) -> list[dict[str, Any]]:
         return []
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def event_stream(self) -> AsyncIterator[dict[str, Any]]:
         for i in range(3):
             yield {"event": "tick", "n": i}
 
-    async def stop(self, *, force: bool, deadline: float | None) -> AsyncIterator[dict[str, Any]]:
+    async def stop_stream(
+        self, *, force: bool, deadline: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
         self.stop_started.set()
         for step, name in enumerate(("http", "telegram"), start=1):
             yield {"event": "step_started", "step": step, "name": name}

@@ -1,0 +1,61 @@
+"""``khronos run``: start the bot (supervised, in the foreground unless --detach)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from khronos_cli.cli import output
+from khronos_cli.cli.options import ConfigOption, StateDirOption, resolve_state_dir
+
+
+@output.command
+def run(
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="No token, no network: local stand-ins and users.")
+    ] = False,
+    config: ConfigOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=0, max=65535, help="Public HTTP port (0 picks a free one)."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; return once ready.")
+    ] = False,
+    no_supervise: Annotated[
+        bool,
+        typer.Option("--no-supervise", help="Run the worker alone (systemd, pm2, k8s restart it)."),
+    ] = False,
+    users: Annotated[int, typer.Option("--users", min=0, help="Sandbox: simulated users.")] = 5,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0.01, help="Sandbox: their messages per second.")
+    ] = 0.5,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log."""
+    from khronos_cli import config as config_module
+    from khronos_cli.runtime import launch
+
+    directory = resolve_state_dir(state_dir)
+    config_module.load(config, state_dir=directory)  # refuse a bad config now: exit 78
+    if detach:
+        argv = [arg for arg in sys.argv if arg != "--detach"]
+        command = [sys.executable, "-m", "khronos_cli", *argv[1:]]
+        pid = launch.detach(command, directory)
+        output.stderr.print(
+            f"khronos is running (pid {pid}); `khronos stop` stops it", markup=False
+        )
+        return
+    code = launch.launch(
+        directory,
+        config=Path(config) if config else None,
+        port=port,
+        sandbox=sandbox,
+        supervise=not no_supervise,
+        users=users,
+        rate=rate,
+    )
+    raise typer.Exit(code)

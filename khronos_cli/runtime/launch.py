@@ -1,0 +1,116 @@
+"""What ``khronos run`` does: the sandbox if asked, then the supervisor (or the worker alone).
+
+The sandbox runs as a process of its own beside the supervisor (see ``sandbox/__main__``), so
+its stand-ins — and the updates its Telegram still holds — survive a worker crash, as the real
+Telegram would. ``--detach`` starts the same command in a new session, with its output in
+``<state-dir>/run.log``, and returns once the worker is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from khronos_cli.errors import ExitCode, KhronosError
+from khronos_cli.runtime.supervisor import Supervisor, die_with_parent, read_state
+
+__all__ = ["detach", "launch", "worker_argv"]
+
+SANDBOX_FILE = "sandbox.json"
+RUN_LOG = "run.log"
+
+
+def worker_argv(state_dir: Path, config: Path | None) -> list[str]:
+    argv = [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir", str(state_dir)]
+    return argv + (["--config", str(config)] if config else [])
+
+
+@contextlib.contextmanager
+def _sandbox(state_dir: Path, users: int, rate: float) -> Iterator[dict[str, str]]:
+    """Start the stand-ins; yield the environment the worker needs; stop them at the end."""
+    info_path = state_dir / SANDBOX_FILE
+    info_path.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(state_dir),
+         "--users", str(users), "--rate", str(rate)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C is for us to pass on; the stand-ins stop last
+        preexec_fn=die_with_parent(os.getpid()),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not info_path.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise KhronosError("the sandbox stand-ins did not start; see the lines above")
+            time.sleep(0.02)
+        env: dict[str, str] = json.loads(info_path.read_text())["env"]
+        yield env
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def launch(
+    state_dir: Path,
+    *,
+    config: Path | None = None,
+    port: int | None = None,
+    sandbox: bool = False,
+    supervise: bool = True,
+    users: int = 5,
+    rate: float = 0.5,
+) -> int:
+    """Run in the foreground until stopped; the process's exit code."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    env = dict(os.environ)
+    if port is not None:
+        env["KHRONOS_HTTP_PORT"] = str(port)
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> dict[str, str]:
+            return stack.enter_context(_sandbox(state_dir, users, rate)) if sandbox else {}
+
+        if supervise:
+            return Supervisor(worker_argv(state_dir, config), state_dir, env=env,
+                              prepare=prepare).run()  # fmt: skip
+        env.update(prepare())
+        os.environ.update(env)
+        from khronos_cli.runtime.worker import main
+
+        return main(worker_argv(state_dir, config)[3:])
+    return int(ExitCode.FAILURE)  # pragma: no cover - the with block always returns
+
+
+def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
+    """Start ``argv`` (``khronos run`` without ``--detach``) in the background; wait for ready."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = (state_dir / RUN_LOG).open("ab")
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        state = read_state(state_dir) or {}
+        if code is not None:
+            raise KhronosError(
+                f"khronos exited with code {code} while starting; see {state_dir / RUN_LOG}"
+            )
+        if state.get("pid") == process.pid and state.get("state") in ("ready", "degraded"):
+            return process.pid
+        time.sleep(0.05)
+    raise KhronosError(f"khronos did not become ready in {timeout:g}s; see {state_dir / RUN_LOG}")

@@ -1,0 +1,66 @@
+"""Logging for the worker: stderr and ``<state-dir>/khronos.log``, with secrets scrubbed.
+
+httpx logs every request URL at INFO, and Telegram's URLs carry the bot token, so httpx and
+httpcore are held at WARNING. As a second line of defence a filter replaces every configured
+secret (bot token, API keys, webhook secret) with ``***`` in every record, whatever its source.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+
+from khronos_cli.config import Settings
+
+__all__ = ["LOG_FILE", "SecretFilter", "setup_logging"]
+
+LOG_FILE = "khronos.log"
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class SecretFilter(logging.Filter):
+    """Replaces each secret by ``***`` in the rendered message (and drops the args)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 6]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            for secret in self.secrets:
+                text = text.replace(secret, "***")
+            record.exc_text, record.exc_info = text, None
+        return True
+
+
+def setup_logging(settings: Settings, *, level: int = logging.INFO) -> None:
+    secrets = [
+        settings.telegram_token.reveal(),
+        settings.anthropic_api_key.reveal(),
+        settings.openai_api_key.reveal(),
+        settings.webhook_secret.reveal(),
+    ]
+    scrub = SecretFilter(secrets)
+    formatter = logging.Formatter(FORMAT)
+    console = logging.StreamHandler(sys.stderr)
+    file = logging.handlers.RotatingFileHandler(
+        settings.state_dir / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8"
+    )
+    root = logging.getLogger()
+    root.handlers.clear()
+    for handler in (console, file):
+        handler.setFormatter(formatter)
+        handler.addFilter(scrub)
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,354 @@
+"""The worker: the bot process. ``python -m khronos_cli.runtime.worker --state-dir D``.
+
+Lifecycle (uvicorn's shape): :meth:`Worker.serve` starts the parts, marks itself ready
+(``READY=1``), and waits until a stop is requested — SIGTERM, SIGINT or ``khronos stop`` over the
+control socket. Signal handlers only set flags. Then readiness goes false (``STOPPING=1``) and the
+seven steps of :mod:`.shutdown` run; the report's exit code is the process's.
+
+Signals during a stop: a repeated SIGTERM is logged and ignored; a second SIGINT switches to the
+quick stop. The previous run's end is read at start: its report, or ``killed`` when the run
+marker of a run that wrote no report is still there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from khronos_cli import config as config_module
+from khronos_cli.bot.store import OutboxMessage
+from khronos_cli.config import Settings
+from khronos_cli.control.protocol import DEPENDENCIES, socket_path
+from khronos_cli.control.server import ControlServer
+from khronos_cli.errors import ExitCode, JobDroppedError, KhronosError
+from khronos_cli.runtime.events import EventHub
+from khronos_cli.runtime.http import PublicServer
+from khronos_cli.runtime.logs import setup_logging
+from khronos_cli.runtime.metrics import Metrics
+from khronos_cli.runtime.notify import notify
+from khronos_cli.runtime.shutdown import REPORT_FILE, Shutdown, read_report
+from khronos_cli.runtime.steps import seven_steps
+from khronos_cli.runtime.wiring import Parts, build, guard
+
+__all__ = ["Worker", "main"]
+
+logger = logging.getLogger("khronos.worker")
+
+RUN_MARKER = "run.json"
+
+
+class Worker:
+    """One bot process: its parts, its two servers, and its stop."""
+
+    def __init__(self, settings: Settings, *, poll_timeout: int | None = None) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir
+        self.poll_timeout = poll_timeout
+        self.events = EventHub()
+        self._metrics = Metrics(self._metrics_source)
+        self.started_at = time.time()
+        self.state = "starting"
+        self.parts: Parts | None = None
+        self.public: PublicServer | None = None
+        self.control: ControlServer | None = None
+        self.shutdown: Shutdown | None = None
+        self.previous: dict[str, Any] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop_requested = asyncio.Event()
+        self._signals = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        """Run until stopped; the exit code (0 clean, 1 forced)."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
+        self.previous = self._previous_run()
+        self.control = ControlServer(socket_path(self.state_dir), self)
+        await self.control.startup()
+        try:
+            await self.startup()
+        except BaseException:
+            await self._abort()
+            raise
+        await self._stop_requested.wait()
+        report = await self._stop()
+        return int(report["exit_code"])
+
+    async def startup(self) -> None:
+        self.parts = parts = await build(self.settings, poll_timeout=self.poll_timeout)
+        self._listen(parts)
+        await parts.breakers.startup()
+        self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
+        await self.public.startup()
+        self._write_marker()
+        resumed = await parts.poller.resume()
+        flushed = await parts.outbox.flush()
+        self._tasks = [
+            asyncio.create_task(parts.poller.run(), name="poller"),
+            asyncio.create_task(parts.poller.pump(), name="journal-pump"),
+            asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
+        ]
+        self.state = "ready"
+        notify("READY=1")
+        notify("STATUS=ready")
+        logger.info(
+            "ready: http %s:%d, socket %s, backend %s; resumed %d journaled updates, sent %d "
+            "kept messages", self.settings.http_host, self.public.port,
+            socket_path(self.state_dir), self.backend, resumed, flushed,
+        )  # fmt: skip
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self.shutdown is None and not self._stop_requested.is_set():
+            logger.info("%s: stopping gracefully (deadline %gs)", name, 30.0)
+            self._stop_requested.set()
+        elif signum == signal.SIGINT and self.shutdown is not None:
+            logger.warning("second SIGINT: quick stop (waits skipped, work kept)")
+            self.shutdown.force()
+        else:
+            logger.info("%s during the stop: ignored (send SIGINT again to force)", name)
+
+    async def _stop(self, *, deadline: float = 30.0) -> dict[str, Any]:
+        if self.shutdown is None:
+            self.state = "stopping"
+            notify("STOPPING=1")
+            self.shutdown = Shutdown(seven_steps(self), deadline=deadline, state_dir=self.state_dir)
+            self.shutdown.start()
+        assert self.shutdown is not None
+        report = await self.shutdown.start()
+        (self.state_dir / RUN_MARKER).unlink(missing_ok=True)
+        logger.info("stopped: %s", json.dumps({k: report[k] for k in ("result", "exit_code",
+                    "duration_s", "hung_step", "kept")}))  # fmt: skip
+        if self.control is not None:
+            await asyncio.sleep(0.05)  # let the stop stream flush its last line
+            await self.control.aclose()
+        return report
+
+    async def _abort(self) -> None:
+        """Startup failed: close whatever was opened, quietly."""
+        for task in self._tasks:
+            task.cancel()
+        if self.public is not None:
+            await self.public.aclose()
+        if self.parts is not None:
+            await close_parts(self.parts)
+        if self.control is not None:
+            await self.control.aclose()
+
+    # -- run marker: how the previous run ended -------------------------------------------------
+
+    def _previous_run(self) -> dict[str, Any] | None:
+        marker = self.state_dir / RUN_MARKER
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return read_report(self.state_dir)
+        return {"result": "killed", "exit_code": None, "pid": data.get("pid"),
+                "started_at": data.get("started_at")}  # fmt: skip
+
+    def _write_marker(self) -> None:
+        marker = self.state_dir / RUN_MARKER
+        marker.write_text(json.dumps({"pid": os.getpid(), "started_at": self.started_at}))
+        (self.state_dir / REPORT_FILE).unlink(missing_ok=True)
+        if self.previous is not None and self.previous.get("result") == "killed":
+            (self.state_dir / "previous-run.json").write_text(json.dumps(self.previous))
+
+    def _listen(self, parts: Parts) -> None:
+        publish = self.events.publish
+        transitions = ("open", "half_open", "close", "forced", "storage_error", "storage_ok")
+
+        def on_breaker(e: Any) -> None:
+            publish("breaker", breaker=e.breaker, kind=e.kind, state=e.state)
+
+        def on_limiter(e: Any) -> None:
+            publish("limiter", limiter=e.limiter, kind=e.event, key=str(e.key), seconds=e.seconds)
+
+        def on_outage(e: Any) -> None:
+            outage = e.outage
+            publish("outage", kind=e.kind, name=outage.name, mode=outage.mode, cause=e.cause)
+
+        for breaker in parts.breakers.values():
+            breaker.add_listener(on_breaker, *transitions)
+        for limiter in parts.limiters.values():
+            limiter.on("dropped", on_limiter)
+            limiter.on("halt", on_limiter)
+        parts.faults.add_listener(on_outage)
+
+    # -- what the control socket and the public port read ---------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return "redis" if self.settings.redis_url else "memory"
+
+    @property
+    def ready(self) -> bool:
+        return self.state in ("ready", "degraded")
+
+    @property
+    def webhook_secret(self) -> str | None:
+        return None  # polling mode; webhook mode is configured by issue 7's replicas work
+
+    def status(self) -> dict[str, Any]:
+        parts = self.parts
+        return {
+            "pid": os.getpid(),
+            "state": self.state,
+            "started_at": self.started_at,
+            "http_host": self.settings.http_host,
+            "http_port": self.public.port if self.public else None,
+            "socket": str(socket_path(self.state_dir)),
+            "backend": self.backend,
+            "supervised": os.environ.get("KHRONOS_SUPERVISED") == "1",
+            "last_shutdown": self.previous,
+            "jobs_active": parts.jobs.active if parts else 0,
+            "updates_accepted": parts.poller.accepted if parts else 0,
+            "updates_duplicate": parts.poller.duplicates if parts else 0,
+            "messages_sent": parts.outbox.sent if parts else 0,
+            "answered": dict(parts.bot.answered) if parts else {},
+            "offset": parts.poller.offset if parts else None,
+        }
+
+    def breakers(self) -> dict[str, Any]:
+        return self.parts.breakers.snapshot() if self.parts else {}
+
+    def limiters(self) -> dict[str, Any]:
+        return self.parts.limiters.snapshot() if self.parts else {}
+
+    def outages(self) -> list[dict[str, Any]]:
+        return [o.to_dict() for o in self.parts.faults.active()] if self.parts else []
+
+    def metrics(self) -> bytes:
+        return self._metrics.render()
+
+    def _metrics_source(self) -> dict[str, Any]:
+        status = self.status()
+        status["ready"] = self.ready
+        return {"breakers": self.breakers(), "limiters": self.limiters(), "worker": status}
+
+    # -- what the control socket writes ---------------------------------------------------------
+
+    async def force_breaker(
+        self, name: str, state: str | None, *, reason: str, duration: float | None
+    ) -> dict[str, Any]:
+        breaker = self._parts().breakers[name]
+        if state == "open":
+            await breaker.force_open(reason, duration or 300.0)
+        elif state == "closed":
+            await breaker.force_closed(reason, duration or 300.0)
+        else:
+            await breaker.reset()
+        return breaker.snapshot()
+
+    def start_outage(self, spec: dict[str, Any]) -> dict[str, Any]:
+        name = spec.get("name")
+        if name not in DEPENDENCIES:
+            raise ValueError(f"'name' must be one of {', '.join(DEPENDENCIES)}")
+        options = {k: spec[k] for k in ("probability", "status", "latency") if k in spec}
+        outage = self._parts().faults.start(
+            name, str(spec.get("mode", "down")), duration=spec.get("for", 60.0), **options
+        )
+        logger.warning("outage started on %s: %s for %gs", name, outage.mode, outage.duration)
+        return outage.to_dict()
+
+    def stop_outages(self, name: str | None) -> list[dict[str, Any]]:
+        return [o.to_dict() for o in self._parts().faults.stop(name)]
+
+    def event_stream(self) -> AsyncIterator[dict[str, Any]]:
+        return self.events.subscribe()
+
+    async def stop_stream(
+        self, *, force: bool, deadline: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        if self.shutdown is None:
+            self._stop_requested.set()
+            await asyncio.sleep(0)
+            if self.shutdown is None:  # serve() has not reached it yet: start it here
+                self.state = "stopping"
+                notify("STOPPING=1")
+                self.shutdown = Shutdown(
+                    seven_steps(self), deadline=deadline or 30.0, state_dir=self.state_dir
+                )
+                self.shutdown.start()
+        if force:
+            self.shutdown.force()
+        async for event in self.shutdown.follow():
+            yield event
+
+    # -- public API -----------------------------------------------------------------------------
+
+    async def chat(self, message: str) -> str:
+        parts = self._parts()
+        return await parts.anthropic.reply([{"role": "user", "content": message}])
+
+    async def send(self, chat_id: int, text: str) -> dict[str, Any]:
+        parts = self._parts()
+        wait = parts.limiters["telegram"].room(chat_id)
+        if wait is not None:
+            raise JobDroppedError("telegram", chat_id, wait, reason="that chat's queue is full")
+        outbox_id = await guard(parts.breakers["database"])(
+            lambda: parts.store.enqueue_message(chat_id, text, source="api")
+        )
+        message = OutboxMessage(outbox_id, chat_id, text, None, None, "api", 0, None, time.time())
+        task = asyncio.create_task(parts.outbox.deliver(message), name=f"send-{outbox_id}")
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+        return {"id": outbox_id}
+
+    async def webhook(self, update: dict[str, Any]) -> None:
+        await self._parts().poller.accept(update)
+
+    def _parts(self) -> Parts:
+        if self.parts is None:
+            raise KhronosError("the worker is still starting; try again in a moment")
+        return self.parts
+
+
+async def close_parts(parts: Parts) -> None:
+    for client in parts.clients:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    with contextlib.suppress(Exception):
+        await parts.store.aclose()
+    with contextlib.suppress(Exception):
+        await parts.limiters.aclose()
+    with contextlib.suppress(Exception):
+        await parts.breakers.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m khronos_cli.runtime.worker")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--config", type=Path, default=None)
+    options = parser.parse_args(argv)
+    try:
+        settings = config_module.load(options.config, state_dir=options.state_dir)
+    except KhronosError as exc:
+        print(f"khronos: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    setup_logging(settings)
+    try:
+        return asyncio.run(Worker(settings).serve())
+    except KhronosError as exc:
+        logger.error("%s", exc)
+        return int(exc.exit_code)
+    except OSError as exc:
+        logger.error("could not start: %s", exc)
+        return int(ExitCode.FAILURE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
