@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
@@ -95,9 +96,39 @@ class UnhealthyResultError(BreakerError):
         )
 
 
+class _Rejected(CircuitOpenError):
+    """A :class:`CircuitOpenError` built lazily: the eager one formats its message up front
+    (~1 µs here), and a rejection must cost less than that in all."""
+
+    def __init__(self, breaker: str, retry_in: float, state: str, why: str) -> None:
+        self.breaker, self.retry_in, self._state, self._why = breaker, retry_in, state, why
+
+    @property
+    def reason(self) -> str:
+        return f"{self._state} ({self._why})" if self._why else self._state
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._state, self._why = value, ""
+
+    def __str__(self) -> str:
+        return f"circuit {self.breaker!r} is {self.reason}; next trial in {self.retry_in:.1f}s"
+
+    def __repr__(self) -> str:
+        return f"CircuitOpenError({self.breaker!r}, {self.retry_in!r}, {self.reason!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return CircuitOpenError, (self.breaker, self.retry_in, self.reason)
+
+
 def _retry_after(error: BaseException) -> float | None:
     value = getattr(error, "retry_after", None)
     return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def _ceil_ms(seconds: float) -> float:
+    """Rounded up to the millisecond, so that 0 means "due now", never "due in 0.4 ms"."""
+    return max(0.0, math.ceil(seconds * 1000.0) / 1000.0)
 
 
 def _classifier(spec: Classifier) -> Callable[[BaseException], bool] | None:
@@ -189,6 +220,19 @@ class CircuitBreaker:
                 if self._watchdog is None:
                     self._arm()
                 return self
+        elif self._state is OPEN:  # the rejection fast path
+            now = self._clock()
+            forced = self._forced
+            until = self._next_trial_at if forced is None else forced.expires_at
+            if now < until:
+                self._fires += 1
+                self._rejects += 1
+                if self._listeners:
+                    self._emit("fire")
+                    self._emit("reject")
+                if forced is None:
+                    raise _Rejected(self.name, until - now, OPEN, self._reason)
+                raise _Rejected(self.name, until - now, "forced open", forced.reason)
         if self._admit(task):
             await self._probe(task)
         return self
@@ -300,9 +344,11 @@ class CircuitBreaker:
             raise
         if shared is not None:  # None: the storage failed, so fail open on the local permit
             self._lease = shared.granted
-            if not shared.granted:
+            if shared.granted:
+                self._probe_blocked_until = 0.0
+            else:
                 self._trials.pop(task, None)
-                self._apply_shared(shared)
+                self._apply_shared(shared, reply=True)
         if self._state is not CLOSED and task not in self._trials:
             self._forget(task)
             self._reject(self._clock())
@@ -317,11 +363,9 @@ class CircuitBreaker:
             self._emit("reject")
         forced = self._forced
         if forced is not None:
-            reason = f"forced open ({forced.reason})"
-            raise CircuitOpenError(self.name, forced.expires_at - now, reason)
+            raise _Rejected(self.name, forced.expires_at - now, "forced open", forced.reason)
         retry_in = max(0.0, self._next_trial_at - now, self._probe_blocked_until - now)
-        reason = f"{self._state} ({self._reason})" if self._reason else self._state
-        raise CircuitOpenError(self.name, retry_in, reason)
+        raise _Rejected(self.name, retry_in, self._state, self._reason)
 
     def _succeeded(self, task: Task) -> None:
         if not self._nested and not self._trials:
@@ -512,7 +556,7 @@ class CircuitBreaker:
     async def _store(self, operation: Awaitable[SharedState | None]) -> None:
         shared = await operation
         if shared is not None:
-            self._apply_shared(shared)
+            self._apply_shared(shared, reply=True)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         try:
@@ -523,10 +567,12 @@ class CircuitBreaker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _apply_shared(self, shared: SharedState) -> None:
-        """Adopt the storage's word: a remote replica's transition, or a script's answer."""
-        if shared.version and shared.version < self._seen_version:
-            return  # older news than what we already applied
+    def _apply_shared(self, shared: SharedState, *, reply: bool = False) -> None:
+        """Adopt the storage's word: a script's answer to us (``reply``) always; news from the
+        channel or the poll only when newer than what we applied (a poll repeating old news
+        must not undo a local step such as open -> half-open)."""
+        if not reply and shared.version <= self._seen_version:
+            return
         self._seen_version = max(self._seen_version, shared.version)
         now = self._clock()
         self._forced = None
@@ -696,9 +742,9 @@ class CircuitBreaker:
         next_trial_in = None
         if self._state is OPEN:
             next_at = forced.expires_at if forced is not None else self._next_trial_at
-            next_trial_in = round(max(0.0, next_at - now), 3)
+            next_trial_in = _ceil_ms(next_at - now)
         elif self._state is HALF_OPEN:
-            next_trial_in = round(max(0.0, self._probe_blocked_until - now), 3)
+            next_trial_in = _ceil_ms(self._probe_blocked_until - now)
         settings = dataclasses.asdict(self.settings)
         settings.update(half_open_max_wait=self._max_wait, storage=self.storage.kind)
         del settings["name"]

@@ -122,7 +122,6 @@ local changed = false
 if forced ~= '' and fexp <= now then forced = ''; freason = ''; changed = true end
 local function save()
   ver = now
-  if state == 'closed' and forced == '' then redis.call('DEL', KEYS[1]); return end
   redis.call('HSET', KEYS[1], 'state', state, 'opened', opened, 'next', nxt, 'reason', reason,
              'forced', forced, 'fexp', fexp, 'freason', freason, 'ver', ver)
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + math.max(nxt - now, fexp - now, 0))

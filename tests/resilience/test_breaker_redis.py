@@ -43,7 +43,8 @@ async def main(url):
     await until(lambda: breaker.state == "open")
     print("seen", breaker.state, flush=True)
     await readline()
-    await until(lambda: breaker.snapshot()["next_trial_in"] == 0)
+    # A trial is due, or the other replica already took the probe (half-open, lease held).
+    await until(lambda: breaker.state != "open" or breaker.snapshot()["next_trial_in"] == 0)
     finish = asyncio.Event()
     async def trial():
         print("probing", flush=True)
