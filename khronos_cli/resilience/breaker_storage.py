@@ -278,6 +278,7 @@ class RedisBreakerStorage(BreakerStorage):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._owns_client:
+            self._owns_client = False  # aclose() may be called again: close once
             await self._client.aclose()
 
     # -- transitions --------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""The registry: the seed's four breakers with DESIGN.md's defaults, config overrides, storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from khronos_cli import config
+from khronos_cli.errors import CircuitOpenError, UpstreamError
+from khronos_cli.resilience.breakers import ANTHROPIC_FALLBACK_REPLY, build_breakers
+from tests.support import async_wait_for
+
+DESIGN_TABLE = {  # name: (timeout, error threshold, reset)
+    "anthropic-api": (15.0, 50.0, 30.0),
+    "telegram-api": (5.0, 50.0, 30.0),
+    "openai-api": (10.0, 50.0, 30.0),
+    "database": (5.0, 30.0, 15.0),
+}
+
+
+async def test_the_seed_breakers_have_designs_defaults() -> None:
+    """With no config the registry holds the four seed breakers with DESIGN.md's table."""
+    registry = build_breakers()
+    assert {
+        name: (b.settings.timeout, b.settings.error_threshold, b.settings.reset_timeout)
+        for name, b in registry.items()
+    } == DESIGN_TABLE
+    assert registry.storage.kind == "memory"
+    await registry.aclose()
+
+
+async def test_config_overrides_one_breaker(tmp_path: Path) -> None:
+    """A khronos.toml value changes that breaker only; the others keep their defaults."""
+    path = tmp_path / "khronos.toml"
+    path.write_text('[breakers.database]\ntimeout = "2s"\nvolume_threshold = 20\n')
+    registry = build_breakers(config.load(path, env={}, state_dir=tmp_path))
+    assert (
+        registry["database"].settings.timeout,
+        registry["database"].settings.volume_threshold,
+    ) == (2.0, 20)
+    assert registry["database"].settings.reset_timeout == 15.0
+    assert registry["anthropic-api"].settings.timeout == 15.0
+    await registry.aclose()
+
+
+async def test_fallbacks_follow_the_seed() -> None:
+    """Open anthropic-api answers the canned reply, telegram-api a 503-shaped answer, and
+    openai-api and database fail loudly."""
+    registry = build_breakers()
+    for name in registry:
+        await registry[name].force_open("test")
+
+    async def never() -> str:
+        raise AssertionError("an open breaker ran the call")
+
+    assert await registry["anthropic-api"].call(never) == ANTHROPIC_FALLBACK_REPLY
+    answer = await registry["telegram-api"].call(never)
+    assert (answer["ok"], answer["error_code"]) == (False, 503)
+    for name in ("openai-api", "database"):
+        with pytest.raises(CircuitOpenError):
+            await registry[name].call(never)
+    await registry.aclose()
+
+
+async def test_http_breakers_judge_outages_not_our_mistakes() -> None:
+    """A 4xx UpstreamError is neither success nor failure; a returned 503 is a failure."""
+    registry = build_breakers()
+    breaker = registry["anthropic-api"]
+
+    async def bad_request() -> None:
+        raise UpstreamError("anthropic-api", "bad request", status=400)
+
+    async def unavailable() -> httpx.Response:
+        return httpx.Response(503)
+
+    with pytest.raises(UpstreamError):
+        await breaker.call(bad_request)
+    assert breaker.snapshot()["stats"]["failures"] == 0
+    assert await breaker.call(unavailable) == ANTHROPIC_FALLBACK_REPLY
+    assert breaker.snapshot()["stats"]["failures"] == 1
+    await registry.aclose()
+
+
+async def test_the_snapshot_is_keyed_by_name_with_state_and_stats() -> None:
+    """registry.snapshot() is the {name: {state, stats, ...}} JSON the CLI and HTTP print."""
+    registry = build_breakers()
+    data = json.loads(json.dumps(registry.snapshot()))
+    assert set(data) == set(DESIGN_TABLE)
+    assert all(v["state"] == "closed" and "stats" in v for v in data.values())
+    await registry.aclose()
+
+
+async def test_redis_url_in_settings_shares_state(redis_url: str, tmp_path: Path) -> None:
+    """With redis_url set the registry's breakers share state through Redis."""
+    settings = config.load(env={"REDIS_URL": redis_url}, state_dir=tmp_path)
+    one, two = build_breakers(settings), build_breakers(settings)
+    try:
+        await one.startup()
+        await two.startup()
+        assert one.storage.kind == "redis"
+        await one["database"].force_open("drill", 60)
+        await async_wait_for(lambda: two["database"].state == "open")
+        with pytest.raises(CircuitOpenError, match="drill"):
+            async with two["database"]:
+                pass
+    finally:
+        await one.aclose()
+        await two.aclose()
