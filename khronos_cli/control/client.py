@@ -6,6 +6,7 @@ listens there" to :class:`NotRunningError` (exit 3) and error answers to :class:
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,18 @@ class ControlClient:
             raise ControlError("the worker closed the control connection mid-stream") from exc
 
     def _check_present(self) -> None:
-        # A cheap stat first: httpcore leaks the socket when a unix connect fails, and "no file"
-        # is the common way of "not running".
-        if not self.path.exists():
-            raise NotRunningError(str(self.path))
+        # httpcore leaks its socket when a unix connect fails, so "is anyone there" is asked
+        # here first, with a socket we close: no file, or a refused connect (a stale socket
+        # left by a crash), means not running.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise NotRunningError(str(self.path)) from None
+        except OSError:
+            pass  # let the real request report it
+        finally:
+            probe.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         self._check_present()

@@ -1,0 +1,102 @@
+"""The bot end to end: `khronos run --sandbox` answering the stand-in Telegram's users."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from khronos_cli.bot.bot import FALLBACK_TEXT
+from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.support import wait_for
+
+
+def answered(instance: Instance, count: int) -> bool:
+    ledger = instance.ledger()
+    return ledger["sent"] == count and not ledger["unanswered"]
+
+
+def test_every_message_is_answered_exactly_once_without_429s(instance: Instance) -> None:
+    """30 messages from 6 chats (some voice) are each answered once; Telegram never said 429."""
+    for i in range(30):
+        chat = 2000 + i % 6
+        if i % 5 == 0:
+            instance.push(chat, voice=f"voice note {i}")
+        else:
+            instance.push(chat, f"message {i}")
+    wait_for(lambda: answered(instance, 30), timeout=90)
+    ledger = instance.ledger()
+    assert ledger["duplicates"] == [] and ledger["fallbacks"] == [] and ledger["unmatched"] == 0
+    stats = instance.admin.get("/_sandbox/stats").json()
+    assert stats["flood_rejections"] == 0
+    texts = [d["text"] for d in instance.deliveries()]
+    assert all(t.startswith("anthropic echo: ") for t in texts)
+    assert "anthropic echo: voice note 0" in texts
+
+
+def test_anthropic_down_is_answered_by_openai(instance: Instance) -> None:
+    """With Anthropic down, users get OpenAI's answers."""
+    instance.llm_mode("anthropic", mode="down")
+    for i in range(3):
+        instance.push(3000 + i, f"hello {i}")
+    wait_for(lambda: answered(instance, 3), timeout=60)
+    assert sorted(d["text"] for d in instance.deliveries()) == [
+        f"openai echo: hello {i}" for i in range(3)
+    ]
+
+
+def test_both_down_gives_the_fallback_text(instance: Instance) -> None:
+    """With both LLMs hanging, users get the fallback text within the breakers' timeouts."""
+    instance.llm_mode("anthropic", mode="hang")
+    instance.llm_mode("openai", mode="hang")
+    instance.push(3100, "anyone?")
+    wait_for(lambda: answered(instance, 1), timeout=30)
+    assert [d["text"] for d in instance.deliveries()] == [FALLBACK_TEXT]
+
+
+def test_chat_503s_while_the_anthropic_breaker_is_open(instance: Instance) -> None:
+    """POST /chat answers; forced open, it returns 503 JSON with Retry-After."""
+    assert instance.public("POST", "/chat", json={"message": "hi"}).json() == {
+        "reply": "anthropic echo: hi"
+    }
+    forced = instance.khronos("breakers", "open", "anthropic-api", "--for", "30s")
+    assert forced.returncode == 0, forced.stderr
+    answer = instance.public("POST", "/chat", json={"message": "hi"})
+    assert answer.status_code == 503 and int(answer.headers["retry-after"]) >= 1
+    assert answer.json()["error"]["status"] == 503
+    bad = instance.public("POST", "/chat", content=b"{nope")
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == 400
+    assert instance.public("GET", "/health").status_code == 200
+
+
+def test_messages_429_when_that_chats_queue_is_full(make_instance: object) -> None:
+    """POST /messages queues (202) until that chat's queue is full, then 429 with Retry-After."""
+    config = FAST_CONFIG + '[limiters.telegram]\nmax_queued = 2\nrates = ["1/10s"]\n'
+    instance = make_instance(config=config).start()  # type: ignore[operator]
+    codes = [
+        instance.public("POST", "/messages", json={"chat_id": 77, "text": f"bulk {i}"})
+        for i in range(6)
+    ]
+    assert codes[0].status_code == 202
+    refused = [c for c in codes if c.status_code == 429]
+    assert refused, [c.status_code for c in codes]
+    assert float(refused[0].headers["retry-after"]) >= 1
+    other = instance.public("POST", "/messages", json={"chat_id": 78, "text": "other chat"})
+    assert other.status_code == 202  # one full chat does not block another
+
+
+def test_kill_9_with_20_updates_in_flight_loses_nothing(instance: Instance) -> None:
+    """SIGKILL of the worker mid-answer: after the restart all 20 are answered exactly once."""
+    instance.llm_mode("anthropic", mode="slow", delay=0.8)
+    for i in range(20):
+        instance.push(4000 + i, f"in flight {i}")
+    wait_for(lambda: instance.status().get("updates_accepted") == 20, timeout=30)
+    worker = instance.status()["pid"]
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not alive(worker), timeout=10)
+    instance.llm_mode("anthropic", mode="ok")
+    wait_for(lambda: instance.status().get("pid") not in (None, worker), timeout=60)
+    wait_for(lambda: answered(instance, 20), timeout=90)
+    ledger = instance.ledger()
+    assert ledger["duplicates"] == [] and ledger["answered"] == 20
+    assert instance.status()["last_shutdown"]["result"] == "killed"
+    assert instance.supervisor()["restarts"] == 1
