@@ -50,6 +50,15 @@ async def bare(n: int) -> float:
     return time.perf_counter() - start
 
 
+async def timeout_only(n: int) -> float:
+    """What a per-call ``asyncio.timeout()`` alone costs (the watchdog's reason to exist)."""
+    start = time.perf_counter()
+    for _ in range(n):
+        async with asyncio.timeout(10.0):
+            await noop()
+    return time.perf_counter() - start
+
+
 def khronos_with(breaker: CircuitBreaker) -> Callable[[int], Awaitable[float]]:
     async def run(n: int) -> float:
         start = time.perf_counter()
@@ -137,6 +146,7 @@ async def measure(redis_url: str, calls: int, rounds: int) -> list[dict[str, Any
     await shared_open.force_open("benchmark", expires_in=3600)
     variants: dict[str, Callable[[int], Awaitable[float]]] = {
         "bare await": bare,
+        "asyncio.timeout() per call, no breaker": timeout_only,
         "khronos closed, async with": khronos_with(closed),
         "khronos closed, call()": khronos_call(closed),
         "pybreaker closed, calling()": pybreaker_calling(py_closed),

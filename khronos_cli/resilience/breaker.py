@@ -1,7 +1,8 @@
 """An asyncio-native circuit breaker on pybreaker's state vocabulary and storage contract.
 
 pybreaker records a *success* for creating an unawaited coroutine and counts ``CancelledError``
-as a failure (REFERENCE.md §1). This breaker owns the async part:
+as a failure (REFERENCE.md §1). :class:`CircuitBreaker` owns the async part; its state machine,
+stats and controls live in :mod:`khronos_cli.resilience.breaker_machine`.
 
 * ``async with breaker:``, ``await breaker.call(fn, *args)`` and ``@breaker`` await the work. There
   is no lock: all bookkeeping is synchronous code between awaits on one event loop.
@@ -10,18 +11,18 @@ as a failure (REFERENCE.md §1). This breaker owns the async part:
   deadline order. One ``call_later`` handle (the watchdog) is armed for the earliest deadline and
   cancels overdue tasks; the exit path turns that cancellation into :class:`CallTimeoutError` with
   ``task.uncancel()`` as ``asyncio.timeout`` does, so an outer, real cancellation is never
-  swallowed. A timeout counts once as a timeout and once as a failure.
-* Closed: outcomes go into a :class:`RollingWindow`, which trips on error % once
-  ``volume_threshold`` calls ran in the window (or, with ``policy="consecutive"``, after
-  ``fail_max`` failures in a row: pybreaker's rule). Rejected calls never enter the window, and
-  closing resets its counts. Open: reject at once until ``reset_timeout`` (or an upstream
-  retry-after, :meth:`hold_open`) has passed; then half-open admits ``half_open_max_calls`` trials
-  and rejects the rest. A trial that outlives ``half_open_max_wait`` re-opens the breaker.
+  swallowed. A timeout counts once as a timeout and once as a failure. (A per-call
+  ``asyncio.timeout()`` costs a TimerHandle per call: see ``benchmarks/breaker.py``.)
+* Closed: outcomes go into the rolling window, which trips on error % once ``volume_threshold``
+  calls ran in it (or, with ``policy="consecutive"``, after ``fail_max`` failures in a row:
+  pybreaker's rule). Rejected calls never enter the window. Open: reject at once until
+  ``reset_timeout`` (or an upstream retry-after) has passed; then half-open admits
+  ``half_open_max_calls`` trials and rejects the rest; a trial that outlives
+  ``half_open_max_wait`` re-opens the breaker.
 * ``CancelledError``, ``KeyboardInterrupt`` and ``SystemExit`` are neither success nor failure:
   they release a half-open permit and propagate unchanged. ``exclude`` errors count as success,
   ``ignore`` errors as nothing, and ``is_failure(result)`` can make a returned value a failure.
-* Shared state (:mod:`khronos_cli.resilience.breaker_storage`): transitions happen locally first
-  and are pushed to the storage in the background; only a half-open probe awaits the storage.
+  An error (or failing result) with a ``retry_after`` holds the breaker open that long.
 * The injected ``clock`` drives the window, reset and override expiry; latency and timeouts use
   real monotonic time, which is what the event loop schedules by.
 
@@ -32,51 +33,33 @@ own ``{loop: task}`` map for the loop it last ran on instead, falling back when 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
-import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
-
-from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import BreakerError, CallTimeoutError, CircuitOpenError
-from khronos_cli.resilience.breaker_storage import BreakerStorage, MemoryBreakerStorage, SharedState
-from khronos_cli.resilience.window import RollingWindow
+from khronos_cli.resilience.breaker_machine import (
+    CLOSED,
+    EVENTS,
+    HALF_OPEN,
+    OPEN,
+    BreakerEvent,
+    BreakerStateMachine,
+)
+from khronos_cli.resilience.breaker_storage import BreakerStorage
 
 __all__ = ["EVENTS", "BreakerEvent", "CircuitBreaker", "UnhealthyResultError"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 Task = asyncio.Task[Any]
-CLOSED, OPEN, HALF_OPEN = STATE_CLOSED, STATE_OPEN, STATE_HALF_OPEN
-EVENTS = frozenset(
-    {"fire", "success", "failure", "timeout", "reject", "fallback", "open", "half_open", "close",
-     "forced", "health_check_failed", "storage_error", "storage_ok"}
-)  # fmt: skip
-DEFAULT_FORCE_EXPIRY = 900.0  # a forgotten drill heals itself after 15 minutes
+Classifier = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
-log = logging.getLogger("khronos.breaker")
 _monotonic = time.monotonic
 _TASKS: dict[asyncio.AbstractEventLoop | None, Task] = getattr(asyncio.tasks, "_current_tasks", {})
-Classifier = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
-Listener = Callable[["BreakerEvent"], object]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BreakerEvent:
-    """What a listener receives; ``state`` is the breaker's state after the event."""
-
-    kind: str
-    breaker: str
-    state: str
-    error: BaseException | None = None
-    latency: float | None = None
-    detail: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 class UnhealthyResultError(BreakerError):
@@ -123,38 +106,26 @@ class _Rejected(CircuitOpenError):
 
 def _retry_after(error: BaseException) -> float | None:
     value = getattr(error, "retry_after", None)
-    return float(value) if isinstance(value, int | float) and value > 0 else None
-
-
-def _ceil_ms(seconds: float) -> float:
-    """Rounded up to the millisecond, so that 0 means "due now", never "due in 0.4 ms"."""
-    return max(0.0, math.ceil(seconds * 1000.0) / 1000.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
 
 
 def _classifier(spec: Classifier) -> Callable[[BaseException], bool] | None:
-    if not isinstance(spec, tuple):
-        return spec
-    return (lambda exc: isinstance(exc, spec)) if spec else None
+    if isinstance(spec, type):
+        spec = (spec,)  # one class given where a tuple was meant
+    if isinstance(spec, tuple):
+        classes = spec
+        return (lambda exc: isinstance(exc, classes)) if classes else None
+    return spec
 
 
-@dataclasses.dataclass(slots=True)
-class _Forced:
-    state: str
-    reason: str
-    expires_at: float
-
-
-class CircuitBreaker:
+class CircuitBreaker(BreakerStateMachine):
     """One dependency's breaker, built from :class:`BreakerSettings` (see the module docstring)."""
 
     __slots__ = (
-        "_clock", "_consecutive", "_exclude", "_expired", "_fails", "_fallback", "_fallbacks",
-        "_fires", "_forced", "_generation", "_health_check", "_health_task", "_hold_until",
-        "_ignore", "_inflight", "_is_failure", "_lease", "_listeners", "_loop", "_max_wait",
-        "_nested", "_next_trial_at", "_opened_at", "_probe_blocked_until", "_real_clock",
-        "_reason", "_rejects", "_retry_after", "_seen_version", "_shared", "_state", "_streak",
-        "_successes", "_tasks", "_timeout", "_timeouts", "_trial_ok", "_trials", "_watchdog",
-        "name", "settings", "storage", "window",
+        "_exclude", "_fallback", "_ignore", "_is_failure", "_nested", "_real_clock",
+        "_retry_after", "_timeout",
     )  # fmt: skip
 
     def __init__(
@@ -170,42 +141,15 @@ class CircuitBreaker:
         retry_after: Callable[[BaseException], float | None] = _retry_after,
         health_check: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.storage = storage if storage is not None else MemoryBreakerStorage()
-        self.window = RollingWindow(settings.rolling_window, settings.buckets)
-        self._clock = clock
+        super().__init__(settings, storage=storage, clock=clock, health_check=health_check)
         self._real_clock = clock is time.monotonic
+        self._timeout = settings.timeout
         self._fallback = fallback
         self._exclude = _classifier(exclude)
         self._ignore = _classifier(ignore)
         self._is_failure = is_failure
         self._retry_after = retry_after
-        self._health_check = health_check
-        self._timeout = settings.timeout
-        wait = settings.half_open_max_wait
-        self._max_wait = wait if wait is not None else settings.timeout + 1.0
-        self._consecutive = settings.policy == "consecutive"
-        self._shared = self.storage.shared
-        self._state = CLOSED
-        self._reason = ""
-        self._opened_at: float | None = None
-        self._next_trial_at = self._hold_until = self._probe_blocked_until = 0.0
-        self._forced: _Forced | None = None
-        self._lease = False
-        self._generation = self._seen_version = self._streak = self._trial_ok = 0
-        self._fires = self._successes = self._fails = self._timeouts = 0
-        self._rejects = self._fallbacks = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._inflight: dict[Task, float] = {}
-        self._expired: dict[Task, tuple[int, float]] = {}
         self._nested: dict[Task, list[float]] = {}
-        self._trials: dict[Task, float] = {}
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._listeners: list[tuple[Listener, frozenset[str] | None]] = []
-        self._tasks: set[Task] = set()
-        self._health_task: Task | None = None
-        self.storage.attach(self.name, self._apply_shared, self._storage_error)
 
     # -- the call path ------------------------------------------------------------------------
 
@@ -316,7 +260,6 @@ class CircuitBreaker:
             if self._forced is not None or now < self._next_trial_at:
                 self._reject(now)
             self._to_half_open()
-        probe = False
         if self._state is HALF_OPEN:
             if len(self._trials) >= self.settings.half_open_max_calls or (
                 now < self._probe_blocked_until
@@ -326,21 +269,25 @@ class CircuitBreaker:
             if len(self._trials) == 1:
                 assert self._loop is not None
                 self._loop.call_later(self._max_wait, self._trial_overdue, self._generation)
-            probe = self._shared and not self._lease
+            if self._shared and not self._lease:
+                return True  # the call's time starts once the lease is ours
+        self._start(task)
+        return False
+
+    def _start(self, task: Task) -> None:
         if task in self._inflight:  # nested use in one task: the outer deadline covers it
             self._nested.setdefault(task, []).append(_monotonic())
         else:
             self._inflight[task] = _monotonic()
             if self._watchdog is None:
                 self._arm()
-        return probe
 
     async def _probe(self, task: Task) -> None:
         """Half-open with shared state: only the replica holding the lease may run trials."""
         try:
             shared = await self.storage.probe(self.name, self._max_wait)
         except BaseException:
-            self._forget(task)
+            self._trials.pop(task, None)
             raise
         if shared is not None:  # None: the storage failed, so fail open on the local permit
             self._lease = shared.granted
@@ -350,12 +297,8 @@ class CircuitBreaker:
                 self._trials.pop(task, None)
                 self._apply_shared(shared, reply=True)
         if self._state is not CLOSED and task not in self._trials:
-            self._forget(task)
             self._reject(self._clock())
-
-    def _forget(self, task: Task) -> None:
-        self._trials.pop(task, None)
-        self._inflight.pop(task, None)
+        self._start(task)
 
     def _reject(self, now: float) -> None:
         self._rejects += 1
@@ -496,289 +439,3 @@ class CircuitBreaker:
                 task.cancel()
         if inflight:
             self._arm()
-
-    def _trial_overdue(self, generation: int) -> None:
-        if generation == self._generation and self._state is HALF_OPEN and self._trials:
-            self._trip(self._clock(), "half-open trial exceeded the maximum wait")
-
-    # -- transitions: local first, then the storage in the background ---------------------------
-
-    def _trip(self, now: float, reason: str, *, publish: bool = True) -> None:
-        if self._state is not OPEN:
-            self._opened_at = now
-        self._state = OPEN
-        self._reason = reason
-        self._next_trial_at = max(now + self.settings.reset_timeout, self._hold_until)
-        self._new_generation()
-        self._emit("open", reason=reason)
-        if publish:
-            self._push(self.storage.trip(self.name, self.settings.reset_timeout, reason))
-
-    def _to_half_open(self) -> None:
-        self._state = HALF_OPEN
-        self._new_generation()
-        self._emit("half_open")
-
-    def _close(self, now: float, *, publish: bool = True) -> None:
-        self._state = CLOSED
-        self._reason = ""
-        self._opened_at = None
-        self._hold_until = 0.0
-        self._streak = 0
-        self.window.reset_counts()
-        self._new_generation()
-        self._emit("close")
-        if publish:
-            self._push(self.storage.close(self.name))
-
-    def _new_generation(self) -> None:
-        self._generation += 1
-        self._trials.clear()
-        self._trial_ok = 0
-        self._lease = False
-        self._probe_blocked_until = 0.0
-
-    def _refresh(self, now: float) -> None:
-        """End an expired operator override (lazily: reads and the slow path call this)."""
-        forced = self._forced
-        if forced is not None and forced.expires_at <= now:
-            self._forced = None
-            if forced.state == OPEN:
-                self._next_trial_at = now  # the next call is a half-open trial
-            self._emit("forced", forced=None, expired=forced.state, reason=forced.reason)
-
-    def _push(self, operation: Awaitable[SharedState | None]) -> None:
-        if self._shared:
-            self._spawn(self._store(operation))
-        else:
-            cast(Any, operation).close()
-
-    async def _store(self, operation: Awaitable[SharedState | None]) -> None:
-        shared = await operation
-        if shared is not None:
-            self._apply_shared(shared, reply=True)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(cast(Any, coro))
-        except RuntimeError:  # no loop (a sync caller): nothing to tell anyone
-            cast(Any, coro).close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _apply_shared(self, shared: SharedState, *, reply: bool = False) -> None:
-        """Adopt the storage's word: a script's answer to us (``reply``) always; news from the
-        channel or the poll only when newer than what we applied (a poll repeating old news
-        must not undo a local step such as open -> half-open)."""
-        if not reply and shared.version <= self._seen_version:
-            return
-        self._seen_version = max(self._seen_version, shared.version)
-        now = self._clock()
-        self._forced = None
-        if shared.forced is not None:
-            expires_at = now + (shared.forced_expires_in or 0.0)
-            self._forced = _Forced(shared.forced, shared.forced_reason, expires_at)
-        if shared.state == OPEN:
-            if self._state is not OPEN:
-                self._trip(now, shared.reason, publish=False)
-            if shared.opened_at is not None:
-                self._opened_at = now - max(0.0, time.time() - shared.opened_at)
-            self._next_trial_at = now + (shared.retry_in or 0.0)
-            self._reason = shared.reason
-        elif shared.state == HALF_OPEN:
-            if self._state is not HALF_OPEN:
-                self._to_half_open()
-            if not self._lease:
-                self._probe_blocked_until = now + (shared.retry_in or 0.0)
-        elif self._state is not CLOSED:
-            self._close(now, publish=False)
-
-    def _storage_error(self, error: BaseException | None) -> None:
-        self._emit("storage_error" if error is not None else "storage_ok", error=error)
-
-    # -- events ---------------------------------------------------------------------------------
-
-    def add_listener(self, listener: Listener, *kinds: str) -> None:
-        """Call ``listener(event)`` for ``kinds`` (every kind when none is given). A listener
-        that raises is logged and never breaks the call; an async one runs as a task."""
-        unknown = set(kinds) - EVENTS
-        if unknown:
-            raise ValueError(f"unknown breaker events {sorted(unknown)}; known: {sorted(EVENTS)}")
-        self._listeners.append((listener, frozenset(kinds) if kinds else None))
-
-    def remove_listener(self, listener: Listener) -> None:
-        self._listeners = [entry for entry in self._listeners if entry[0] is not listener]
-
-    def _emit(
-        self, kind: str, *, error: BaseException | None = None, latency: float | None = None,
-        **detail: object,
-    ) -> None:  # fmt: skip
-        if not self._listeners:
-            return
-        event = BreakerEvent(kind, self.name, self._state, error, latency, detail)
-        for listener, kinds in self._listeners:
-            if kinds is not None and kind not in kinds:
-                continue
-            try:
-                result = listener(event)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                log.exception("breaker %r: listener %r failed on %r", self.name, listener, kind)
-
-    # -- operator control -----------------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        """``closed``, ``open`` or ``half-open`` (pybreaker's constants)."""
-        self._refresh(self._clock())
-        return self._state
-
-    async def force_open(self, reason: str, expires_in: float = DEFAULT_FORCE_EXPIRY) -> None:
-        """Reject every call until ``expires_in`` seconds pass (then one trial) or a reset."""
-        now = self._clock()
-        self._forced = _Forced(OPEN, reason, now + expires_in)
-        if self._state is not OPEN:
-            self._trip(now, "forced open", publish=False)
-        self._next_trial_at = now + expires_in
-        self._emit("forced", forced=OPEN, reason=reason, expires_in=expires_in)
-        await self._store(self.storage.force(self.name, OPEN, reason, expires_in))
-
-    async def force_closed(self, reason: str, expires_in: float = DEFAULT_FORCE_EXPIRY) -> None:
-        """Let every call through and never trip until ``expires_in`` seconds pass or a reset."""
-        now = self._clock()
-        self._forced = _Forced(CLOSED, reason, now + expires_in)
-        if self._state is not CLOSED:
-            self._close(now, publish=False)
-        self._emit("forced", forced=CLOSED, reason=reason, expires_in=expires_in)
-        await self._store(self.storage.force(self.name, CLOSED, reason, expires_in))
-
-    async def reset(self) -> None:
-        """End any override or hold and close with empty window counts (lifetime stats stay)."""
-        now = self._clock()
-        if self._forced is not None:
-            self._forced = None
-            self._emit("forced", forced=None, reason="reset")
-        if self._state is not CLOSED:
-            self._close(now, publish=False)
-        self._hold_until = 0.0
-        self.window.reset_counts()
-        await self._store(self.storage.reset(self.name))
-
-    def hold_open(self, seconds: float, reason: str = "upstream retry-after") -> None:
-        """Open (or stay open) for at least ``seconds``, e.g. an upstream 429's retry-after.
-        A forced-closed breaker stays closed: the operator's word wins."""
-        now = self._clock()
-        self._refresh(now)
-        if self._forced is not None and self._forced.state == CLOSED:
-            return
-        self._hold_until = max(self._hold_until, now + seconds)
-        if self._state is not OPEN:
-            self._trip(now, reason, publish=False)
-        self._next_trial_at = max(self._next_trial_at, self._hold_until)
-        self._reason = reason
-        self._push(self.storage.hold(self.name, seconds, reason))
-
-    # -- health check and lifecycle ---------------------------------------------------------------
-
-    async def startup(self) -> None:
-        """Load the shared state and start the periodic health check, when there is one."""
-        self._loop = asyncio.get_running_loop()
-        await self.storage.startup()
-        await self._store(self.storage.load(self.name))
-        if self._health_check is not None and self._health_task is None:
-            self._health_task = asyncio.create_task(self._health_loop(), name=f"health:{self.name}")
-
-    async def aclose(self) -> None:
-        """Stop the health check and let background storage updates finish."""
-        task, self._health_task = self._health_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-
-    async def _health_loop(self) -> None:
-        while True:
-            # The check's period (the seed's 5 s), not a wait for a condition.
-            await asyncio.sleep(self.settings.health_check_interval)
-            await self.check_health()
-
-    async def check_health(self) -> bool:
-        """Run the health check once. A failure (an exception or ``False``) opens the breaker;
-        a pass while open (not forced, not held) makes the next call a half-open trial."""
-        if self._health_check is None:
-            return True
-        error: Exception | None = None
-        try:
-            async with asyncio.timeout(self._timeout):
-                healthy = await self._health_check() is not False
-        except Exception as exc:
-            healthy, error = False, exc
-        now = self._clock()
-        self._refresh(now)
-        if not healthy:
-            self._emit("health_check_failed", error=error)
-            if self._state is not OPEN and self._forced is None:
-                self._trip(now, "health check failed")
-        elif self._state is OPEN and self._forced is None and now >= self._hold_until:
-            self._next_trial_at = now
-            self._to_half_open()
-        return healthy
-
-    # -- stats ------------------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-ready state, stats and settings. The ``state`` and ``stats`` keys are a contract
-        (``khronos breakers --json``, ``GET /breakers/status``)."""
-        now = self._clock()
-        self._refresh(now)
-        calls, failures = self.window.counts(now)
-        mean, p50, p90, p99 = self.window.latency_ms(now)
-        forced, wall = self._forced, time.time() - now
-        next_trial_in = None
-        if self._state is OPEN:
-            next_at = forced.expires_at if forced is not None else self._next_trial_at
-            next_trial_in = _ceil_ms(next_at - now)
-        elif self._state is HALF_OPEN:
-            next_trial_in = _ceil_ms(self._probe_blocked_until - now)
-        settings = dataclasses.asdict(self.settings)
-        settings.update(half_open_max_wait=self._max_wait, storage=self.storage.kind)
-        del settings["name"]
-        return {
-            "name": self.name,
-            "state": self._state,
-            "reason": self._reason or None,
-            "stats": {
-                "fires": self._fires,
-                "successes": self._successes,
-                "failures": self._fails,
-                "timeouts": self._timeouts,
-                "rejects": self._rejects,
-                "fallbacks": self._fallbacks,
-                "error_percentage": round(failures * 100.0 / calls, 2) if calls else 0.0,
-                "window_calls": calls,
-                "window_failures": failures,
-                "in_flight": len(self._inflight) + len(self._expired),
-                "latency_ms": {
-                    "mean": None if mean is None else round(mean, 3),
-                    "p50": p50,
-                    "p90": p90,
-                    "p99": p99,
-                },
-            },
-            "opened_at": None if self._opened_at is None else round(wall + self._opened_at, 3),
-            "next_trial_in": next_trial_in,
-            "forced": None
-            if forced is None
-            else {
-                "state": forced.state,
-                "reason": forced.reason,
-                "expires_at": round(wall + forced.expires_at, 3),
-                "expires_in": round(max(0.0, forced.expires_at - now), 3),
-            },
-            "settings": settings,
-        }

@@ -186,7 +186,7 @@ async def test_interrupts_propagate_and_count_nothing(error: type[BaseException]
 
 async def test_excluded_errors_count_as_success_and_ignored_as_nothing() -> None:
     """``exclude`` errors are successes, ``ignore`` errors neither; both still propagate."""
-    breaker = make(exclude=(KeyError,), ignore=lambda exc: isinstance(exc, IndexError))
+    breaker = make(exclude=KeyError, ignore=lambda exc: isinstance(exc, IndexError))
     with pytest.raises(KeyError):
         async with breaker:
             raise KeyError("x")
