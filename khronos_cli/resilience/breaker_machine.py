@@ -204,10 +204,14 @@ class BreakerStateMachine:
         task.add_done_callback(self._tasks.discard)
 
     def _apply_shared(self, shared: SharedState, *, reply: bool = False) -> None:
-        """Adopt the storage's word: a script's answer to us (``reply``) always; news from the
-        channel or the poll only when newer than what we applied (a poll repeating old news
-        must not undo a local step such as open -> half-open)."""
-        if not reply and shared.version <= self._seen_version:
+        """Adopt the storage's word. Versions are the Redis time of the last change: news from
+        the channel or the poll must be newer than what we applied (a poll repeating old news
+        must not undo a local step such as open -> half-open); a script's answer to us
+        (``reply``) may repeat it, but not be older (answers can arrive out of order), unless
+        the storage has no record at all (version 0: lost or expired, so closed)."""
+        if shared.version < self._seen_version and (shared.version or not reply):
+            return
+        if not reply and shared.version == self._seen_version:
             return
         self._seen_version = max(self._seen_version, shared.version)
         now = self._clock()

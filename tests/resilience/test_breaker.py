@@ -98,8 +98,7 @@ async def test_concurrent_calls_run_together() -> None:
 
 
 async def test_a_timeout_cancels_the_work_and_counts_as_timeout_and_failure() -> None:
-    """Past ``timeout`` the work is cancelled and the call raises CallTimeoutError, counted once
-    as a timeout and once as a failure."""
+    """A call past ``timeout`` is cancelled and counts once as a timeout, once as a failure."""
     breaker, cancelled = make(timeout=0.02), asyncio.Event()
 
     async def hang() -> None:
@@ -295,3 +294,11 @@ async def test_listeners_can_filter_and_be_async() -> None:
     with pytest.raises(ValueError, match="unknown breaker events"):
         breaker.add_listener(listener, "explode")
     await breaker.aclose()
+
+
+async def test_nested_use_in_one_task_settles_both_calls() -> None:
+    """A call nested in ``async with`` of the same breaker records two calls, leaking nothing."""
+    breaker = make()
+    async with breaker:
+        assert await breaker.call(ok) == "ok"
+    assert (stats(breaker)["successes"], stats(breaker)["in_flight"]) == (2, 0)

@@ -97,8 +97,7 @@ async def ok() -> str:
 
 
 async def test_two_processes_see_one_open_state_and_only_one_probes(redis_url: str) -> None:
-    """Two replica processes see a breaker opened elsewhere; in half-open exactly one probes
-    while the other is rejected, and both close when the probe succeeds."""
+    """Two replica processes see one open state; in half-open exactly one of them probes."""
     replicas = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -212,7 +211,33 @@ async def test_redis_down_fails_open_with_an_event(
         assert await breaker.call(ok) == "ok"  # the probe lease is unreachable: trial runs
         assert breaker.state == "closed"
         assert isinstance(events[0].error, Exception)
+        redis_server.start()
+        breaker.add_listener(events.append, "storage_ok")
+        await breaker.reset()
+        assert [e.kind for e in events][-1] == "storage_ok"
     finally:
         redis_server.start()
         await breaker.aclose()
         await storage.aclose()
+
+
+async def test_a_dead_probers_lease_lapses_after_the_maximum_wait(redis_url: str) -> None:
+    """If the replica holding the probe lease dies, another may probe once the lease lapses."""
+    dead = RedisBreakerStorage.from_url(redis_url)
+    storage = RedisBreakerStorage.from_url(redis_url)
+    breaker = CircuitBreaker(settings(half_open_max_wait=0.2), storage=storage)
+    try:
+        await breaker.startup()
+        await dead.trip("shared", 0.0, "tripped by a replica that then died")
+        probe = await dead.probe("shared", lease=0.2)
+        assert probe is not None and probe.granted
+        await async_wait_for(lambda: breaker.state == "half-open")
+        with pytest.raises(CircuitOpenError):
+            await breaker.call(ok)
+        await async_wait_for(lambda: breaker.snapshot()["next_trial_in"] == 0)
+        assert await breaker.call(ok) == "ok"
+        assert breaker.state == "closed"
+    finally:
+        await breaker.aclose()
+        await storage.aclose()
+        await dead.aclose()

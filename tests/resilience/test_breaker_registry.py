@@ -47,8 +47,7 @@ async def test_config_overrides_one_breaker(tmp_path: Path) -> None:
 
 
 async def test_fallbacks_follow_the_seed() -> None:
-    """Open anthropic-api answers the canned reply, telegram-api a 503-shaped answer, and
-    openai-api and database fail loudly."""
+    """Open, anthropic-api and telegram-api fall back as the seed did; the others fail loudly."""
     registry = build_breakers()
     for name in registry:
         await registry[name].force_open("test")

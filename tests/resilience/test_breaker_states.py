@@ -166,8 +166,7 @@ async def test_half_open_admits_exactly_n_of_50_concurrent_callers(permits: int)
 
 
 async def test_a_hung_trial_reopens_after_the_maximum_wait() -> None:
-    """A trial still running after half_open_max_wait re-opens the breaker; its late success
-    does not close it."""
+    """A trial still running after half_open_max_wait re-opens; its late success changes nothing."""
     clock, gate = Clock(), asyncio.Event()
     breaker = await tripped(clock, timeout=30, half_open_max_wait=0.05)
     clock.now += 30
