@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/khronos --help
+	$(BIN)/khronos run --sandbox
 
 test: $(BIN)/.installed
 	scripts/ensure-redis

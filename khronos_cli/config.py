@@ -168,6 +168,8 @@ class Settings:
     openai_api_key: Secret = field(default_factory=lambda: Secret(""))
     webhook_secret: Secret = field(default_factory=lambda: Secret(""))
     telegram_base_url: str = "https://api.telegram.org"
+    telegram_mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None  # the public https URL Telegram posts to (webhook mode)
     anthropic_base_url: str = "https://api.anthropic.com"
     openai_base_url: str = "https://api.openai.com"
     anthropic_model: str = "claude-sonnet-4-5"
@@ -284,7 +286,7 @@ class _Parser:
         self.known(data, top, "")
         tables = {
             "http": self.table(data, "http", {"host", "port"}),
-            "telegram": self.table(data, "telegram", {"base_url"}),
+            "telegram": self.table(data, "telegram", {"base_url", "mode", "webhook_url"}),
             "anthropic": self.table(data, "anthropic", {"base_url", "model"}),
             "openai": self.table(data, "openai", {"base_url", "model"}),
         }
@@ -302,6 +304,8 @@ class _Parser:
             openai_api_key=Secret(env.get("OPENAI_API_KEY", "")),
             webhook_secret=Secret(env.get("KHRONOS_WEBHOOK_SECRET", "")),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
+            telegram_mode=self.mode(tables["telegram"], env),
+            webhook_url=self.webhook_url(tables["telegram"], env),
             anthropic_base_url=self.url(tables, "anthropic.base_url", d.anthropic_base_url, env),
             openai_base_url=self.url(tables, "openai.base_url", d.openai_base_url, env),
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
@@ -416,6 +420,29 @@ class _Parser:
             raise self.fail(key, value, "an http:// or https:// URL")
         return value.rstrip("/")
 
+    def mode(
+        self, telegram: Mapping[str, Any], env: Mapping[str, str]
+    ) -> Literal["polling", "webhook"]:
+        if self.choice("telegram.mode", "mode", telegram.get("mode", "polling")) == "polling":
+            return "polling"
+        if len(env.get("KHRONOS_WEBHOOK_SECRET", "")) < 16:
+            raise ConfigError(
+                "environment", "KHRONOS_WEBHOOK_SECRET", "(hidden)",
+                "a secret of 16 or more characters [A-Za-z0-9_-] in webhook mode",
+            )  # fmt: skip
+        return "webhook"
+
+    def webhook_url(self, telegram: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+        mode = telegram.get("mode", "polling")
+        value = env.get("KHRONOS_WEBHOOK_URL") or telegram.get("webhook_url")
+        if value is None:
+            if mode == "webhook":
+                raise self.fail("telegram.webhook_url", None, "the public URL Telegram posts to")
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise self.fail("telegram.webhook_url", value, "an https:// URL")
+        return value
+
     def optional_url(self, data: Mapping[str, Any], key: str) -> str | None:
         value = data.get(key)
         if value is None:
@@ -443,4 +470,5 @@ _CHOICES: dict[str, tuple[object, ...]] = {
     "policy": ("error_rate", "consecutive"),
     "strategy": ("reject", "drop-oldest", "drop-lowest"),
     "group_by": ("chat", "user", "none"),
+    "mode": ("polling", "webhook"),
 }

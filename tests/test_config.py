@@ -157,3 +157,19 @@ def test_parse_duration_and_rate() -> None:
     for bad in ("0/s", "x/s", "5", "5/0s"):
         with pytest.raises(ConfigError):
             parse_rate(bad)
+
+
+def test_webhook_mode_needs_a_url_and_a_strong_secret(tmp_path: Path) -> None:
+    """Webhook mode is refused without a webhook URL or with a short secret; with both it loads."""
+    path = write(tmp_path, '[telegram]\nmode = "webhook"\n')
+    with pytest.raises(ConfigError, match="KHRONOS_WEBHOOK_SECRET"):
+        load(path, env={}, state_dir=tmp_path)
+    env = {"KHRONOS_WEBHOOK_SECRET": "x" * 20}
+    with pytest.raises(ConfigError, match=r"telegram\.webhook_url"):
+        load(path, env=env, state_dir=tmp_path)
+    path.write_text('[telegram]\nmode = "webhook"\nwebhook_url = "https://bot.example/hook"\n')
+    settings = load(path, env=env, state_dir=tmp_path)
+    assert (
+        settings.telegram_mode == "webhook" and settings.webhook_url == "https://bot.example/hook"
+    )
+    assert load(env={}, state_dir=tmp_path / "none").telegram_mode == "polling"

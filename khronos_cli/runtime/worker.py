@@ -96,10 +96,16 @@ class Worker:
         resumed = await parts.poller.resume()
         flushed = await parts.outbox.flush()
         self._tasks = [
-            asyncio.create_task(parts.poller.run(), name="poller"),
             asyncio.create_task(parts.poller.pump(), name="journal-pump"),
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
         ]
+        if self.settings.telegram_mode == "webhook":
+            assert self.settings.webhook_url is not None
+            await parts.telegram.set_webhook(
+                self.settings.webhook_url, secret_token=self.settings.webhook_secret.reveal()
+            )
+        else:
+            self._tasks.append(asyncio.create_task(parts.poller.run(), name="poller"))
         self.state = "ready"
         notify("READY=1")
         notify("STATUS=ready")
@@ -199,7 +205,9 @@ class Worker:
 
     @property
     def webhook_secret(self) -> str | None:
-        return None  # polling mode; webhook mode is configured by issue 7's replicas work
+        if self.settings.telegram_mode != "webhook":
+            return None
+        return self.settings.webhook_secret.reveal()
 
     def status(self) -> dict[str, Any]:
         parts = self.parts
@@ -211,6 +219,7 @@ class Worker:
             "http_port": self.public.port if self.public else None,
             "socket": str(socket_path(self.state_dir)),
             "backend": self.backend,
+            "mode": self.settings.telegram_mode,
             "supervised": os.environ.get("KHRONOS_SUPERVISED") == "1",
             "last_shutdown": self.previous,
             "jobs_active": parts.jobs.active if parts else 0,

@@ -37,13 +37,14 @@ class Instance:
     """One `khronos run --sandbox` process (supervisor + worker + sandbox) and its state dir."""
 
     def __init__(
-        self, root: Path, *, config: str = FAST_CONFIG, args: tuple[str, ...] = ()
+        self, root: Path, *, config: str = FAST_CONFIG, args: tuple[str, ...] = (), port: int = 0
     ) -> None:
         self.state_dir = root / "state"
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.state_dir / "khronos.toml").write_text(config)
         self.log_path = root / "run.log"
         self.args = args
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self._admin: httpx.Client | None = None
 
@@ -53,7 +54,7 @@ class Instance:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "khronos_cli", "run", "--sandbox", "--users", "0",
-             "--port", "0", "--state-dir", str(self.state_dir), *self.args],
+             "--port", str(self.port), "--state-dir", str(self.state_dir), *self.args],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()

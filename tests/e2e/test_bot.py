@@ -100,3 +100,26 @@ def test_kill_9_with_20_updates_in_flight_loses_nothing(instance: Instance) -> N
     assert ledger["duplicates"] == [] and ledger["answered"] == 20
     assert instance.status()["last_shutdown"]["result"] == "killed"
     assert instance.supervisor()["restarts"] == 1
+
+
+def test_webhook_mode_takes_updates_with_the_secret(make_instance: object) -> None:
+    """In webhook mode the stand-in Telegram posts updates with the secret; each is answered."""
+    from tests.support import free_port
+
+    port = free_port()
+    config = FAST_CONFIG + (
+        f'[telegram]\nmode = "webhook"\nwebhook_url = "http://127.0.0.1:{port}/telegram/webhook"\n'
+    )
+    instance = make_instance(config=config, port=port)  # type: ignore[operator]
+    os.environ["KHRONOS_WEBHOOK_SECRET"] = "sandbox-webhook-secret-0123456789"
+    try:
+        instance.start()
+    finally:
+        del os.environ["KHRONOS_WEBHOOK_SECRET"]
+    assert instance.status()["mode"] == "webhook"
+    for i in range(3):
+        instance.push(5000 + i, f"hook {i}")
+    wait_for(lambda: answered(instance, 3), timeout=60)
+    assert instance.ledger()["duplicates"] == []
+    stranger = instance.public("POST", "/telegram/webhook", json={"update_id": 1})
+    assert stranger.status_code == 403
