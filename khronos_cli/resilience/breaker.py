@@ -27,7 +27,8 @@ stats and controls live in :mod:`khronos_cli.resilience.breaker_machine`.
   real monotonic time, which is what the event loop schedules by.
 
 Python 3.11's ``asyncio.current_task()`` is pure Python (~0.25 µs); the hot path reads asyncio's
-own ``{loop: task}`` map for the loop it last ran on instead, falling back when that is not it.
+own ``{loop: task}`` map for the loop it last ran on instead, falling back when that loop is not
+running. Like every asyncio object, a breaker belongs to one event loop at a time (one thread).
 """
 
 from __future__ import annotations
@@ -244,8 +245,10 @@ class CircuitBreaker(BreakerStateMachine):
         return wrapper
 
     def _bind_loop(self) -> Task:
-        self._loop = asyncio.get_running_loop()
-        self._watchdog = None  # a handle from another loop would never fire here
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._watchdog = None  # a handle of another loop would never fire here
         return cast(Task, asyncio.current_task())
 
     def _admit(self, task: Task) -> bool:
