@@ -82,8 +82,9 @@ class Limiter(KeyedDispatcher):
         backend: MemoryRates | RedisRates
         if redis is not None:
             backend = RedisRates(
-                redis, s.name, g_rates, bot=bot, guard=guard, owns_client=owns_redis
-            )
+                redis, s.name, g_rates, bot=bot, guard=guard, min_time=g_min,
+                server_time=clock is None, owns_client=owns_redis,
+            )  # fmt: skip
         else:
             backend = MemoryRates(g_rates, guard=guard)
         super().__init__(

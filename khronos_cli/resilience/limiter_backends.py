@@ -23,18 +23,24 @@ level is first *peeked* with the algorithm's ``step`` against the stored state (
 then the global bucket consumes, then the key bucket consumes (admitted by construction). The
 scarce global budget is never spent on a job its key would refuse.
 
-In Redis (:class:`RedisRates`) both levels and both halts are checked in **one** Lua script, one
-``EVALSHA`` round trip, atomic across every process sharing the Redis. The script is ours because
+In Redis (:class:`RedisRates`) both levels, both halts and the global spacing (``min_time``
+between any two starts, so replicas cannot burst together) are checked in **one** Lua script, one
+``EVALSHA`` round trip, atomic across every process sharing the Redis, and timestamped by the
+Redis server's own ``TIME``: a replica descheduled between reading its clock and reaching Redis
+would otherwise book its start earlier than it really happens, and replicas on several hosts
+would need clocks that agree to the millisecond. The script is ours because
 pyrate's scripts each see one key, but the policy is pyrate's: the GCRA arguments come from
 ``GCRA.redis_args``, the window bounds and the blocking rank from ``SlidingWindowLog``, and the
 wait of a window refusal from ``SlidingWindowLog.retry_after``; the bucket it lives in is a
 pyrate ``AbstractBucket`` whose verdict is read back through ``put_decision``. All keys carry the
 ``{bot}`` hash tag (one Redis Cluster slot): ``khronos:{bot}:limiter:<name>:key:<key>``,
-``...:<name>:global``, ``...:<name>:halt`` and ``...:<name>:halt:<key>``; every one expires.
+``...:<name>:global``, ``...:<name>:last``, ``...:<name>:halt`` and ``...:<name>:halt:<key>``;
+every one expires. (Halts are written with the replica's wall clock: NTP-level agreement.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections.abc import Awaitable, Hashable, Sequence
@@ -43,6 +49,7 @@ from typing import Any, Final
 import pyrate_limiter as pyrate
 from pyrate_limiter.utils import enforce_rate_list
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from khronos_cli.config import Rate
 
@@ -164,16 +171,24 @@ class MemoryRates:
 
 
 _DECIDE_LUA = """
--- KEYS: key state hash, global window zset, global halt, key halt
--- ARGV: now_ms, weight, member, key_ttl_ms, n_key_rates, (emission_us, burst)*,
---       n_global_rates, (window_start, limit, blocking_rank)*, leak_bound, global_ttl_ms
+-- KEYS: key state hash, global window zset, global halt, key halt, global last start
+-- ARGV: now_ms (0: the server's TIME), weight, member, key_ttl_ms, n_key_rates,
+--       (emission_us, burst)*, n_global_rates, (interval_ms, limit, blocking_rank)*,
+--       longest_interval_ms, global_ttl_ms, global_min_ms
 local now = tonumber(ARGV[1])
-local weight = tonumber(ARGV[2])
-local halts = redis.call('MGET', KEYS[3], KEYS[4])
-for h = 1, 2 do
-    local until_ms = tonumber(halts[h])
-    if until_ms and until_ms > now then return {2 + h, until_ms - now} end
+if now == 0 then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local weight = tonumber(ARGV[2])
+local shared = redis.call('MGET', KEYS[3], KEYS[4], KEYS[5])
+for h = 1, 2 do
+    local until_ms = tonumber(shared[h])
+    if until_ms and until_ms > now then return {2 + h, until_ms - now, 0, now} end
+end
+local min_ms = tonumber(ARGV[#ARGV])
+local last = tonumber(shared[3])
+if min_ms > 0 and last and now < last + min_ms then return {2, last + min_ms - now, -1, now} end
 local now_us = now * 1000
 local nk = tonumber(ARGV[5])
 local i = 6
@@ -190,7 +205,7 @@ if nk > 0 then
         if tat < now_us then tat = now_us end
         local new_tat = tat + weight * emission
         local allow_at = new_tat - burst * emission
-        if allow_at > now_us then return {1, math.ceil((allow_at - now_us) / 1000)} end
+        if allow_at > now_us then return {1, math.ceil((allow_at - now_us) / 1000), 0, now} end
         tats[#tats + 1] = 'tat' .. r
         tats[#tats + 1] = string.format('%.0f', new_tat)
     end
@@ -200,10 +215,10 @@ i = i + 1
 for r = 1, ng do
     local limit = tonumber(ARGV[i + 1])
     local rank = tonumber(ARGV[i + 2])
-    local count = redis.call('ZCOUNT', KEYS[2], ARGV[i], '+inf')
+    local count = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[i]), '+inf')
     if limit - count < weight then
         local blocking = redis.call('ZRANGE', KEYS[2], -1 - rank, -1 - rank, 'WITHSCORES')
-        return {2, tonumber(blocking[2]) or -1, r - 1}
+        return {2, tonumber(blocking[2]) or -1, r - 1, now}
     end
     i = i + 3
 end
@@ -218,10 +233,11 @@ if ng > 0 then
         batch[#batch + 1] = ARGV[3] .. w
     end
     redis.call('ZADD', KEYS[2], unpack(batch))
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[i])
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[i])))
     redis.call('PEXPIRE', KEYS[2], ARGV[i + 1])
 end
-return {0, 0}
+if min_ms > 0 then redis.call('SET', KEYS[5], now, 'PX', math.max(1000, 2 * min_ms)) end
+return {0, 0, 0, now}
 """
 
 _HALT_LUA = """
@@ -236,7 +252,7 @@ return until_ms
 class _RedisKey:
     """One key's handle in Redis mode: its hash name, rates and the script arguments for them."""
 
-    __slots__ = ("args", "halt", "name", "rates", "ttl_ms")
+    __slots__ = ("args", "bucket", "halt", "name", "rates", "ttl_ms")
 
     def __init__(self, name: str, halt: str, rates: list[pyrate.Rate]) -> None:
         self.name = name
@@ -244,6 +260,7 @@ class _RedisKey:
         self.rates = rates
         self.args: list[int | float] = [len(rates), *_GCRA.redis_args(rates)]
         self.ttl_ms = math.ceil(2000 * _horizon(rates)) if rates else 1
+        self.bucket: _RedisDecisionBucket | None = None
 
 
 class _RedisDecisionBucket(pyrate.AbstractBucket):
@@ -291,14 +308,18 @@ class RedisRates:
         *,
         bot: str = "bot",
         guard: float = 0.0,
+        min_time: float = 0.0,
+        server_time: bool = True,
         owns_client: bool = False,
     ) -> None:
         self.redis = redis
+        self._min_ms = round(min_time * 1000)
+        self._server_time = server_time
         self.guard = guard
         self.prefix = f"khronos:{{{bot}}}:limiter:{limiter}"
         self.global_rates = pyrate_rates(global_rates, guard, smooth=False)
         self._global_ttl = max((2 * r.interval for r in self.global_rates), default=1)
-        self._script = redis.register_script(_DECIDE_LUA)
+        self._sha = hashlib.sha1(_DECIDE_LUA.encode()).hexdigest()
         self._halt_script = redis.register_script(_HALT_LUA)
         self._owns_client = owns_client
         self._member = uuid.uuid4().hex[:12]
@@ -314,7 +335,9 @@ class RedisRates:
     def acquire(self, handle: object, weight: int, now_ms: int) -> Awaitable[Verdict]:
         """One ``EVALSHA``: halts, key GCRA and global window, all or nothing."""
         assert isinstance(handle, _RedisKey)
-        return self._decide(_RedisDecisionBucket(self, handle), weight, now_ms)
+        if handle.bucket is None:  # decisions on one key never overlap: one bucket per key
+            handle.bucket = _RedisDecisionBucket(self, handle)
+        return self._decide(handle.bucket, weight, now_ms)
 
     async def _decide(self, bucket: _RedisDecisionBucket, weight: int, now_ms: int) -> Verdict:
         decision = await bucket.put_decision(pyrate.RateItem("job", now_ms, weight))  # type: ignore[misc]
@@ -322,18 +345,26 @@ class RedisRates:
         return (ADMIT, 0.0) if decision.allowed else (bucket.level, bucket.wait)
 
     async def run_script(self, handle: _RedisKey, item: pyrate.RateItem) -> Verdict:
-        now, weight = item.timestamp, item.weight
+        weight = item.weight
         self._counter += 1
-        args: list[int | float | str] = [now, weight, f"{self._member}:{self._counter}:"]
+        stamp = 0 if self._server_time else item.timestamp
+        args: list[int | float | str] = [stamp, weight, f"{self._member}:{self._counter}:"]
         args += [handle.ttl_ms, *handle.args, len(self.global_rates)]
         for rate in self.global_rates:
             rank = _WINDOW.blocking_offset(rate, weight)
-            args += [_WINDOW.window_start(rate, now), rate.limit, -1 if rank is None else rank]
-        args += [_WINDOW.leak_bound(self.global_rates, now) if self.global_rates else 0]
-        args += [self._global_ttl]
+            args += [rate.interval, rate.limit, -1 if rank is None else rank]
+        args += [max((rate.interval for rate in self.global_rates), default=0)]
+        args += [self._global_ttl, self._min_ms]
         keys = [handle.name, f"{self.prefix}:global", f"{self.prefix}:halt", handle.halt]
-        reply = await self._script(keys=keys, args=args)
-        level = int(reply[0])
+        keys.append(f"{self.prefix}:last")
+        try:
+            reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis: load it once more
+            self._sha = await self.redis.script_load(_DECIDE_LUA)
+            reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
+        level, now = int(reply[0]), int(reply[3])
+        if level == GLOBAL and int(reply[2]) < 0:  # the shared spacing
+            return GLOBAL, int(reply[1]) / 1000
         if level == GLOBAL:
             blocking = int(reply[1])
             rate = self.global_rates[int(reply[2])]

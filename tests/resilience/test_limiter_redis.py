@@ -114,6 +114,7 @@ async def test_redis_keys_carry_the_bot_tag_and_expire(redis: Redis) -> None:
         "khronos:{4242}:limiter:telegram:global",
         "khronos:{4242}:limiter:telegram:key:-55",
         "khronos:{4242}:limiter:telegram:key:123",
+        "khronos:{4242}:limiter:telegram:last",
     ]
     ttls = [await redis.pttl(key) for key in keys]
     assert all(0 < ttl <= 6_000 for ttl in ttls)  # 2 emission intervals at most

@@ -1,0 +1,475 @@
+"""Limiter benchmark: admission cost, precision at Telegram's limits, 4 processes, memory.
+
+    .venv/bin/python benchmarks/limiter.py            # full run (~10 min)
+    .venv/bin/python benchmarks/limiter.py --quick    # 600 messages to 200 chats, 20k keys
+
+Sections, printed side by side with pyrate-limiter's own ``try_acquire_async`` and aiolimiter:
+
+1. the cost of an uncontended admission, in memory and on Redis (against a redis-py PING);
+2. precision: N messages to C chats (chat-major order, 10 % group chats) through the
+   ``telegram`` limiter against a counting HTTP server on 127.0.0.1 that stamps each arrival and
+   counts sliding 1 s windows over 30/s, per-chat gaps under 1 s and 60 s windows over 20 per
+   group; rate achieved = (arrivals - 1) / (last - first) as a share of 30/s;
+3. the same with 4 processes sharing one Redis;
+4. memory after 100,000 distinct chats and after they go idle.
+
+Needs ``redis-server`` on PATH (started on a free port for the run). Prints, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyrate_limiter as pyrate
+from aiohttp import web
+from aiolimiter import AsyncLimiter
+from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
+from khronos_cli.resilience.limiter import Limiter
+from khronos_cli.resilience.limiters import TELEGRAM_GUARD
+
+BOT_RATE, CHAT_GAP, GROUP_LIMIT, GROUP_PERIOD = 30, 1.0, 20, 60.0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+async def per_call(fn: Callable[[int], Awaitable[Any]], n: int, repeat: int = 3) -> float:
+    """Best-of-``repeat`` mean seconds per call of ``await fn(i)``."""
+    best = float("inf")
+    for r in range(repeat):
+        start = time.perf_counter()
+        for i in range(n):
+            await fn(r * n + i)
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+def chats(count: int) -> list[int]:
+    """``count`` chat ids, one in ten a group (negative id)."""
+    return [-(1000 + c) if c % 10 == 0 else 1000 + c for c in range(count)]
+
+
+def messages(total: int, chat_ids: list[int], order: str) -> list[int]:
+    """``broadcast``: one message to every chat in turn (the bot's 30/s binds throughout);
+    ``chat-major``: all of one chat's messages, then the next (per-chat limits bind, and the
+    last chats' 1 s / 3 s spacing makes a tail no limiter can fill)."""
+    if order == "broadcast":
+        return [chat_ids[i % len(chat_ids)] for i in range(total)]
+    per = -(-total // len(chat_ids))
+    return [chat for chat in chat_ids for _ in range(per)][:total]
+
+
+# -- section 1: admission cost ----------------------------------------------------------------
+
+
+async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
+    async def noop() -> None:
+        return None
+
+    base = await per_call(lambda i: noop(), n)
+    concurrency = Limiter(LimiterSettings("bench", max_concurrent=100))
+    keyed = LimiterSettings(
+        "bench", group_by="chat", max_concurrent=1, rates=(Rate(1, 0.001),),
+        global_rates=(Rate(10**9, 1.0),),
+    )  # fmt: skip
+    ours_keyed = Limiter(keyed)
+    plain = await per_call(lambda i: concurrency.schedule(noop), n) - base
+    pool = 5000  # keys reused (each at most 1/ms), so no group is created in the timed runs
+    rated = await per_call(lambda i: ours_keyed.schedule(noop, key=i % pool), n) - base
+    fresh = await per_call(lambda i: ours_keyed.schedule(noop, key=f"new{i}"), n // 4) - base
+    await concurrency.aclose()
+    await ours_keyed.aclose()
+    pyrate_mem = pyrate.Limiter(pyrate.InMemoryBucket([pyrate.Rate(10**9, 1000)]))
+    pyr = await per_call(lambda i: pyrate_mem.try_acquire_async("x"), n)
+    aio = AsyncLimiter(10**9, 1)
+
+    async def aio_call(i: int) -> None:
+        async with aio:
+            return None
+
+    aiol = await per_call(aio_call, n)
+    rows = [
+        ("memory: khronos schedule(), concurrency only", f"{plain * 1e6:.1f} µs", "goal ≤ 5 µs"),
+        ("memory: khronos schedule(), key GCRA + global window", f"{rated * 1e6:.1f} µs", ""),
+        ("memory: same, a new key each call", f"{fresh * 1e6:.1f} µs", "creates the group"),
+        ("memory: pyrate try_acquire_async", f"{pyr * 1e6:.1f} µs", ""),
+        ("memory: aiolimiter acquire", f"{aiol * 1e6:.1f} µs", ""),
+    ]
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    rn = max(200, n // 25)
+    ping = await per_call(lambda i: client.ping(), rn)
+    ours_redis = Limiter(keyed, redis=client)
+    ours = await per_call(lambda i: ours_redis.schedule(noop, key=i % pool), rn) - base
+    bucket = await pyrate.RedisBucket.init([pyrate.Rate(10**9, 1000)], client, "bench:pyrate")
+    pyrate_redis = pyrate.Limiter(bucket)
+    pyr_r = await per_call(lambda i: pyrate_redis.try_acquire_async("x"), rn)
+    rows += [
+        ("redis: redis-py PING (one round trip)", f"{ping * 1e6:.0f} µs", "1.00x"),
+        ("redis: khronos schedule() (one EVALSHA)", f"{ours * 1e6:.0f} µs",
+         f"{ours / ping:.2f}x (goal ≤ 1.1x)"),
+        ("redis: pyrate try_acquire_async (RedisBucket)", f"{pyr_r * 1e6:.0f} µs",
+         f"{pyr_r / ping:.2f}x"),
+    ]  # fmt: skip
+    await ours_redis.aclose()
+    pyrate_redis.close()
+    await client.aclose()
+    return rows
+
+
+# -- section 2 and 3: precision against a counting server ------------------------------------
+
+
+class CountingServer:
+    """A loopback HTTP server that stamps every message's arrival, per chat."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, int]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.arrivals.append((time.time(), int(body["chat_id"])))
+        return web.json_response({"ok": True, "result": {}})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/bot/sendMessage", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/bot/sendMessage"
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    def report(self, label: str, expected: int) -> tuple[str, ...]:
+        """Rate = arrivals in the first whole seconds of the run / those seconds (fair to both
+        bursts and even pacing); windows over: bot 30/s, chat 1/s, group 20/min."""
+        times = sorted(t for t, _ in self.arrivals)
+        bot = sum(1 for i in range(len(times) - BOT_RATE) if times[i + BOT_RATE] - times[i] < 1)
+        by_chat: dict[int, list[float]] = {}
+        for t, chat in sorted(self.arrivals):
+            by_chat.setdefault(chat, []).append(t)
+        over = {1: 0, GROUP_LIMIT: 0}
+        for chat, ts in by_chat.items():
+            limit, period = (GROUP_LIMIT, GROUP_PERIOD) if chat < 0 else (1, CHAT_GAP)
+            over[limit] += sum(1 for i in range(len(ts) - limit) if ts[i + limit] - ts[i] < period)
+        whole = int(times[-1] - times[0]) if times else 0
+        rate = sum(1 for t in times if t < times[0] + whole) / whole if whole else 0.0
+        spans = [times[i + BOT_RATE] - times[i] for i in range(len(times) - BOT_RATE)]
+        self.tightest = min(spans, default=0.0)  # 31 arrivals within this: under 1 s is over
+        total = bot + over[1] + over[GROUP_LIMIT]
+        detail = f"{total} (bot {bot}, chat {over[1]}, group {over[GROUP_LIMIT]}); "
+        detail += f"tightest 31 in {self.tightest * 1000:.0f} ms"
+        return (label, f"{len(times)}/{expected}", f"{rate:.2f}/s", f"{rate / BOT_RATE:.1%}",
+                detail)  # fmt: skip
+
+
+def telegram(min_time: float | None) -> LimiterSettings:
+    settings = LIMITER_DEFAULTS["telegram"]
+    return settings if min_time is None else dataclasses.replace(settings, global_min_time=min_time)
+
+
+async def send_all(
+    plan: list[int], url: str, acquire: Callable[[int], Awaitable[None]] | None, limiter: Any
+) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+
+        async def send(chat: int) -> None:
+            async with session.post(url, json={"chat_id": chat, "text": "hi"}) as response:
+                await response.read()
+
+        async def one(chat: int) -> None:
+            if limiter is not None:
+                await limiter.schedule(send, chat, key=chat)
+            else:
+                assert acquire is not None
+                await acquire(chat)
+                await send(chat)
+
+        await asyncio.gather(*(one(chat) for chat in plan), return_exceptions=True)
+
+
+async def precision(args: argparse.Namespace, redis_url: str) -> list[tuple[str, ...]]:
+    plan = messages(args.messages, chats(args.chats), args.order)
+    budget = len(plan) / BOT_RATE * 1.3 + 5  # comparison runs are cut off here
+    rows = []
+    variants: list[tuple[str, Any]] = [
+        (
+            f"khronos, spacing {ms * 1000:g} ms{' (DESIGN)' if ms == 0.035 else ''}, "
+            f"guard {args.guard * 1000:g} ms",
+            ms,
+        )
+        for ms in args.min_times
+    ]
+    if args.compare:
+        variants += [("pyrate try_acquire_async (per chat + global)", "pyrate")]
+        variants += [("aiolimiter (per chat + global)", "aiolimiter")]
+    for label, variant in variants:
+        server = CountingServer()
+        await server.start()
+        limiter, acquire = None, None
+        if isinstance(variant, float):
+            limiter = Limiter(telegram(variant), guard=args.guard)
+        elif variant == "pyrate":
+            acquire = pyrate_acquire()
+        else:
+            acquire = aiolimiter_acquire()
+        try:
+            await asyncio.wait_for(send_all(plan, server.url, acquire, limiter), budget)
+        except TimeoutError:
+            label += f" (cut at {budget:.0f} s)"
+        rows.append(server.report(label, len(plan)))
+        print("  ", " | ".join(rows[-1]), flush=True)
+        if limiter is not None:
+            await limiter.aclose()
+        await server.stop()
+    return rows
+
+
+def pyrate_acquire() -> Callable[[int], Awaitable[None]]:
+    class PerChat(pyrate.BucketFactory):
+        def __init__(self) -> None:
+            self.buckets: dict[str, pyrate.AbstractBucket] = {}
+
+        def wrap_item(self, name: str, weight: int = 1) -> pyrate.RateItem:
+            return pyrate.RateItem(name, pyrate.MonotonicClock().now(), weight)
+
+        def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
+            if item.name not in self.buckets:
+                group = item.name.startswith("-")
+                rate = pyrate.Rate(20, 60_000) if group else pyrate.Rate(1, 1000)
+                self.buckets[item.name] = pyrate.InMemoryBucket([rate])
+            return self.buckets[item.name]
+
+    per_chat = pyrate.Limiter(PerChat())
+    bot = pyrate.Limiter(pyrate.InMemoryBucket([pyrate.Rate(BOT_RATE, 1000)]))
+
+    async def acquire(chat: int) -> None:
+        await per_chat.try_acquire_async(str(chat))
+        await bot.try_acquire_async("bot")
+
+    return acquire
+
+
+def aiolimiter_acquire() -> Callable[[int], Awaitable[None]]:
+    bot = AsyncLimiter(BOT_RATE, 1)
+    per_chat: dict[int, AsyncLimiter] = {}
+
+    async def acquire(chat: int) -> None:
+        if chat not in per_chat:
+            per_chat[chat] = AsyncLimiter(20, 60) if chat < 0 else AsyncLimiter(1, 1)
+        await per_chat[chat].acquire()
+        await bot.acquire()
+
+    return acquire
+
+
+async def worker(url: str, redis_url: str, plan: list[int], min_time: float, guard: float) -> None:
+    client = Redis.from_url(redis_url)
+    limiter = Limiter(telegram(min_time), redis=client, guard=guard)
+    await client.ping()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the start line
+    await send_all(plan, url, None, limiter)
+    await limiter.aclose()
+    await client.aclose()
+
+
+async def shared(args: argparse.Namespace, redis_url: str) -> tuple[str, ...]:
+    plan = messages(args.messages, chats(args.chats), args.order)
+    server = CountingServer()
+    await server.start()
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    procs = []
+    for p in range(args.processes):
+        mine = json.dumps(plan[p :: args.processes])
+        cmd = [sys.executable, __file__, "--worker", server.url, redis_url, mine,
+               str(args.min_times[-1]), str(args.guard)]  # fmt: skip
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+        procs.append(await asyncio.create_subprocess_exec(*cmd, **pipes))  # type: ignore[arg-type]
+    for proc in procs:  # every worker connected: start them together
+        assert proc.stdout is not None
+        await proc.stdout.readline()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+    for proc in procs:
+        await proc.communicate()
+    await client.aclose()
+    label = f"khronos, {args.processes} processes on one Redis, {args.min_times[-1] * 1000:g} ms"
+    label += f", guard {args.guard * 1000:g} ms"
+    row = server.report(label, len(plan))
+    await server.stop()
+    return row
+
+
+# -- section 4: memory ------------------------------------------------------------------------
+
+
+async def memory(keys: int, redis_url: str) -> list[tuple[str, str, str]]:
+    async def noop() -> None:
+        return None
+
+    settings = dataclasses.replace(
+        LIMITER_DEFAULTS["telegram"], global_rates=(), global_min_time=0.0, idle_timeout=1.0
+    )
+    gc.collect()
+    tracemalloc.start()
+    limiter = Limiter(settings)
+    await asyncio.gather(*(limiter.schedule(noop, key=1000 + k) for k in range(keys)))
+    gc.collect()
+    full = tracemalloc.get_traced_memory()[0]
+    await asyncio.sleep(settings.idle_timeout + 0.5)
+    gc.collect()
+    idle = tracemalloc.get_traced_memory()[0]
+    count = limiter.snapshot()["keys"]
+    await limiter.aclose()
+    pyr = {k: pyrate.InMemoryBucket([pyrate.Rate(1, 1000)]) for k in range(keys)}
+    for bucket in pyr.values():
+        bucket.put(pyrate.RateItem("x", 0))
+    gc.collect()
+    pyr_mem = tracemalloc.get_traced_memory()[0] - idle
+    del pyr
+    gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    aio = {k: AsyncLimiter(1, 1) for k in range(keys)}
+    aio_mem = tracemalloc.get_traced_memory()[0] - base
+    del aio
+    tracemalloc.stop()
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    before = (await client.info("memory"))["used_memory"]
+    on_redis = Limiter(settings, redis=client)
+    await asyncio.gather(*(on_redis.schedule(noop, key=1000 + k) for k in range(keys)))
+    after = (await client.info("memory"))["used_memory"]
+    redis_keys = await client.dbsize()
+    await asyncio.sleep(2.5)  # the 1/s GCRA keys live two emission intervals
+    expired = await client.dbsize()
+    await on_redis.aclose()
+    await client.aclose()
+    mib = 1024 * 1024
+    return [
+        (f"khronos memory, {keys:,} chats seen", f"{full / mib:.1f} MiB", f"{keys:,} keys"),
+        ("khronos memory, after idle eviction", f"{idle / mib:.2f} MiB", f"{count} keys"),
+        (f"pyrate, {keys:,} per-chat buckets (never evicted)", f"{pyr_mem / mib:.1f} MiB", ""),
+        (f"aiolimiter, {keys:,} per-chat limiters (never evicted)", f"{aio_mem / mib:.1f} MiB", ""),
+        ("khronos on Redis: Redis used_memory growth", f"{(after - before) / mib:.1f} MiB",
+         f"{redis_keys:,} keys, {expired:,} after 2.5 s"),
+    ]  # fmt: skip
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        redis_proc, redis_url = start_redis(workdir)
+        try:
+            version = sys.version.split()[0]
+            plan = f"{args.messages} messages to {args.chats} chats, {args.order} order"
+            print(f"python {version}, {os.cpu_count()} cores, pyrate {pyrate.__version__}; {plan}")
+            rows = await admission(redis_url, args.calls)
+            table("1. uncontended admission", ("what", "per call", "note"), rows)
+            header = ("limiter", "delivered", "rate", "of 30/s", "windows over")
+            if "precision" in args.sections:
+                table("2. precision at Telegram's limits", header, await precision(args, redis_url))
+            if "shared" in args.sections:
+                table("3. shared Redis budget", header, [await shared(args, redis_url)])
+            if "memory" in args.sections:
+                rows = await memory(args.keys, redis_url)
+                table("4. memory", ("what", "memory", "keys"), rows)
+        finally:
+            redis_proc.kill()
+            redis_proc.wait()
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--chats", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=20000, help="admissions timed per variant")
+    parser.add_argument("--keys", type=int, default=100_000, help="distinct chats for memory")
+    parser.add_argument(
+        "--min-times", type=float, nargs="+", default=[0.035, 0.030],
+        help="telegram global_min_time values to run (the last one is used for section 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sections", nargs="+", default=["precision", "shared", "memory"],
+        choices=["precision", "shared", "memory"],
+    )  # fmt: skip
+    parser.add_argument("--guard", type=float, default=TELEGRAM_GUARD, help="seconds")
+    parser.add_argument("--no-compare", dest="compare", action="store_false",
+                        help="skip the pyrate-limiter and aiolimiter runs")  # fmt: skip
+    parser.add_argument("--order", choices=["broadcast", "chat-major"], default="broadcast")
+    parser.add_argument("--quick", action="store_true", help="600 messages, 200 chats, 20k keys")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.chats, args.keys, args.calls = 600, 200, 20_000, 5000
+    return args
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        url, redis_url, plan, min_time, guard = sys.argv[2:7]
+        asyncio.run(worker(url, redis_url, json.loads(plan), float(min_time), float(guard)))
+    else:
+        asyncio.run(main(parse()))
