@@ -457,7 +457,7 @@ def parse() -> argparse.Namespace:
         choices=["precision", "shared", "memory"],
     )  # fmt: skip
     parser.add_argument("--guard", type=float, default=0.0,
-                        help="seconds (default: the registry's, 8 ms alone, 25 ms on Redis)")  # fmt: skip
+                        help="seconds (default: 8 ms alone, 25 ms on Redis)")  # fmt: skip
     parser.add_argument("--no-compare", dest="compare", action="store_false",
                         help="skip the pyrate-limiter and aiolimiter runs")  # fmt: skip
     parser.add_argument("--order", choices=["broadcast", "chat-major"], default="broadcast")
