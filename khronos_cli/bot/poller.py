@@ -94,11 +94,19 @@ class Poller:
         while True:
             try:
                 updates = await self.telegram.get_updates(self.offset, timeout=self.poll_timeout)
-                for update in updates:
-                    await self.accept(update)
+                # Journal the batch together (the store commits it as one transaction), then
+                # move the offset past the journaled prefix only.
+                results = await asyncio.gather(
+                    *(self.accept(update) for update in updates), return_exceptions=True
+                )
+                for update, result in zip(updates, results, strict=True):
+                    if isinstance(result, BaseException):
+                        raise result
                     self.offset = int(update["update_id"]) + 1
                 failures = 0
-            except KhronosError as exc:
+            except Exception as exc:  # a bad answer or a store failure: back off, never die
+                if not isinstance(exc, KhronosError):
+                    logger.exception("polling hit an unexpected error")
                 failures += 1
                 delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8))
                 delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))

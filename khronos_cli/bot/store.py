@@ -156,6 +156,8 @@ class Store:
         self._busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        self._pending: list[tuple[str, _Work[Any], asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(
@@ -194,6 +196,8 @@ class Store:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
+        while self._flushing is not None:  # writes already accepted are committed first
+            await asyncio.shield(self._flushing)
         try:
             await loop.run_in_executor(self._executor, self._disconnect)
         except sqlite3.Error as exc:
@@ -441,12 +445,60 @@ class Store:
                 await self._faults.before_call(DEPENDENCY, timeout=self._busy_timeout)
             except InjectedFaultError as exc:
                 raise StoreError(self.path, operation, str(exc)) from exc
-        begin = "BEGIN IMMEDIATE" if write else "BEGIN" if snapshot else None
         loop = asyncio.get_running_loop()
+        if write:
+            return await self._write(loop, operation, work)
+        begin = "BEGIN" if snapshot else None
         try:
             return await loop.run_in_executor(self._executor, self._on_thread, begin, work)
         except sqlite3.Error as exc:
             raise StoreError(self.path, operation, _describe(exc)) from exc
+
+    # Group commit: writes that arrive while a transaction is committing wait and then share
+    # the next one (each in its own SAVEPOINT, so one failing write never undoes another), so
+    # under load one fsync serves many updates. A caller's future resolves only after the
+    # COMMIT that holds its write, so "committed" still means on disk.
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, operation: str, work: _Work[_T]) -> _T:
+        future: asyncio.Future[_T] = loop.create_future()
+        self._pending.append((operation, work, future))
+        if self._flushing is None:
+            self._flushing = loop.create_future()
+            loop.call_soon(self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        works = [work for _, work, _ in batch]
+        running = loop.run_in_executor(self._executor, self._on_thread_batch, works)
+
+        def finished(done: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            results = done.result() if error is None else [(False, error)] * len(batch)
+            for (operation, _, future), (ok, value) in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                elif isinstance(value, sqlite3.Error):
+                    failure = StoreError(self.path, operation, _describe(value))
+                    failure.__cause__ = value
+                    future.set_exception(failure)
+                else:
+                    future.set_exception(value)
+            if self._pending:
+                self._flush(loop)
+            else:
+                flushing, self._flushing = self._flushing, None
+                if flushing is not None and not flushing.done():
+                    flushing.set_result(None)
+
+        running.add_done_callback(finished)
+
+    def _on_thread_batch(self, works: list[_Work[Any]]) -> list[tuple[bool, Any]]:
+        if self._db is None:
+            raise sqlite3.ProgrammingError("the connection is closed")
+        return _run_batch(self._db, works)
 
     def _on_thread(self, begin: str | None, work: _Work[_T]) -> _T:
         if self._db is None:
@@ -538,6 +590,36 @@ def _run(db: sqlite3.Connection, begin: str | None, work: _Work[_T]) -> _T:
                 db.execute("ROLLBACK")
         raise
     return result
+
+
+def _run_batch(db: sqlite3.Connection, works: list[_Work[Any]]) -> list[tuple[bool, Any]]:
+    """Run writes in one transaction, each in a savepoint; (ok, result or error) for each."""
+    if len(works) == 1:
+        try:
+            return [(True, _run(db, "BEGIN IMMEDIATE", works[0]))]
+        except Exception as exc:
+            return [(False, exc)]
+    results: list[tuple[bool, Any]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for work in works:
+            db.execute("SAVEPOINT write")
+            try:
+                value = work(db)
+            except Exception as exc:
+                db.execute("ROLLBACK TO write")
+                db.execute("RELEASE write")
+                results.append((False, exc))
+            else:
+                db.execute("RELEASE write")
+                results.append((True, value))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return results
 
 
 def _message_text(payload: dict[str, Any]) -> str | None:

@@ -92,7 +92,9 @@ class Parts:
 
 
 def _transport(faults: FaultInjector, dependency: str) -> httpx.AsyncBaseTransport:
-    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100))
+    from httpx_aiohttp import AiohttpTransport
+
+    inner = AiohttpTransport(limits=httpx.Limits(max_connections=100))
     return FaultTransport(inner, faults, dependency)
 
 
