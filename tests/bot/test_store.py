@@ -135,6 +135,27 @@ async def test_record_reply_is_atomic(store: Store, db_path: Path) -> None:
     assert len(await store.history(CHAT)) == 2
 
 
+async def test_concurrent_writes_share_commits_and_fail_alone(store: Store, db_path: Path) -> None:
+    """Writes issued together are group-committed; one failing write undoes only itself."""
+    for i in range(1, 4):
+        await store.journal(i, CHAT, update(i, f"q{i}"))
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(
+            "CREATE TRIGGER no_second BEFORE INSERT ON outbox WHEN NEW.update_id = 2"
+            " BEGIN SELECT RAISE(ABORT, 'not this one'); END"
+        )
+    raw.close()
+    writes = [store.journal(100 + i, CHAT, update(100 + i, "x")) for i in range(50)]
+    writes += [store.record_reply(i, CHAT, f"a{i}") for i in range(1, 4)]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert results[:50] == [True] * 50
+    assert isinstance(results[51], StoreError) and "not this one" in str(results[51])
+    assert isinstance(results[50], int) and isinstance(results[52], int)
+    assert [u.update_id for u in await store.pending_updates(limit=1)] == [2]
+    assert sorted(m.update_id for m in await store.pending_outbox()) == [1, 3]
+    assert (await store.counts())["journaled"] == 51
+
+
 async def test_record_reply_twice_returns_the_same_outbox_row(store: Store) -> None:
     """Recording a reply again (a retry after a cancelled call) changes nothing."""
     await store.journal(3, CHAT, update(3))
