@@ -414,6 +414,10 @@ class Store:
 
         return await self._call("prune", work, write=True)
 
+    async def ping(self) -> None:
+        """The ``database`` health check: one trivial read through the same thread and faults."""
+        await self._call("ping", lambda db: db.execute("SELECT 1").fetchone())
+
     async def counts(self) -> dict[str, int]:
         """Row counts for status and shutdown reports, from one consistent snapshot."""
 

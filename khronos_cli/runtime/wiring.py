@@ -98,10 +98,21 @@ def _transport(faults: FaultInjector, dependency: str) -> httpx.AsyncBaseTranspo
     return FaultTransport(inner, faults, dependency)
 
 
+HEALTH = ("telegram-api", "anthropic-api", "openai-api", "database")
+
+
+def _later(checks: dict[str, Callable[[], Awaitable[object]]], name: str) -> Callable[[], Any]:
+    async def check() -> object:
+        return await checks[name]()
+
+    return check
+
+
 async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts:
     """Build every part; on failure nothing is left open."""
     faults = FaultInjector()
-    breakers = build_breakers(settings)
+    checks: dict[str, Callable[[], Awaitable[object]]] = {}  # filled once the clients exist
+    breakers = build_breakers(settings, health_checks={n: _later(checks, n) for n in HEALTH})
     limiters = Limiters.build(settings.limiters, redis_url=settings.redis_url)
     b, lim = breakers, limiters
     telegram_timeout = b["telegram-api"].settings.timeout
@@ -138,6 +149,10 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         await limiters.aclose()
         await breakers.aclose()
         raise
+    checks.update({
+        "telegram-api": telegram.ping, "anthropic-api": anthropic.ping,
+        "openai-api": openai.ping, "database": store.ping,
+    })  # fmt: skip
     db_guard = guard(b["database"])
     bot = Bot(store, telegram, anthropic, openai, db_guard=db_guard)
     outbox = Outbox(store, telegram, db_guard=db_guard)

@@ -98,6 +98,16 @@ class UpstreamClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def ping(self) -> None:
+        """A health check (no guard: the breaker itself asks): raises unless the upstream
+        answers at all below 500. Any answer, even a 404, proves it is reachable."""
+        response = await self._send("GET", "/")
+        if response.status_code >= 500:
+            raise UpstreamError(
+                self.dependency, f"health check answered {response.status_code}",
+                status=response.status_code,
+            )  # fmt: skip
+
     async def _guarded(
         self,
         attempt: Callable[[], Awaitable[T]],

@@ -103,6 +103,10 @@ class TelegramClient(UpstreamClient):
             )
         )
 
+    async def ping(self) -> None:
+        """The health check: ``getMe`` (cheap, and proves the token works)."""
+        await self._method("getMe", {})
+
     async def get_file(self, file_id: str) -> dict[str, Any]:
         """File metadata, with the ``file_path`` to download."""
         result = await self._guarded(lambda: self._method("getFile", {"file_id": file_id}))

@@ -24,6 +24,7 @@ FAST_CONFIG = """
 timeout = "1s"
 reset_timeout = "1s"
 volume_threshold = 3
+health_check_interval = "0.5s"
 [breakers.openai-api]
 timeout = "1s"
 reset_timeout = "1s"
