@@ -22,6 +22,12 @@ check: $(BIN)/.installed
 	$(BIN)/ruff format --check khronos_cli tests benchmarks
 	$(BIN)/mypy
 
+completions: $(BIN)/.installed
+	for shell in bash zsh fish; do \
+	  $(BIN)/python -c "import sys; from khronos_cli.cli.completion import FILES, render; \
+	    open('completions/' + FILES[sys.argv[1]], 'w').write(render(sys.argv[1]))" $$shell; \
+	done
+
 fmt: $(BIN)/.installed
 	$(BIN)/ruff format khronos_cli tests benchmarks
 	$(BIN)/ruff check --fix khronos_cli tests benchmarks

@@ -96,7 +96,7 @@ def _cell(value: Any) -> str:
 
 
 def _register() -> None:
-    from khronos_cli.cli import breakers, limiter, outage, run, status, stop
+    from khronos_cli.cli import breakers, completion, limiter, outage, run, status, stop
 
     app.command("run")(run.run)
     app.command("status")(status.status)
@@ -104,6 +104,7 @@ def _register() -> None:
     app.add_typer(limiter.app, name="limiter")
     app.add_typer(outage.app, name="outage")
     app.command("stop")(stop.stop)
+    app.command("completion")(completion.completion)
 
 
 _register()
