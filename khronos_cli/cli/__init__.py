@@ -1,9 +1,33 @@
 """The ``khronos`` command line: a thin client of the control socket.
 
-This package is the only one that imports typer and rich. It must not import the runtime,
-pybreaker, pyrate_limiter or redis: every CLI call would pay for them (a test holds this).
+This package is the only one that imports typer and rich, and only when a command needs them:
+``main()`` first tries the standard-library fast path for machine reads (``fast.py``). It never
+imports the runtime, pybreaker, pyrate_limiter or redis (a test holds this).
 """
 
-from khronos_cli.cli.app import app, main
+from __future__ import annotations
+
+import sys
+from typing import Any
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from khronos_cli.cli.fast import run
+
+    code = run(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from khronos_cli.cli.app import app
+
+    app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from khronos_cli.cli.app import app
+
+        return app
+    raise AttributeError(name)

@@ -6,7 +6,6 @@ Untrusted text is always printed with ``markup=False``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from khronos_cli.control.protocol import encode_document
 from khronos_cli.errors import ExitCode, KhronosError
 
 
@@ -29,7 +29,7 @@ stderr = _console(stderr=True)
 
 def print_json(data: Any) -> None:
     """One compact, stable JSON document on stdout."""
-    sys.stdout.write(json.dumps(data, separators=(",", ":"), sort_keys=True, default=str) + "\n")
+    sys.stdout.write(encode_document(data))
     sys.stdout.flush()
 
 

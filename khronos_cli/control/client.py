@@ -1,17 +1,19 @@
-"""The CLI's side of the control socket: a small synchronous httpx client over the unix socket.
+"""The CLI's side of the control socket: HTTP/1.1 + JSON over the unix socket, standard library.
 
-It imports httpx and the protocol module only (never aiohttp or the runtime), and maps "nothing
-listens there" to :class:`NotRunningError` (exit 3) and error answers to :class:`ControlError`.
+``http.client`` speaks HTTP here (no parser of ours), over a socket we connect ourselves: the
+CLI then imports neither httpx nor aiohttp, and a run of ``khronos breakers --json`` costs little
+more than starting Python. Nothing listening there (no file, or a refused connect: a stale socket)
+is :class:`NotRunningError` (exit 3); an error answer is :class:`ControlError` with its message.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from khronos_cli.control.protocol import decode_line, socket_path
 from khronos_cli.errors import ControlError, NotRunningError
@@ -19,16 +21,29 @@ from khronos_cli.errors import ControlError, NotRunningError
 __all__ = ["ControlClient"]
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("khronos", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class ControlClient:
     """``with ControlClient(state_dir) as client: client.get("/breakers")``."""
 
     def __init__(self, state_dir: Path, *, timeout: float = 10.0) -> None:
         self.path = socket_path(state_dir)
-        self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(self.path)),
-            base_url="http://khronos",
-            timeout=timeout,
-        )
+        self.timeout = timeout
+        self._open: list[_UnixConnection] = []
 
     def __enter__(self) -> ControlClient:
         return self
@@ -37,66 +52,68 @@ class ControlClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        for connection in self._open:
+            connection.close()
+        self._open.clear()
 
     def get(self, path: str) -> Any:
-        return self._request("GET", path)
+        return self._json(self._request("GET", path))
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self._request("POST", path, json=body or {})
+        return self._json(self._request("POST", path, body or {}))
 
     def delete(self, path: str) -> Any:
-        return self._request("DELETE", path)
+        return self._json(self._request("DELETE", path))
 
     def stream(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> Iterator[dict[str, Any]]:
-        """NDJSON events as they arrive, until the server ends the stream."""
-        self._check_present()
+        """NDJSON events as they arrive (no read timeout), until the server ends the stream."""
+        response = self._request(method, path, body)
+        if response.status >= 400:
+            self._json(response)
+        connection = self._open[-1]
+        if connection.sock is not None:
+            connection.sock.settimeout(None)
         try:
-            with self._http.stream(
-                method, path, json=body, timeout=httpx.Timeout(10.0, read=None)
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise(response)
-                for line in response.iter_lines():
-                    if line.strip():
-                        yield decode_line(line)
-        except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise NotRunningError(str(self.path)) from exc
-        except httpx.RemoteProtocolError as exc:
+            while line := response.readline():
+                if line.strip():
+                    yield decode_line(line)
+        except (http.client.HTTPException, OSError) as exc:
             raise ControlError("the worker closed the control connection mid-stream") from exc
+        finally:
+            response.close()
 
-    def _check_present(self) -> None:
-        # httpcore leaks its socket when a unix connect fails, so "is anyone there" is asked
-        # here first, with a socket we close: no file, or a refused connect (a stale socket
-        # left by a crash), means not running.
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> http.client.HTTPResponse:
+        connection = _UnixConnection(self.path, self.timeout)
+        self._open.append(connection)
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
-            probe.connect(str(self.path))
+            connection.request(method, path, body=payload, headers=headers)
+            return connection.getresponse()
         except (FileNotFoundError, ConnectionRefusedError):
             raise NotRunningError(str(self.path)) from None
-        except OSError:
-            pass  # let the real request report it
-        finally:
-            probe.close()
+        except TimeoutError:
+            raise ControlError(f"the worker did not answer on {self.path} in time") from None
+        except PermissionError:
+            raise ControlError(f"no permission to use {self.path}: run as its owner") from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise ControlError(f"the control socket {self.path} failed: {exc}") from None
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        self._check_present()
+    def _json(self, response: http.client.HTTPResponse) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise NotRunningError(str(self.path)) from exc
-        except httpx.TimeoutException as exc:
-            raise ControlError(f"the worker did not answer on {self.path} in time") from exc
-        if response.status_code >= 400:
-            self._raise(response)
-        return response.json()
-
-    def _raise(self, response: httpx.Response) -> None:
+            raw = response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            raise ControlError(f"the worker broke off its answer: {exc}") from None
         try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {response.status_code}"
-        raise ControlError(str(message), status=response.status_code)
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        if response.status >= 400:
+            error = data.get("error") if isinstance(data, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
+            raise ControlError(str(message or f"HTTP {response.status}"), status=response.status)
+        return data

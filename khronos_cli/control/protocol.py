@@ -30,6 +30,7 @@ __all__ = [
     "STEP_NAMES",
     "STEP_TITLES",
     "decode_line",
+    "encode_document",
     "encode_line",
     "error_body",
     "socket_path",
@@ -59,6 +60,11 @@ def socket_path(state_dir: Path) -> Path:
 def encode_line(event: dict[str, Any]) -> bytes:
     """One NDJSON line: compact JSON and a newline."""
     return json.dumps(event, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def encode_document(data: Any) -> str:
+    """The CLI's ``--json`` output: one compact, key-sorted document and a newline."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str) + "\n"
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:

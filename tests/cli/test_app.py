@@ -64,3 +64,30 @@ def test_config_json_has_effective_settings_and_hides_secrets(tmp_path: Path) ->
     assert data["breakers"]["database"]["error_threshold"] == 30
     assert data["limiters"]["telegram"]["global_rates"] == ["30/s"]
     assert "never-print-me" not in result.stdout + result.stderr
+
+
+def test_fast_path_takes_only_the_machine_reads() -> None:
+    """Exactly `status|breakers|limiter|outage list --json [--state-dir D] [--check]` skip Typer."""
+    from pathlib import Path
+
+    from khronos_cli.cli.fast import _parse
+
+    assert _parse(["breakers", "--json"]) == (("breakers",), None, False)
+    assert _parse(["--state-dir", "/x", "outage", "list", "--json"]) == (
+        ("outage", "list"), Path("/x"), False,
+    )  # fmt: skip
+    assert _parse(["breakers", "--json", "--check", "--state-dir=/y"]) == (
+        ("breakers",), Path("/y"), True,
+    )  # fmt: skip
+    for slow in (["breakers"], ["breakers", "--json", "--watch"], ["status", "--json", "--check"],
+                 ["breakers", "open", "x", "--json"], ["limiter", "--json", "--help"],
+                 ["stop", "--json"], ["status", "--state-dir"]):  # fmt: skip
+        assert _parse(slow) is None, slow
+
+
+def test_fast_path_exit_3_matches_the_full_cli(tmp_path: Path) -> None:
+    """With nothing running, the fast path and Typer give the same exit code and message."""
+    fast = khronos("breakers", "--json", "--state-dir", str(tmp_path))
+    full = khronos("breakers", "--state-dir", str(tmp_path))
+    assert fast.returncode == full.returncode == 3
+    assert fast.stderr.strip() == full.stderr.strip()

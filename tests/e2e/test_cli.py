@@ -46,6 +46,9 @@ def test_every_json_output_carries_the_documented_keys(instance: Instance) -> No
     assert as_json(instance, "outage", "list") == []
     public = instance.public("GET", "/breakers/status").json()
     assert set(public) == set(breakers)
+    full = instance.khronos("breakers", "--json", "--interval", "1")  # not the fast path
+    assert full.returncode == 0 and json.loads(full.stdout).keys() == breakers.keys()
+    assert instance.khronos("breakers", "--json", "--check").returncode == 0
 
 
 def test_an_outage_opens_the_breaker_and_it_recovers(instance: Instance) -> None:

@@ -1,0 +1,75 @@
+"""What ``khronos status`` reports: the supervisor's state file and the worker's own view, merged.
+
+Standard library and the control client only, so the CLI's fast path can use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from khronos_cli.control.client import ControlClient
+from khronos_cli.control.protocol import socket_path
+from khronos_cli.errors import NotRunningError
+
+__all__ = ["gather"]
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def gather(state_dir: Path) -> dict[str, Any]:
+    """What `status --json` prints; raises NotRunningError when nothing runs there."""
+
+    def read(name: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads((state_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    supervisor = read("supervisor.json")
+    if supervisor and (supervisor.get("state") == "stopped" or not _alive(supervisor.get("pid"))):
+        supervisor = None
+    worker: dict[str, Any] | None = None
+    try:
+        with ControlClient(state_dir) as control:
+            worker = control.get("/status")
+    except NotRunningError:
+        if supervisor is None:
+            raise
+    worker = worker or {}
+    state = worker.get("state", "starting")
+    if supervisor and supervisor.get("state") in ("starting", "backoff", "crashloop", "stopping"):
+        state = supervisor["state"]
+    started = (supervisor or {}).get("started_at") or worker.get("started_at")
+    return {
+        "pid": (supervisor or {}).get("pid") or worker.get("pid"),
+        "worker_pid": (supervisor or {}).get("worker_pid") or worker.get("pid"),
+        "supervised": supervisor is not None,
+        "state": state,
+        "uptime_s": round(time.time() - started, 1) if started else None,
+        "restarts": (supervisor or {}).get("restarts", 0),
+        "http_port": worker.get("http_port"),
+        "http_host": worker.get("http_host"),
+        "socket": str(socket_path(state_dir)),
+        "state_dir": str(state_dir),
+        "backend": worker.get("backend"),
+        "last_shutdown": worker.get("last_shutdown") or read("last-shutdown.json"),
+        "last_exit": (supervisor or {}).get("last_exit"),
+        "next_start_at": (supervisor or {}).get("next_start_at"),
+        "last_lines": (supervisor or {}).get("last_lines", []) if state == "crashloop" else [],
+        "worker": worker,
+    }
