@@ -383,10 +383,14 @@ class Limiter(KeyedDispatcher):
             self._release(job)
 
     def _release(self, job: Job) -> None:
-        self._unreserve(job)
-        now = self._clock()
-        self._mark_idle(job.group, now)
-        self._evaluate(job.group, now)
+        group = job.group
+        group.running -= job.weight
+        self._used -= job.weight
+        if group.heap:
+            self._evaluate(group, self._clock())
+        elif group.running == 0:
+            self._mark_idle(group, self._clock())
         if self._queued:
             self._kick()
-        asyncio.get_running_loop().call_soon(self._maybe_drained)  # after done/failed events
+        elif not (self._running or self._executing or self._used):  # after done/failed events
+            asyncio.get_running_loop().call_soon(self._maybe_drained)

@@ -344,15 +344,20 @@ class KeyedDispatcher:
             self._sweeper.cancel()
             self._sweeper = None
         now = self._clock()
+        evicted = 0
         while self._idle:
             key = next(iter(self._idle))
             group = self._groups[key]
             due = max(group.idle_since + self._evict_after(group), group.halted)
             if due > now:
                 self._arm_sweeper(due - now)
-                return
+                break
             del self._idle[key]
             del self._groups[key]
+            evicted += 1
+        if evicted > 1024 and len(self._groups) < evicted:  # dicts never shrink on deletion
+            self._groups = dict(self._groups)
+            self._idle = dict(self._idle)
 
     def _started(self, job: Job, now: float) -> None:
         group = job.group

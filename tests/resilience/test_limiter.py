@@ -379,3 +379,33 @@ async def test_ungrouped_limiter_ignores_keys(memory: Factory) -> None:
     assert gate.started == [0, 1] and limiter.snapshot()["keys"] == 1
     gate.opened.set()
     await asyncio.gather(*tasks)
+
+
+async def test_drop_lowest_keeps_the_queue_when_the_newcomer_matters_less(
+    memory: Factory,
+) -> None:
+    """drop-lowest only drops a queued job less important than the newcomer."""
+    limiter = memory(max_concurrent=1, max_queued=1, strategy="drop-lowest")
+    gate = Gate()
+    busy = asyncio.create_task(limiter.schedule(gate.job, "busy"))
+    kept = asyncio.create_task(limiter.schedule(gate.job, "kept", priority=4))
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    with pytest.raises(JobDroppedError):
+        await limiter.schedule(gate.job, "late", priority=4)
+    gate.opened.set()
+    assert await asyncio.gather(busy, kept) == ["busy", "kept"]
+
+
+async def test_room_reports_a_full_queue_before_taking_work(memory: Factory) -> None:
+    """room() is None while a job would be queued, and the queue's Retry-After once full."""
+    limiter = memory(group_by="chat", max_concurrent=1, max_queued=1)
+    gate = Gate()
+    busy = asyncio.create_task(limiter.schedule(gate.job, "busy", key=5))
+    queued = asyncio.create_task(limiter.schedule(gate.job, "queued", key=5))
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    assert limiter.room(6) is None
+    wait = limiter.room(5)
+    assert wait is not None and wait > 0
+    gate.opened.set()
+    await asyncio.gather(busy, queued)
+    assert limiter.room(5) is None

@@ -165,3 +165,36 @@ async def test_two_processes_share_one_budget(redis: Redis, redis_url: str) -> N
     assert len(times) == 80
     assert windows_over(times, 30, 1.0) == 0
     assert windows_over(times, 29, 1.0) > 0  # the budget was actually reached, not just missed
+
+
+async def test_global_spacing_and_key_halts_are_shared(redis: Redis) -> None:
+    """global_min_time holds between replicas, and a chat's halt pauses that chat everywhere."""
+    clock = ManualClock()
+    settings = LimiterSettings("telegram", group_by="chat", global_min_time=1.0)
+    first = Limiter(settings, redis=redis, clock=clock)
+    second = Limiter(settings, redis=redis, clock=clock)
+    started: list[str] = []
+
+    async def job(tag: str) -> None:
+        started.append(tag)
+
+    await first.schedule(job, "first", key=1)
+    first.halt(10.0, scope=3)
+    await async_wait_for(lambda: redis.exists("khronos:{bot}:limiter:telegram:halt:key:3"))
+    spaced = asyncio.create_task(second.schedule(job, "spaced", key=2))
+    halted = asyncio.create_task(second.schedule(job, "halted", key=3))
+    await async_wait_for(lambda: second.snapshot()["queued"] == 2)
+    await second.pump()
+    assert started == ["first"]  # 1 s has not passed since the other replica's start
+    clock.advance(1.0)
+    await second.pump()
+    await spaced
+    assert started == ["first", "spaced"]
+    clock.advance(8.9)
+    await second.pump()
+    assert not halted.done()
+    clock.advance(0.2)
+    await second.pump()
+    await halted
+    await first.aclose()
+    await second.aclose()
