@@ -30,6 +30,8 @@ __all__ = [
     "Rate",
     "Secret",
     "Settings",
+    "ShutdownSettings",
+    "SupervisorSettings",
     "default_state_dir",
     "load",
     "parse_duration",
@@ -127,6 +129,27 @@ class LimiterSettings:
     idle_timeout: float = 60.0
 
 
+@dataclass(frozen=True)
+class ShutdownSettings:
+    """The stop's budgets (DESIGN.md: 30 s overall, 10 s for active jobs, 2 s for a quick stop)."""
+
+    deadline: float = 30.0
+    jobs_timeout: float = 10.0
+    outbox_timeout: float = 5.0
+    quick_budget: float = 2.0
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    """Restart backoff: ``restart_delay`` doubling, capped, reset after ``healthy_after`` up."""
+
+    restart_delay: float = 1.0
+    max_restart_delay: float = 60.0
+    healthy_after: float = 60.0
+    crashloop_after: int = 10
+    kill_after: float = 40.0
+
+
 BREAKER_DEFAULTS: Mapping[str, BreakerSettings] = {
     "anthropic-api": BreakerSettings("anthropic-api", timeout=15.0, reset_timeout=30.0),
     "telegram-api": BreakerSettings("telegram-api", timeout=5.0, reset_timeout=30.0),
@@ -174,6 +197,8 @@ class Settings:
     openai_base_url: str = "https://api.openai.com"
     anthropic_model: str = "claude-sonnet-4-5"
     openai_model: str = "gpt-4o-mini"
+    shutdown: ShutdownSettings = field(default_factory=lambda: ShutdownSettings())
+    supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
     breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
     limiters: Mapping[str, LimiterSettings] = field(default_factory=lambda: dict(LIMITER_DEFAULTS))
 
@@ -282,7 +307,8 @@ class _Parser:
     def settings(
         self, data: dict[str, Any], env: Mapping[str, str], root: Path, path: Path | None
     ) -> Settings:
-        top = {"redis_url", "http", "telegram", "anthropic", "openai", "breakers", "limiters"}
+        top = {"redis_url", "http", "telegram", "anthropic", "openai", "breakers", "limiters",
+               "shutdown", "supervisor"}  # fmt: skip
         self.known(data, top, "")
         tables = {
             "http": self.table(data, "http", {"host", "port"}),
@@ -310,6 +336,8 @@ class _Parser:
             openai_base_url=self.url(tables, "openai.base_url", d.openai_base_url, env),
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
             openai_model=self.string(tables, "openai.model", d.openai_model),
+            shutdown=self.section(ShutdownSettings, data, "shutdown"),
+            supervisor=self.section(SupervisorSettings, data, "supervisor"),
             breakers=self.breakers(data.get("breakers", {})),
             limiters=self.limiters(data.get("limiters", {})),
         )
@@ -327,6 +355,10 @@ class _Parser:
             raise self.fail(name, value, "a table")
         self.known(value, allowed, name + ".")
         return value
+
+    def section(self, cls: type[Any], data: Mapping[str, Any], name: str) -> Any:
+        table = self.table(data, name, {f.name for f in dataclasses.fields(cls)})
+        return cls(**self.fields(cls, table, name + "."))
 
     def breakers(self, raw: object) -> dict[str, BreakerSettings]:
         result = dict(BREAKER_DEFAULTS)
@@ -458,13 +490,15 @@ class _Parser:
         return int(text)
 
 
+_SHUTDOWN = {"deadline", "jobs_timeout", "outbox_timeout", "quick_budget"}
+_SUPERVISOR = {"restart_delay", "max_restart_delay", "healthy_after", "kill_after"}
 _DURATIONS = {"timeout", "reset_timeout", "rolling_window", "health_check_interval",
-              "min_time", "global_min_time", "idle_timeout"}  # fmt: skip
+              "min_time", "global_min_time", "idle_timeout", *_SHUTDOWN, *_SUPERVISOR}  # fmt: skip
 _POSITIVE_DURATIONS = {"timeout", "reset_timeout", "rolling_window", "health_check_interval",
-                       "idle_timeout"}  # fmt: skip
+                       "idle_timeout", *_SHUTDOWN, *_SUPERVISOR}  # fmt: skip
 _OPTIONAL_DURATIONS = {"half_open_max_wait"}
 _RATES = {"rates", "group_rates", "global_rates"}
-_COUNTS = {"volume_threshold", "buckets", "half_open_max_calls", "fail_max"}
+_COUNTS = {"volume_threshold", "buckets", "half_open_max_calls", "fail_max", "crashloop_after"}
 _OPTIONAL_COUNTS = {"max_concurrent", "max_queued", "global_max_concurrent"}
 _CHOICES: dict[str, tuple[object, ...]] = {
     "policy": ("error_rate", "consecutive"),

@@ -40,7 +40,7 @@ def run(
     from khronos_cli.runtime import launch
 
     directory = resolve_state_dir(state_dir)
-    config_module.load(config, state_dir=directory)  # refuse a bad config now: exit 78
+    settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
     if detach:
         argv = [arg for arg in sys.argv if arg != "--detach"]
         command = [sys.executable, "-m", "khronos_cli", *argv[1:]]
@@ -51,6 +51,7 @@ def run(
         return
     code = launch.launch(
         directory,
+        settings=settings,
         config=Path(config) if config else None,
         port=port,
         sandbox=sandbox,

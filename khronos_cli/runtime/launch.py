@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from khronos_cli.config import Settings
 from khronos_cli.errors import ExitCode, KhronosError
-from khronos_cli.runtime.supervisor import Supervisor, die_with_parent, read_state
+from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent, read_state
 
 __all__ = ["detach", "launch", "worker_argv"]
 
@@ -65,6 +66,7 @@ def _sandbox(state_dir: Path, users: int, rate: float) -> Iterator[dict[str, str
 def launch(
     state_dir: Path,
     *,
+    settings: Settings,
     config: Path | None = None,
     port: int | None = None,
     sandbox: bool = False,
@@ -84,8 +86,15 @@ def launch(
             return stack.enter_context(_sandbox(state_dir, users, rate)) if sandbox else {}
 
         if supervise:
-            return Supervisor(worker_argv(state_dir, config), state_dir, env=env,
-                              prepare=prepare).run()  # fmt: skip
+            s = settings.supervisor
+            backoff = Backoff(
+                initial=s.restart_delay, cap=s.max_restart_delay, healthy_after=s.healthy_after,
+                crashloop_after=s.crashloop_after,
+            )  # fmt: skip
+            argv = worker_argv(state_dir, config)
+            return Supervisor(
+                argv, state_dir, env=env, prepare=prepare, backoff=backoff, kill_after=s.kill_after
+            ).run()
         env.update(prepare())
         os.environ.update(env)
         from khronos_cli.runtime.worker import main

@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 
 __all__ = ["BUDGETS", "seven_steps"]
 
-BUDGETS = {"http": 2.5, "telegram": 2.0, "jobs": 10.0, "outbox": 5.0, "database": 2.0,
-           "redis": 2.0, "connections": 2.0}  # fmt: skip
+BUDGETS = {"http": 2.5, "telegram": 2.0, "database": 2.0, "redis": 2.0, "connections": 2.0}
 
 
 def seven_steps(worker: Worker) -> list[Step]:
+    """The table; the waits' budgets come from ``[shutdown]`` (jobs 10 s, outbox 5 s)."""
     parts = worker.parts
+    budgets = worker.settings.shutdown
 
     async def http() -> dict[str, Any] | None:
         if worker.public is not None:
@@ -87,8 +88,8 @@ def seven_steps(worker: Worker) -> list[Step]:
     return [
         Step("http", http, BUDGETS["http"]),
         Step("telegram", telegram, BUDGETS["telegram"]),
-        Step("jobs", jobs, BUDGETS["jobs"], wait=True, on_cut=cut_jobs),
-        Step("outbox", outbox, BUDGETS["outbox"], wait=True, on_cut=kept_messages),
+        Step("jobs", jobs, budgets.jobs_timeout, wait=True, on_cut=cut_jobs),
+        Step("outbox", outbox, budgets.outbox_timeout, wait=True, on_cut=kept_messages),
         Step("database", database, BUDGETS["database"]),
         Step("redis", redis, BUDGETS["redis"]),
         Step("connections", connections, BUDGETS["connections"]),

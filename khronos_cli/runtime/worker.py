@@ -119,7 +119,7 @@ class Worker:
         self._signals += 1
         name = signal.Signals(signum).name
         if self.shutdown is None and not self._stop_requested.is_set():
-            logger.info("%s: stopping gracefully (deadline %gs)", name, 30.0)
+            logger.info("%s: stopping (deadline %gs)", name, self.settings.shutdown.deadline)
             self._stop_requested.set()
         elif signum == signal.SIGINT and self.shutdown is not None:
             logger.warning("second SIGINT: quick stop (waits skipped, work kept)")
@@ -127,14 +127,23 @@ class Worker:
         else:
             logger.info("%s during the stop: ignored (send SIGINT again to force)", name)
 
-    async def _stop(self, *, deadline: float = 30.0) -> dict[str, Any]:
+    def _begin_stop(self, deadline: float | None = None) -> Shutdown:
+        """Readiness off, ``STOPPING=1``, and the seven steps started (once)."""
         if self.shutdown is None:
             self.state = "stopping"
             notify("STOPPING=1")
-            self.shutdown = Shutdown(seven_steps(self), deadline=deadline, state_dir=self.state_dir)
+            budgets = self.settings.shutdown
+            self.shutdown = Shutdown(
+                seven_steps(self),
+                deadline=deadline or budgets.deadline,
+                quick_budget=budgets.quick_budget,
+                state_dir=self.state_dir,
+            )
             self.shutdown.start()
-        assert self.shutdown is not None
-        report = await self.shutdown.start()
+        return self.shutdown
+
+    async def _stop(self) -> dict[str, Any]:
+        report = await self._begin_stop().start()
         (self.state_dir / RUN_MARKER).unlink(missing_ok=True)
         logger.info("stopped: %s", json.dumps({k: report[k] for k in ("result", "exit_code",
                     "duration_s", "hung_step", "kept")}))  # fmt: skip
@@ -281,19 +290,11 @@ class Worker:
     async def stop_stream(
         self, *, force: bool, deadline: float | None
     ) -> AsyncIterator[dict[str, Any]]:
-        if self.shutdown is None:
-            self._stop_requested.set()
-            await asyncio.sleep(0)
-            if self.shutdown is None:  # serve() has not reached it yet: start it here
-                self.state = "stopping"
-                notify("STOPPING=1")
-                self.shutdown = Shutdown(
-                    seven_steps(self), deadline=deadline or 30.0, state_dir=self.state_dir
-                )
-                self.shutdown.start()
+        shutdown = self._begin_stop(deadline)
+        self._stop_requested.set()
         if force:
-            self.shutdown.force()
-        async for event in self.shutdown.follow():
+            shutdown.force()
+        async for event in shutdown.follow():
             yield event
 
     # -- public API -----------------------------------------------------------------------------

@@ -38,8 +38,17 @@ class Instance:
     """One `khronos run --sandbox` process (supervisor + worker + sandbox) and its state dir."""
 
     def __init__(
-        self, root: Path, *, config: str = FAST_CONFIG, args: tuple[str, ...] = (), port: int = 0
+        self,
+        root: Path,
+        *,
+        config: str = FAST_CONFIG,
+        args: tuple[str, ...] = (),
+        port: int = 0,
+        external_sandbox: bool = False,
     ) -> None:
+        self.root = root
+        self.external_sandbox = external_sandbox
+        self.sandbox_process: subprocess.Popen[bytes] | None = None
         self.state_dir = root / "state"
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.state_dir / "khronos.toml").write_text(config)
@@ -52,16 +61,37 @@ class Instance:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, *, ready: bool = True) -> Instance:
+        """`khronos run --sandbox`; with an external sandbox, `khronos run` against one that
+        outlives it (so a test can stop and start the bot and keep the stand-in's ledger)."""
         log = self.log_path.open("ab")
+        env = dict(os.environ)
+        if self.external_sandbox:
+            env.update(self._sandbox_env(log))
+            mode = []
+        else:
+            mode = ["--sandbox", "--users", "0"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "khronos_cli", "run", "--sandbox", "--users", "0",
-             "--port", str(self.port), "--state-dir", str(self.state_dir), *self.args],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "khronos_cli", "run", *mode, "--port", str(self.port),
+             "--state-dir", str(self.state_dir), *self.args],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         log.close()
         if ready:
             self.wait_ready()
         return self
+
+    def _sandbox_env(self, log: Any) -> dict[str, str]:
+        home = self.root / "sandbox"
+        if self.sandbox_process is None:
+            home.mkdir(mode=0o700, exist_ok=True)
+            self.sandbox_process = subprocess.Popen(
+                [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(home),
+                 "--users", "0"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_for(lambda: (home / "sandbox.json").exists(), timeout=30)
+        env: dict[str, str] = self.sandbox()["env"]
+        return env
 
     def wait_ready(self) -> dict[str, Any]:
         wait_for(lambda: self.status().get("state") == "ready", timeout=60)
@@ -98,6 +128,9 @@ class Instance:
                 self.process.wait()
         if self._admin is not None:
             self._admin.close()
+        if self.sandbox_process is not None:
+            self.sandbox_process.send_signal(signal.SIGTERM)
+            self.sandbox_process.wait(timeout=30)
         if isinstance(worker, int):
             wait_for(lambda: not alive(worker), timeout=20)
 
@@ -111,7 +144,8 @@ class Instance:
             return {}
 
     def sandbox(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.state_dir / "sandbox.json").read_text())
+        home = self.root / "sandbox" if self.external_sandbox else self.state_dir
+        data: dict[str, Any] = json.loads((home / "sandbox.json").read_text())
         return data
 
     @property
