@@ -99,7 +99,9 @@ class Limiter(KeyedDispatcher):
         self._grouped = s.group_by is not None
         self._g_interval = max(g_min, spacing(g_rates))
         self._max_queued, self._strategy = s.max_queued, s.strategy
-        self._rated = bool(g_rates) or any(key_limits[2]) or any(key_limits[3])
+        rated = bool(g_rates) or any(key_limits[2]) or any(key_limits[3])
+        caps = [c for c in (key_limits[0], g_max) if c is not None]
+        self._max_weight = 1 if rated else min(caps, default=1 << 30)  # GCRA burst 1: weight 1
         self._avg_exec = 0.0
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
@@ -267,8 +269,7 @@ class Limiter(KeyedDispatcher):
     def _check(self, priority: int, weight: int) -> None:
         if not 0 <= priority <= 9:
             raise ValueError(f"priority must be 0 (most important) to 9, not {priority!r}")
-        caps = [c for c in (self._key_max, self._g_max) if c is not None]
-        if weight < 1 or weight > min(caps, default=weight) or (weight > 1 and self._rated):
+        if not 1 <= weight <= self._max_weight:
             raise ValueError(f"weight {weight!r} can never run in limiter {self.name!r}")
         if self._stopping:
             raise LimiterStoppedError(self.name)
@@ -392,5 +393,8 @@ class Limiter(KeyedDispatcher):
             self._mark_idle(group, self._clock())
         if self._queued:
             self._kick()
-        elif not (self._running or self._executing or self._used):  # after done/failed events
-            asyncio.get_running_loop().call_soon(self._maybe_drained)
+        elif not (self._running or self._executing or self._used):
+            if self.stats.wants("idle"):  # after this job's done/failed event
+                asyncio.get_running_loop().call_soon(self._maybe_drained)
+            else:
+                self._drained.set()

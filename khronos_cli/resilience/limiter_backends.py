@@ -18,10 +18,10 @@ Two rate levels, two pyrate-limiter algorithms:
 ``guard`` (seconds) is added to every period: the slack for the time between our admission and
 the upstream's own clock (transit jitter). Telegram counts arrivals, not our starts.
 
-In memory (:class:`MemoryRates`) the decisions are the buckets' own ``put_decision``: the key
-level is first *peeked* with the algorithm's ``step`` against the stored state (spends nothing),
-then the global bucket consumes, then the key bucket consumes (admitted by construction). The
-scarce global budget is never spent on a job its key would refuse.
+In memory (:class:`MemoryRates`) the decisions are the buckets' own ``put_decision``: the key's
+GCRA bucket first (a refusal spends nothing), then the global window; if the global level
+refuses, the key's state is put back as it was (one event loop, and the store is ours), so the
+decision is all or nothing and the scarce global budget is never spent on a job its key refuses.
 
 In Redis (:class:`RedisRates`) both levels, both halts and the global spacing (``min_time``
 between any two starts, so replicas cannot burst together) are checked in **one** Lua script, one
@@ -143,24 +143,25 @@ class MemoryRates:
     def acquire(self, handle: object, weight: int, now_ms: int) -> Verdict:
         """Charge ``weight`` at ``now_ms`` on both levels, or say who refused and for how long."""
         bucket = handle if isinstance(handle, pyrate.StateBucket) else None
+        saved = None
         if bucket is not None:
-            state = bucket.store.read(_GCRA, bucket.rates)
-            assert isinstance(state, tuple)
-            _, peek = _GCRA.step(bucket.rates, state, now_ms, weight)
-            if not peek.allowed:
-                return KEY, _wait(peek)
+            store = bucket.store
+            assert isinstance(store, _LoopStateStore)
+            saved = store.state
+            decision = bucket.put_decision(pyrate.RateItem("key", now_ms, weight))
+            assert isinstance(decision, pyrate.Decision)
+            if not decision.allowed:  # a refusal spends nothing (GCRA.step)
+                return KEY, _wait(decision)
         if self._global is not None:
-            item = pyrate.RateItem("global", now_ms, weight)
-            decision = self._global.put_decision(item)
+            decision = self._global.put_decision(pyrate.RateItem("global", now_ms, weight))
             assert isinstance(decision, pyrate.Decision)
             if not decision.allowed:
+                if bucket is not None:  # give the key back what it was charged: all or nothing
+                    bucket.store.state = saved  # type: ignore[attr-defined]
                 return GLOBAL, _wait(decision)
             if now_ms - self._leaked_at > 1000:  # keep the log at one window's worth
                 self._leaked_at = now_ms
                 self._global.leak(now_ms)
-        if bucket is not None:
-            decision = bucket.put_decision(pyrate.RateItem("key", now_ms, weight))
-            assert isinstance(decision, pyrate.Decision) and decision.allowed
         return _ADMITTED
 
     def halt(self, until_ms: int, key: Hashable | None) -> None:

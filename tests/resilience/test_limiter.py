@@ -409,3 +409,25 @@ async def test_room_reports_a_full_queue_before_taking_work(memory: Factory) -> 
     gate.opened.set()
     await asyncio.gather(busy, queued)
     assert limiter.room(5) is None
+
+
+async def test_a_refusal_charges_no_level(make: Factory) -> None:
+    """When the global rate refuses, the key's rate is not charged (all or nothing)."""
+    clock = ManualClock()
+    limiter = make(
+        group_by="chat", rates=(Rate(1, 100.0),), global_rates=(Rate(1, 1.0),), clock=clock
+    )
+    started: list[int] = []
+
+    async def job(chat: int) -> None:
+        started.append(chat)
+
+    await limiter.schedule(job, 1, key=1)
+    second = asyncio.create_task(limiter.schedule(job, 2, key=2))
+    await async_wait_for(lambda: limiter.snapshot()["queued"] == 1)
+    await limiter.pump()
+    assert started == [1]
+    clock.advance(1.01)
+    await limiter.pump()
+    await second  # chat 2 was not charged by the refused attempt, so it goes after 1 s
+    assert started == [1, 2]
