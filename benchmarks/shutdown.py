@@ -1,0 +1,164 @@
+"""Time from SIGTERM to exit: an idle worker, a worker whose last job ends t s later, and uvicorn.
+
+Each is a real process stopped with a real SIGTERM. The worker runs alone (no supervisor), against
+the sandbox stand-ins in a process of their own; "with a job" gives the stand-in Anthropic a t s
+latency, sends one message, waits until its job is running, then signals, and measures from the
+moment the reply reaches the stand-in Telegram to the worker's exit. uvicorn serves an empty ASGI
+app and is stopped the same way.
+
+    .venv/bin/python benchmarks/shutdown.py [--rounds 5] [--job 1.0]
+
+Goals: idle stop under 0.5 s and no slower than uvicorn's; with a job, exit within 100 ms of the
+job's end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+UVICORN_APP = """
+import uvicorn
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting")
+        time.sleep(0.002)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_and_time(process: subprocess.Popen[bytes]) -> float:
+    start = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    return time.monotonic() - start
+
+
+def uvicorn_once(script: Path) -> float:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(script), str(port)])
+    wait_until(lambda: listening(port))
+    return stop_and_time(process)
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sandbox = subprocess.Popen(
+            [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(root), "--users",
+             "0", "--llm-latency", "0", "--quiet"],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: (root / "sandbox.json").exists())
+        info = json.loads((root / "sandbox.json").read_text())
+        self.env = {**os.environ, **info["env"], "KHRONOS_HTTP_PORT": "0"}
+        self.admin = httpx.Client(base_url=info["telegram_base_url"], timeout=30)
+        self.anthropic = info["anthropic_base_url"]
+        self.round = 0
+
+    def close(self) -> None:
+        self.admin.close()
+        self.sandbox.send_signal(signal.SIGTERM)
+        self.sandbox.wait(timeout=30)
+
+    def start_worker(self) -> tuple[subprocess.Popen[bytes], Path]:
+        self.round += 1
+        state = self.root / f"worker-{self.round}"
+        state.mkdir(mode=0o700)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir", str(state)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: (state / "run.json").exists())
+        return process, state
+
+    def status(self, state: Path) -> dict[str, object]:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(state / "khronos.sock"))) as c:
+            data: dict[str, object] = c.get("http://khronos/status").json()
+            return data
+
+    def idle(self) -> float:
+        process, _ = self.start_worker()
+        return stop_and_time(process)
+
+    def with_job(self, seconds: float) -> float:
+        httpx.post(f"{self.anthropic}/_sandbox/mode", json={"mode": "slow", "delay": seconds})
+        process, state = self.start_worker()
+        before = self.admin.get("/_sandbox/stats").json()["deliveries"]
+        self.admin.post("/_sandbox/messages", json={"chat_id": 42, "text": "hold on"})
+        wait_until(lambda: self.status(state).get("jobs_active") == 1)
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: self.admin.get("/_sandbox/stats").json()["deliveries"] > before, 60)
+        answered = time.monotonic()
+        process.wait(timeout=60)
+        httpx.post(f"{self.anthropic}/_sandbox/mode", json={"mode": "ok"})
+        return time.monotonic() - answered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--job", type=float, default=1.0, help="seconds the last job still runs")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="khronos-bench-stop-") as tmp:
+        root = Path(tmp)
+        script = root / "uvicorn_app.py"
+        script.write_text(UVICORN_APP)
+        bench = Bench(root)
+        try:
+            idle = [bench.idle() for _ in range(options.rounds)]
+            job = [bench.with_job(options.job) for _ in range(options.rounds)]
+            uvi = [uvicorn_once(script) for _ in range(options.rounds)]
+        finally:
+            bench.close()
+    med = statistics.median
+    print(f"\n{options.rounds} rounds each, medians (max); 2-core machine\n")
+    print("| what | SIGTERM to exit, ms | ratio to uvicorn |")
+    print("|---|---:|---:|")
+    print(f"| khronos worker, idle | {med(idle) * 1000:.0f} ({max(idle) * 1000:.0f}) | "
+          f"{med(idle) / med(uvi):.2f}x |")  # fmt: skip
+    print(f"| uvicorn, empty app | {med(uvi) * 1000:.0f} ({max(uvi) * 1000:.0f}) | 1.00x |")
+    print(f"| khronos worker, last job ends {options.job:g} s after SIGTERM: exit after the "
+          f"job's end | {med(job) * 1000:.0f} ({max(job) * 1000:.0f}) | |")  # fmt: skip
+    print()
+    print(
+        f"goal: idle under 500 ms: {'met' if med(idle) < 0.5 else 'NOT met'}; "
+        f"no slower than uvicorn: {'met' if med(idle) <= med(uvi) else 'NOT met'}; "
+        f"exit within 100 ms of the job's end: {'met' if med(job) <= 0.1 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
