@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from khronos_cli.bot.store import OutboxMessage, Store
-from khronos_cli.errors import KhronosError
+from khronos_cli.errors import CircuitOpenError, KhronosError
 from khronos_cli.upstream.base import Guard, through
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient, Turn
 from khronos_cli.upstream.telegram import TelegramClient
@@ -131,13 +131,15 @@ class Bot:
             answer = await self.anthropic.reply(turns, system=self.system_prompt, key=user_id)
             self.answered["anthropic"] += 1
             return answer or FALLBACK_TEXT
-        except KhronosError as exc:
-            logger.warning("anthropic failed, asking openai: %s", exc)
+        except KhronosError as exc:  # an open breaker is expected news, not a new warning
+            log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
+            log("anthropic failed, asking openai: %s", exc)
         try:
             answer = await self.openai.reply(turns, system=self.system_prompt, key=user_id)
             self.answered["openai"] += 1
             return answer or FALLBACK_TEXT
         except KhronosError as exc:
-            logger.warning("openai failed too, answering the fallback text: %s", exc)
+            log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
+            log("openai failed too, answering the fallback text: %s", exc)
         self.answered["fallback"] += 1
         return FALLBACK_TEXT
