@@ -30,8 +30,9 @@ Redis server's own ``TIME``: a replica descheduled between reading its clock and
 would otherwise book its start earlier than it really happens, and replicas on several hosts
 would need clocks that agree to the millisecond. The script is ours because
 pyrate's scripts each see one key, but the policy is pyrate's: the GCRA arguments come from
-``GCRA.redis_args``, the window bounds and the blocking rank from ``SlidingWindowLog``, and the
-wait of a window refusal from ``SlidingWindowLog.retry_after``; the bucket it lives in is a
+``GCRA.redis_args``, the blocking rank from ``SlidingWindowLog`` (whose inclusive window
+``[now - interval, ...]`` the script counts), and the wait of a window refusal from
+``SlidingWindowLog.retry_after``; the bucket it lives in is a
 pyrate ``AbstractBucket`` whose verdict is read back through ``put_decision``. All keys carry the
 ``{bot}`` hash tag (one Redis Cluster slot): ``khronos:{bot}:limiter:<name>:key:<key>``,
 ``...:<name>:global``, ``...:<name>:last``, ``...:<name>:halt`` and ``...:<name>:halt:<key>``;
@@ -163,9 +164,6 @@ class MemoryRates:
                 self._leaked_at = now_ms
                 self._global.leak(now_ms)
         return _ADMITTED
-
-    def halt(self, until_ms: int, key: Hashable | None) -> None:
-        """Halts are the scheduler's own in memory: nothing to share."""
 
     async def aclose(self) -> None:
         """Nothing to release."""
