@@ -315,8 +315,12 @@ class BreakerStateMachine:
             return
         self._hold_until = max(self._hold_until, now + seconds)
         if self._state is not OPEN:
+            # Tripped by the hold alone: the upstream said when to come back, so the trial is
+            # then, not a whole reset_timeout later (a 2 s flood wait must not cost 30 s).
             self._trip(now, reason, publish=False)
-        self._next_trial_at = max(self._next_trial_at, self._hold_until)
+            self._next_trial_at = self._hold_until
+        else:
+            self._next_trial_at = max(self._next_trial_at, self._hold_until)
         self._reason = reason
         self._push(self.storage.hold(self.name, seconds, reason))
 

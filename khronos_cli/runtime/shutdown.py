@@ -179,7 +179,9 @@ class Shutdown:
         }
         self._emit({"event": "step_finished", **result})
         log = logger.info if outcome in ("done", "skipped") else logger.warning
-        log("shutdown step %d %s: %s in %.3fs", number, step.name, outcome, result["duration_s"])
+        kept = {k: v for k, v in (detail or {}).items() if k.startswith("kept_") and v}
+        log("shutdown step %d %s: %s in %.3fs%s", number, step.name, outcome, result["duration_s"],
+            "".join(f"; {k.replace('_', ' ')}: {v}" for k, v in kept.items()))  # fmt: skip
         return result
 
     async def _attempt(self, step: Step) -> tuple[str, Detail | None]:

@@ -180,3 +180,28 @@ def test_detach_returns_once_ready_and_stop_ends_it(tmp_path: Any) -> None:
     wait_for(lambda: not alive(status["pid"]), timeout=30)
     supervisor = json.loads((state / "supervisor.json").read_text())
     wait_for(lambda: not alive(supervisor["pid"]), timeout=30)
+
+
+def test_no_supervise_runs_the_worker_alone(make_instance: Any) -> None:
+    """`run --no-supervise` is the worker itself (for systemd/pm2/k8s): SIGTERM, exit 0, clean."""
+    instance = make_instance(args=("--no-supervise",)).start()
+    status = instance.status()
+    assert instance.process is not None and status["pid"] == instance.process.pid
+    assert not status["supervised"]
+    instance.signal(signal.SIGTERM)
+    assert instance.wait() == 0
+    assert report(instance)["result"] == "clean"
+
+
+def test_cut_jobs_are_counted_in_the_log(make_instance: Any) -> None:
+    """A step that cuts work says how much it kept, in the log as well as the report."""
+    config = FAST_CONFIG + '[shutdown]\njobs_timeout = "0.5s"\n'
+    instance = make_instance(config=config, external_sandbox=True).start()
+    instance.llm_mode("anthropic", mode="slow", delay=5.0)
+    instance.push(7400, "slow")
+    instance.push(7401, "slower")
+    wait_for(lambda: instance.status().get("jobs_active") == 2, timeout=30)
+    instance.signal(signal.SIGTERM)
+    assert instance.wait() == 1
+    assert "shutdown step 3 jobs: timeout" in instance.log()
+    assert "kept jobs: 2" in instance.log()
