@@ -121,7 +121,7 @@ local ver = tonumber(s.ver or '0')
 local changed = false
 if forced ~= '' and fexp <= now then forced = ''; freason = ''; changed = true end
 local function save()
-  ver = now
+  ver = math.max(now, ver + 1)  -- strictly newer, even for two changes in one millisecond
   redis.call('HSET', KEYS[1], 'state', state, 'opened', opened, 'next', nxt, 'reason', reason,
              'forced', forced, 'fexp', fexp, 'freason', freason, 'ver', ver)
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + math.max(nxt - now, fexp - now, 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -241,3 +242,20 @@ async def test_a_dead_probers_lease_lapses_after_the_maximum_wait(redis_url: str
         await breaker.aclose()
         await storage.aclose()
         await dead.aclose()
+
+
+async def test_every_change_gets_a_strictly_newer_version(redis_url: str) -> None:
+    """Two changes in the same millisecond still get increasing versions, so no replica
+    mistakes the second for old news (it once ignored a half-open that way)."""
+    storage = RedisBreakerStorage.from_url(redis_url)
+    try:
+        versions = []
+        for _ in range(50):
+            tripped = await storage.trip("versions", 0.0, "drill")
+            probed = await storage.probe("versions", lease=0.2)
+            assert tripped is not None and probed is not None
+            versions += [tripped.version, probed.version]
+            await storage.reset("versions")
+        assert all(b > a for a, b in itertools.pairwise(versions))
+    finally:
+        await storage.aclose()
