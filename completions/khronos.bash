@@ -4,26 +4,27 @@ _khronos_commands() {
         "") echo "breakers completion config limiter outage run status stop" ;;
         "breakers") echo "close open reset" ;;
         "limiter") echo "watch" ;;
-        "outage") echo "list start stop" ;;
+        "outage") echo "drill list start stop" ;;
     esac
 }
 _khronos_options() {
     case "$1" in
         "") echo "--version --help" ;;
-        "breakers") echo "--state-dir --json --watch --check --interval --help" ;;
+        "breakers") echo "--state-dir --json --watch --check --interval --all --help" ;;
         "breakers close") echo "--state-dir --for --reason --help" ;;
         "breakers open") echo "--state-dir --for --reason --help" ;;
         "breakers reset") echo "--state-dir --help" ;;
         "completion") echo "--help" ;;
         "config") echo "--config --state-dir --json --help" ;;
         "limiter") echo "--state-dir --json --help" ;;
-        "limiter watch") echo "--state-dir --json --interval --help" ;;
+        "limiter watch") echo "--state-dir --json --interval --all --help" ;;
         "outage") echo "--help" ;;
+        "outage drill") echo "--mode --for --expect-open-within --expect-recovery-within --require-traffic --probability --status --latency --state-dir --json --help" ;;
         "outage list") echo "--state-dir --json --help" ;;
         "outage start") echo "--mode --for --probability --status --latency --state-dir --json --help" ;;
         "outage stop") echo "--state-dir --json --help" ;;
         "run") echo "--sandbox --config --port --detach --no-supervise --users --rate --state-dir --help" ;;
-        "status") echo "--state-dir --json --help" ;;
+        "status") echo "--state-dir --json --all --help" ;;
         "stop") echo "--state-dir --timeout --force --json --help" ;;
     esac
 }
@@ -36,6 +37,7 @@ _khronos_valued() {
         "config") echo "--config --state-dir" ;;
         "limiter") echo "--state-dir" ;;
         "limiter watch") echo "--state-dir --interval" ;;
+        "outage drill") echo "--mode --for --expect-open-within --expect-recovery-within --probability --status --latency --state-dir" ;;
         "outage list") echo "--state-dir" ;;
         "outage start") echo "--mode --for --probability --status --latency --state-dir" ;;
         "outage stop") echo "--state-dir" ;;
@@ -46,12 +48,14 @@ _khronos_valued() {
 }
 _khronos_values() {
     case "$1" in
+        "outage drill --mode") echo "down timeout slow errors" ;;
         "outage start --mode") echo "down timeout slow errors" ;;
     esac
 }
 _khronos_arguments() {
     case "$1" in
         "completion") echo "bash zsh fish" ;;
+        "outage drill") echo "anthropic-api telegram-api openai-api database" ;;
         "outage start") echo "anthropic-api telegram-api openai-api database" ;;
         "outage stop") echo "anthropic-api telegram-api openai-api database" ;;
     esac

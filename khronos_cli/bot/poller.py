@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from khronos_cli.bot.bot import Bot
 from khronos_cli.bot.jobs import JobTracker
@@ -20,9 +20,20 @@ from khronos_cli.bot.outbox import Outbox
 from khronos_cli.errors import KhronosError
 from khronos_cli.upstream.telegram import TelegramClient
 
-__all__ = ["Poller"]
+__all__ = ["ClaimPendingError", "Claims", "Poller"]
 
 logger = logging.getLogger("khronos.poller")
+
+
+class ClaimPendingError(KhronosError):
+    """Another replica is taking this update right now: do not confirm it to Telegram yet."""
+
+
+class Claims(Protocol):
+    """Shared ownership of update ids across replicas (``runtime.replicas.Replicas``)."""
+
+    async def claim(self, update_id: int) -> str: ...
+    async def own(self, update_id: int) -> None: ...
 
 
 class Poller:
@@ -38,6 +49,7 @@ class Poller:
         poll_timeout: int = 30,
         retry_interval: float = 2.0,
         max_backoff: float = 30.0,
+        claims: Claims | None = None,
     ) -> None:
         self.telegram = telegram
         self.bot = bot
@@ -46,6 +58,7 @@ class Poller:
         self.poll_timeout = poll_timeout
         self.retry_interval = retry_interval
         self.max_backoff = max_backoff
+        self.claims = claims
         self.offset: int | None = None
         self.accepted = 0
         self.duplicates = 0
@@ -59,7 +72,16 @@ class Poller:
         """
         update_id = int(update["update_id"])
         chat_id = _chat_id(update)
+        if self.claims is not None:
+            claim = await self.claims.claim(update_id)
+            if claim == "owned":  # another replica journaled it: answered there
+                self.duplicates += 1
+                return False
+            if claim == "pending":
+                raise ClaimPendingError(f"update {update_id} is being taken by another replica")
         fresh = await self.bot.db(self.bot.store.journal, update_id, chat_id, update)
+        if self.claims is not None:
+            await self.claims.own(update_id)
         if not fresh:
             self.duplicates += 1
             return False

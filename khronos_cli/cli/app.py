@@ -96,12 +96,13 @@ def _cell(value: Any) -> str:
 
 
 def _register() -> None:
-    from khronos_cli.cli import breakers, completion, limiter, outage, run, status, stop
+    from khronos_cli.cli import breakers, completion, drill, limiter, outage, run, status, stop
 
     app.command("run")(run.run)
     app.command("status")(status.status)
     app.add_typer(breakers.app, name="breakers")
     app.add_typer(limiter.app, name="limiter")
+    outage.app.command("drill")(drill.drill)
     app.add_typer(outage.app, name="outage")
     app.command("stop")(stop.stop)
     app.command("completion")(completion.completion)

@@ -9,7 +9,13 @@ from rich.table import Table
 from rich.text import Text
 
 from khronos_cli.cli import output
-from khronos_cli.cli.options import IntervalOption, JSONOption, StateDirOption, client
+from khronos_cli.cli.options import (
+    AllOption,
+    IntervalOption,
+    JSONOption,
+    StateDirOption,
+    client,
+)
 from khronos_cli.config import parse_duration
 
 app = typer.Typer(help="See the circuit breakers, force one open or closed.")
@@ -75,9 +81,20 @@ def breakers(
         bool, typer.Option("--check", help="Exit 1 when any breaker is open (for monitoring).")
     ] = False,
     interval: IntervalOption = 1.0,
+    every: AllOption = False,
 ) -> None:
     """Every breaker: state, error %, counts, latency, next trial, forced."""
     if ctx.invoked_subcommand is not None:
+        return
+    if every:
+        from khronos_cli.cli import replicas
+
+        found = replicas.fetch(state_dir)
+        totals = replicas.breaker_totals(found)
+        if as_json:
+            output.print_json({"replicas": found, "totals": totals})
+        else:
+            output.stdout.print(replicas.render_each(found, "breakers", render, totals))
         return
     if watch_:
         from khronos_cli.cli.watch import watch

@@ -9,7 +9,13 @@ from rich.table import Table
 from rich.text import Text
 
 from khronos_cli.cli import output
-from khronos_cli.cli.options import IntervalOption, JSONOption, StateDirOption, client
+from khronos_cli.cli.options import (
+    AllOption,
+    IntervalOption,
+    JSONOption,
+    StateDirOption,
+    client,
+)
 
 app = typer.Typer(help="See the rate limiters: executing, queued, done, dropped, rate.")
 
@@ -20,6 +26,19 @@ def _fetch(state_dir: Any) -> dict[str, Any]:
     with client(state_dir) as control:
         data: dict[str, Any] = control.get("/limiters")
         return data
+
+
+def _fetch_all(state_dir: Any) -> dict[str, Any]:
+    from khronos_cli.cli import replicas
+
+    found = replicas.fetch(state_dir)
+    return {"replicas": found, "totals": replicas.limiter_totals(found)}
+
+
+def _render_all(data: dict[str, Any]) -> Any:
+    from khronos_cli.cli import replicas
+
+    return replicas.render_each(data["replicas"], "limiters", render, data["totals"])
 
 
 def sparkline(values: list[float], width: int = 15) -> str:
@@ -73,9 +92,15 @@ def limiter(
 @app.command("watch")
 @output.command
 def watch_limiters(
-    state_dir: StateDirOption = None, as_json: JSONOption = False, interval: IntervalOption = 1.0
+    state_dir: StateDirOption = None,
+    as_json: JSONOption = False,
+    interval: IntervalOption = 1.0,
+    every: AllOption = False,
 ) -> None:
     """A live view refreshed in place until Ctrl-C (NDJSON lines with --json)."""
     from khronos_cli.cli.watch import watch
 
-    watch(lambda: _fetch(state_dir), render, interval=interval, as_json=as_json)
+    if every:
+        watch(lambda: _fetch_all(state_dir), _render_all, interval=interval, as_json=as_json)
+    else:
+        watch(lambda: _fetch(state_dir), render, interval=interval, as_json=as_json)

@@ -24,6 +24,9 @@ ConfigOption = Annotated[
     typer.Option("--config", help="khronos.toml to read [default: <state-dir>/khronos.toml]."),
 ]
 JSONOption = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts.")]
+AllOption = Annotated[
+    bool, typer.Option("--all", help="Every replica on the shared Redis, and the totals.")
+]
 IntervalOption = Annotated[
     float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")
 ]

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from khronos_cli.cli import output
-from khronos_cli.cli.options import JSONOption, StateDirOption, resolve_state_dir
+from khronos_cli.cli.options import AllOption, JSONOption, StateDirOption, resolve_state_dir
 from khronos_cli.control.state import gather
 
 _STYLE = {"ready": "green", "starting": "cyan", "degraded": "yellow", "stopping": "yellow",
@@ -51,8 +51,21 @@ def render(data: dict[str, Any]) -> Table:
 
 
 @output.command
-def status(state_dir: StateDirOption = None, as_json: JSONOption = False) -> None:
+def status(
+    state_dir: StateDirOption = None,
+    as_json: JSONOption = False,
+    every: AllOption = False,
+) -> None:
     """Supervisor and worker pids, uptime, restarts, state, ports, backend, last stop."""
+    if every:
+        from khronos_cli.cli import replicas
+
+        found = replicas.fetch(state_dir)
+        if as_json:
+            output.print_json({"replicas": found, "totals": replicas.status_totals(found)})
+        else:
+            output.stdout.print(replicas.render_status(found))
+        return
     data = gather(resolve_state_dir(state_dir))
     if as_json:
         output.print_json(data)

@@ -44,6 +44,7 @@ class ControlTarget(Protocol):
     def breakers(self) -> dict[str, Any]: ...
     def limiters(self) -> dict[str, Any]: ...
     def outages(self) -> list[dict[str, Any]]: ...
+    async def replica_list(self) -> list[dict[str, Any]]: ...
     async def force_breaker(
         self, name: str, state: str | None, *, reason: str, duration: float | None
     ) -> dict[str, Any]: ...
@@ -171,6 +172,7 @@ class ControlServer:
             web.get("/breakers", read(lambda r: t.breakers())),
             web.get("/limiters", read(lambda r: t.limiters())),
             web.get("/outages", read(lambda r: t.outages())),
+            web.get("/replicas", self._replicas),
             web.post("/breakers/{name}/{action}", self._force),
             web.post("/outages", self._start_outage),
             web.delete("/outages", read(lambda r: t.stop_outages(None))),
@@ -203,6 +205,9 @@ class ControlServer:
 
     async def _start_outage(self, request: web.Request) -> web.Response:
         return web.json_response(self.target.start_outage(await read_object(request)), dumps=dumps)
+
+    async def _replicas(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.target.replica_list(), dumps=dumps)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, self.target.event_stream())

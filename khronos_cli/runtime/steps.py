@@ -43,6 +43,8 @@ def seven_steps(worker: Worker) -> list[Step]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if worker.replicas is not None:  # hand the poller lease over now, not at its expiry
+            await worker.replicas.release_lease()
         return {"offset": parts.poller.offset} if parts else None
 
     async def jobs() -> dict[str, Any] | None:
@@ -74,9 +76,13 @@ def seven_steps(worker: Worker) -> list[Step]:
         return None
 
     async def redis() -> dict[str, Any] | None:
+        if worker.replicas is not None:
+            await worker.replicas.leave()
         if parts is not None:
             await parts.limiters.aclose()
             await parts.breakers.aclose()
+            if parts.redis is not None:
+                await parts.redis.aclose()
         return {"backend": worker.backend}
 
     async def connections() -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 import httpx
+from redis.asyncio import Redis
 
 from khronos_cli.bot.bot import Bot
 from khronos_cli.bot.jobs import JobTracker
@@ -85,6 +86,7 @@ class Parts:
     outbox: Outbox
     jobs: JobTracker
     poller: Poller
+    redis: Redis | None = None
 
     @property
     def clients(self) -> tuple[Any, ...]:
@@ -111,9 +113,12 @@ def _later(checks: dict[str, Callable[[], Awaitable[object]]], name: str) -> Cal
 async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts:
     """Build every part; on failure nothing is left open."""
     faults = FaultInjector()
+    redis = None
+    if settings.redis_url:  # short timeouts: a dead Redis must fail fast, never hang the bot
+        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     checks: dict[str, Callable[[], Awaitable[object]]] = {}  # filled once the clients exist
     breakers = build_breakers(settings, health_checks={n: _later(checks, n) for n in HEALTH})
-    limiters = Limiters.build(settings.limiters, redis_url=settings.redis_url)
+    limiters = Limiters.build(settings.limiters, redis=redis)
     b, lim = breakers, limiters
     telegram_timeout = b["telegram-api"].settings.timeout
     telegram = TelegramClient(
@@ -162,5 +167,5 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
     poller = Poller(telegram, bot, outbox, jobs, poll_timeout=poll)
     return Parts(
         settings, faults, breakers, limiters, telegram, anthropic, openai, store, bot, outbox,
-        jobs, poller,
+        jobs, poller, redis,
     )  # fmt: skip

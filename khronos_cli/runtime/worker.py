@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from khronos_cli import config as config_module
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
@@ -36,6 +38,7 @@ from khronos_cli.runtime.http import PublicServer
 from khronos_cli.runtime.logs import setup_logging
 from khronos_cli.runtime.metrics import Metrics
 from khronos_cli.runtime.notify import notify
+from khronos_cli.runtime.replicas import Replicas
 from khronos_cli.runtime.shutdown import REPORT_FILE, Shutdown, read_report
 from khronos_cli.runtime.steps import seven_steps
 from khronos_cli.runtime.wiring import Parts, build, guard
@@ -64,6 +67,9 @@ class Worker:
         self.shutdown: Shutdown | None = None
         self.previous: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.replicas: Replicas | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._told: str | None = None
         self._stop_requested = asyncio.Event()
         self._signals = 0
 
@@ -99,13 +105,19 @@ class Worker:
             asyncio.create_task(parts.poller.pump(), name="journal-pump"),
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
         ]
-        if self.settings.telegram_mode == "webhook":
+        polling = self.settings.telegram_mode == "polling"
+        if not polling:
             assert self.settings.webhook_url is not None
             await parts.telegram.set_webhook(
                 self.settings.webhook_url, secret_token=self.settings.webhook_secret.reveal()
             )
-        else:
-            self._tasks.append(asyncio.create_task(parts.poller.run(), name="poller"))
+        if parts.redis is not None:  # replicas: the lease elects the poller, claims dedup
+            self.replicas = Replicas(parts.redis, snapshot=self._replica_snapshot)
+            parts.poller.claims = self.replicas
+            on_lease = self._on_lease if polling else None
+            self._tasks.append(asyncio.create_task(self.replicas.run(on_lease), name="replica"))
+        elif polling:
+            self._on_lease(True)
         self.state = "ready"
         notify("READY=1")
         notify("STATUS=ready")
@@ -114,6 +126,38 @@ class Worker:
             "kept messages", self.settings.http_host, self.public.port,
             socket_path(self.state_dir), self.backend, resumed, flushed,
         )  # fmt: skip
+
+    def _on_lease(self, held: bool) -> None:
+        """Poll while this replica holds the poller lease (always, without Redis)."""
+        running = self._poll_task is not None and not self._poll_task.done()
+        if held and not running and self.shutdown is None and self.parts is not None:
+            self._poll_task = asyncio.create_task(self.parts.poller.run(), name="poller")
+            self._tasks.append(self._poll_task)
+        elif not held and running:
+            assert self._poll_task is not None
+            self._poll_task.cancel()
+        state = self.current_state
+        if state != self._told:
+            self._told = state
+            notify(f"STATUS={state}")
+
+    @property
+    def current_state(self) -> str:
+        if self.state == "ready" and self.replicas is not None and not self.replicas.healthy:
+            return "degraded"
+        return self.state
+
+    def _replica_snapshot(self) -> dict[str, Any]:
+        return {"status": self.status(), "breakers": self.breakers(), "limiters": self.limiters()}
+
+    async def replica_list(self) -> list[dict[str, Any]]:
+        """Every live replica's snapshot; just this one without Redis."""
+        if self.replicas is None:
+            return [{**self._replica_snapshot(), "replica": "local", "leader": True}]
+        try:
+            return await self.replicas.all()
+        except (OSError, RedisError) as exc:
+            raise KhronosError(f"redis is unreachable: {exc}") from None
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -209,7 +253,7 @@ class Worker:
 
     @property
     def ready(self) -> bool:
-        return self.state in ("ready", "degraded")
+        return self.current_state in ("ready", "degraded")
 
     @property
     def webhook_secret(self) -> str | None:
@@ -221,7 +265,7 @@ class Worker:
         parts = self.parts
         return {
             "pid": os.getpid(),
-            "state": self.state,
+            "state": self.current_state,
             "started_at": self.started_at,
             "http_host": self.settings.http_host,
             "http_port": self.public.port if self.public else None,
@@ -236,6 +280,10 @@ class Worker:
             "messages_sent": parts.outbox.sent if parts else 0,
             "answered": dict(parts.bot.answered) if parts else {},
             "offset": parts.poller.offset if parts else None,
+            "replica": self.replicas.id if self.replicas else None,
+            "poller": self._poll_task is not None and not self._poll_task.done(),
+            "replicas": self.replicas.count if self.replicas else 1,
+            "redis": None if self.replicas is None else ("ok" if self.replicas.healthy else "lost"),
         }
 
     def breakers(self) -> dict[str, Any]:

@@ -38,6 +38,9 @@ class Target:
     def outages(self) -> list[dict[str, Any]]:
         return []
 
+    async def replica_list(self) -> list[dict[str, Any]]:
+        return [{"replica": "local"}]
+
     async def force_breaker(
         self, name: str, state: str | None, *, reason: str, duration: float | None
     ) -> dict[str, Any]:

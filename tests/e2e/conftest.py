@@ -45,8 +45,10 @@ class Instance:
         args: tuple[str, ...] = (),
         port: int = 0,
         external_sandbox: bool = False,
+        sandbox_of: Instance | None = None,
     ) -> None:
         self.root = root
+        self.sandbox_of = sandbox_of  # share another instance's external sandbox (replicas)
         self.external_sandbox = external_sandbox
         self.sandbox_process: subprocess.Popen[bytes] | None = None
         self.state_dir = root / "state"
@@ -63,6 +65,8 @@ class Instance:
     def start(self, *, ready: bool = True) -> Instance:
         """`khronos run --sandbox`; with an external sandbox, `khronos run` against one that
         outlives it (so a test can stop and start the bot and keep the stand-in's ledger)."""
+        if self.process is not None:  # a previous run of this instance: reap it first
+            self.process.wait(timeout=60)
         log = self.log_path.open("ab")
         env = dict(os.environ)
         if self.external_sandbox:
@@ -81,6 +85,9 @@ class Instance:
         return self
 
     def _sandbox_env(self, log: Any) -> dict[str, str]:
+        if self.sandbox_of is not None:
+            shared: dict[str, str] = self.sandbox_of.sandbox()["env"]
+            return shared
         home = self.root / "sandbox"
         if self.sandbox_process is None:
             home.mkdir(mode=0o700, exist_ok=True)
@@ -144,6 +151,8 @@ class Instance:
             return {}
 
     def sandbox(self) -> dict[str, Any]:
+        if self.sandbox_of is not None:
+            return self.sandbox_of.sandbox()
         home = self.root / "sandbox" if self.external_sandbox else self.state_dir
         data: dict[str, Any] = json.loads((home / "sandbox.json").read_text())
         return data

@@ -1,0 +1,198 @@
+"""Several replicas on one Redis: who polls, who owns an update, and what each one looks like.
+
+- **The poller lease.** In polling mode only one replica may call ``getUpdates`` (Telegram answers
+  409 otherwise). The lease is a Redis key set with ``NX`` and a TTL, renewed well before it lapses;
+  a standby tries to take it every second, so it takes over a few seconds after the poller dies. A
+  graceful stop releases it at step 2, so the hand-over is immediate.
+- **Update claims.** Each replica journals into its own SQLite, so the dedup of an update that two
+  replicas fetched (the poller died before Telegram confirmed it) must be shared: a replica claims
+  an update id (``pending``) before journaling it and marks it ``owned`` once journaled. Another
+  replica that meets an owned id skips it (and may confirm it to Telegram); one that meets a pending
+  id must not confirm it yet — the claimant may die before journaling — so it backs off until the
+  short pending claim is owned or lapses.
+- **Snapshots.** Every second each replica publishes its status, breakers and limiters under a key
+  that expires, for ``khronos status --all`` and friends; the live count is what the limiters
+  divide a shared budget by when Redis goes away.
+
+Keys carry the ``{bot}`` hash tag so that they live in one Redis Cluster slot, and every key
+expires. Redis errors never crash the worker: it says ``degraded`` and keeps going on what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["Replicas"]
+
+logger = logging.getLogger("khronos.replicas")
+
+PENDING_TTL_MS = 30_000  # a claim not journaled within this lapses (its replica died first)
+OWNED_TTL_S = 48 * 3600  # longer than the 24 h Telegram keeps updates
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_CLAIM = """
+if redis.call('SET', KEYS[1], 'pending:' .. ARGV[1], 'NX', 'PX', ARGV[2]) then return 'mine' end
+local holder = redis.call('GET', KEYS[1])
+if holder == 'pending:' .. ARGV[1] or holder == 'owned:' .. ARGV[1] then return 'mine' end
+if holder and string.sub(holder, 1, 6) == 'owned:' then return 'owned' end
+return 'pending'
+"""
+
+
+class Replicas:
+    """This process's place among the replicas sharing ``redis``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        bot: str = "bot",
+        lease_ttl: float = 5.0,
+        interval: float = 1.0,
+        snapshot: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.redis = redis
+        self.prefix = f"khronos:{{{bot}}}"
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_ttl = lease_ttl
+        self.interval = interval
+        self.snapshot = snapshot
+        self.healthy = True
+        self.count = 1  # live replicas last seen (at least this one)
+        self.leader = False
+        self.lease_changes = 0
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._claim = redis.register_script(_CLAIM)
+
+    def key(self, *parts: object) -> str:
+        return ":".join([self.prefix, *map(str, parts)])
+
+    # -- the poller lease -----------------------------------------------------------------------
+
+    async def hold_lease(self) -> bool:
+        """Take or renew the poller lease; whether this replica is the poller now."""
+        key, ttl = self.key("poller"), int(self.lease_ttl * 1000)
+        try:
+            if self.leader:
+                held = bool(await self._renew(keys=[key], args=[self.id, ttl]))
+            else:
+                held = bool(await self.redis.set(key, self.id, nx=True, px=ttl))
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return self.leader  # Redis is gone: the poller keeps polling, standbys stay put
+        self._ok()
+        if held != self.leader:
+            self.lease_changes += 1
+            logger.info("poller lease %s (replica %s)", "taken" if held else "lost", self.id)
+        self.leader = held
+        return held
+
+    async def release_lease(self) -> None:
+        if not self.leader:
+            return
+        self.leader = False
+        try:
+            await self._release(keys=[self.key("poller")], args=[self.id])
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+
+    # -- update claims --------------------------------------------------------------------------
+
+    async def claim(self, update_id: int) -> str:
+        """``mine``: journal it; ``owned``: another replica has it; ``pending``: wait."""
+        try:
+            verdict = await self._claim(
+                keys=[self.key("update", update_id)], args=[self.id, PENDING_TTL_MS]
+            )
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return "mine"  # degraded: the local journal's dedup is all there is
+        self._ok()
+        text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        return "owned" if text == "owned" else "pending" if text == "pending" else "mine"
+
+    async def own(self, update_id: int) -> None:
+        """The update is journaled here: keep the claim for as long as Telegram could resend."""
+        try:
+            await self.redis.set(self.key("update", update_id), f"owned:{self.id}", ex=OWNED_TTL_S)
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    async def publish(self) -> None:
+        """Publish this replica's snapshot and count the live ones."""
+        now = time.time()
+        data = {**self.snapshot(), "replica": self.id, "leader": self.leader, "published_at": now}
+        index = self.key("replicas")
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.key("replica", self.id), json.dumps(data, default=str),
+                         ex=max(2, int(self.interval * 5)))  # fmt: skip
+                pipe.zadd(index, {self.id: now})
+                pipe.zremrangebyscore(index, 0, now - self.interval * 5)
+                pipe.expire(index, max(2, int(self.interval * 10)))
+                pipe.zcard(index)
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return
+        self._ok()
+        self.count = max(1, int(results[-1]))
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every live replica's last snapshot (this one included)."""
+        ids = await self.redis.zrange(self.key("replicas"), 0, -1)
+        if not ids:
+            return []
+        keys = [self.key("replica", i.decode() if isinstance(i, bytes) else i) for i in ids]
+        raw = await self.redis.mget(keys)
+        return [json.loads(item) for item in raw if item]
+
+    async def leave(self) -> None:
+        try:
+            await self.redis.zrem(self.key("replicas"), self.id)
+            await self.redis.delete(self.key("replica", self.id))
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+
+    async def run(self, on_lease: Callable[[bool], object] | None = None) -> None:
+        """Publish and hold the lease every ``interval`` until cancelled."""
+        while True:
+            await self.publish()
+            if on_lease is not None:
+                on_lease(await self.hold_lease())
+            await asyncio.sleep(self.interval)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.healthy:
+            logger.warning("redis unreachable (%s): working on local state", exc)
+        self.healthy = False
+
+    def _ok(self) -> None:
+        if not self.healthy:
+            logger.info("redis is back: rejoining the replicas")
+        self.healthy = True

@@ -1,0 +1,100 @@
+"""Several replicas on one real Redis: one poller by lease, shared dedup, failover, the totals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.support import wait_for
+
+
+def replicas(make_instance: Any, redis_url: str, count: int = 2) -> list[Instance]:
+    """`count` workers (no supervisor: a SIGKILL is final) sharing one sandbox and one Redis."""
+    config = f'redis_url = "{redis_url}"\n' + FAST_CONFIG  # top-level key: before any table
+    first = make_instance("r0", config=config, external_sandbox=True, args=("--no-supervise",))
+    first.start()
+    group = [first]
+    for i in range(1, count):
+        other = make_instance(f"r{i}", config=config, external_sandbox=True, sandbox_of=first,
+                              args=("--no-supervise",))  # fmt: skip
+        group.append(other.start())
+    return group
+
+
+def pollers(group: list[Instance]) -> list[Instance]:
+    return [r for r in group if r.status().get("poller")]
+
+
+def answered(instance: Instance, count: int) -> bool:
+    ledger = instance.ledger()
+    return ledger["sent"] == count and not ledger["unanswered"]
+
+
+def test_one_poller_and_every_message_answered_once(make_instance: Any, redis_url: str) -> None:
+    """Two replicas: exactly one polls (no 409 loop); 20 messages are each answered once."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    for i in range(20):
+        group[0].push(8000 + i, f"replicated {i}")
+    wait_for(lambda: answered(group[0], 20), timeout=60)
+    assert group[0].ledger()["duplicates"] == []
+    stats = group[0].admin.get("/_sandbox/stats").json()
+    assert stats["requests"].get("getupdates", 0) > 0
+    assert all(r.status()["replicas"] == 2 for r in group)
+
+
+def test_the_standby_takes_over_when_the_poller_dies(make_instance: Any, redis_url: str) -> None:
+    """SIGKILL of the poller mid-traffic: the standby polls within seconds; after the dead one
+    comes back, every message is answered exactly once."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    poller = pollers(group)[0]
+    standby = next(r for r in group if r is not poller)
+    poller.llm_mode("anthropic", mode="slow", delay=2.0)
+    for i in range(6):
+        poller.push(8100 + i, f"in flight {i}")
+    wait_for(lambda: poller.status().get("jobs_active", 0) >= 1, timeout=30)
+    pid = poller.status()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), timeout=10)
+    poller.llm_mode("anthropic", mode="ok")
+    wait_for(lambda: standby.status().get("poller"), timeout=20)
+    for i in range(4):
+        standby.push(8200 + i, f"after failover {i}")
+    poller.start()  # the dead replica returns with its journal and answers what it had taken
+    wait_for(lambda: answered(standby, 10), timeout=60)
+    assert standby.ledger()["duplicates"] == []
+
+
+def test_a_graceful_stop_hands_the_lease_over(make_instance: Any, redis_url: str) -> None:
+    """Stopping the poller releases its lease at step 2: the standby polls at once."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    poller = pollers(group)[0]
+    standby = next(r for r in group if r is not poller)
+    poller.signal(signal.SIGTERM)
+    assert poller.wait() == 0
+    wait_for(lambda: standby.status().get("poller"), timeout=10)
+    standby.push(8300, "still here")
+    wait_for(lambda: answered(standby, 1), timeout=30)
+
+
+def test_status_all_and_breakers_all_show_every_replica(make_instance: Any, redis_url: str) -> None:
+    """`status --all --json` lists both replicas and the totals; `breakers --all` both tables."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+
+    def everyone() -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(group[0].khronos("status", "--all", "--json").stdout)
+        return data
+
+    wait_for(lambda: everyone()["totals"] == {**everyone()["totals"], "replicas": 2, "pollers": 1})
+    data = everyone()
+    assert {r["status"]["pid"] for r in data["replicas"]} == {r.status()["pid"] for r in group}
+    assert data["totals"]["replicas"] == 2 and data["totals"]["pollers"] == 1
+    table = group[1].khronos("breakers", "--all")
+    assert table.returncode == 0 and table.stdout.count("anthropic-api") == 3  # 2 + totals
+    assert "breakers: totals" in table.stdout
