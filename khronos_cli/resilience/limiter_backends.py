@@ -42,17 +42,20 @@ every one expires. (Halts are written with the replica's wall clock: NTP-level a
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import uuid
-from collections.abc import Awaitable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Final
 
 import pyrate_limiter as pyrate
 from pyrate_limiter.utils import enforce_rate_list
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from khronos_cli.config import Rate
+
+_log = logging.getLogger("khronos.limiter")
 
 __all__ = ["ADMIT", "GLOBAL", "HALT_GLOBAL", "HALT_KEY", "KEY", "MemoryRates", "RedisRates"]
 
@@ -249,11 +252,22 @@ return until_ms
 
 
 class _RedisKey:
-    """One key's handle in Redis mode: its hash name, rates and the script arguments for them."""
+    """One key's handle in Redis mode: its hash name, rates and the script arguments for them
+    (and, while Redis is unreachable, the local handle that stands in for it)."""
 
-    __slots__ = ("args", "bucket", "halt", "name", "rates", "ttl_ms")
+    __slots__ = ("args", "bucket", "halt", "key", "local", "name", "rates", "source", "ttl_ms")
 
-    def __init__(self, name: str, halt: str, rates: list[pyrate.Rate]) -> None:
+    def __init__(
+        self,
+        name: str,
+        halt: str,
+        rates: list[pyrate.Rate],
+        key: Hashable = None,
+        source: Sequence[Rate] = (),
+    ) -> None:
+        self.key = key
+        self.source = tuple(source)
+        self.local: tuple[MemoryRates, object] | None = None
         self.name = name
         self.halt = halt
         self.rates = rates
@@ -295,9 +309,13 @@ class _RedisDecisionBucket(pyrate.AbstractBucket):
 
 
 class RedisRates:
-    """Rate decisions shared by every process on one Redis: one round trip per decision."""
+    """Rate decisions shared by every process on one Redis: one round trip per decision.
 
-    name = "redis"
+    When Redis cannot answer, decisions fall back to local buckets whose budgets are the shared
+    ones divided by the replica count last seen (``replicas``, set by the worker): stricter than
+    the shared budget, so that N replicas that all lost Redis still stay inside it together. The
+    next decision Redis answers ends the fallback.
+    """
 
     def __init__(
         self,
@@ -323,12 +341,23 @@ class RedisRates:
         self._owns_client = owns_client
         self._member = uuid.uuid4().hex[:12]
         self._counter = 0
+        self._source_global = tuple(global_rates)
+        self.replicas: Callable[[], int] = lambda: 1
+        self.degraded = False
+        self._local: MemoryRates | None = None
+        self._local_share = 0
+
+    @property
+    def name(self) -> str:
+        return "redis (lost: local limits)" if self.degraded else "redis"
 
     def key_state(self, key: Hashable, rates: Sequence[Rate]) -> tuple[object, float]:
         """The per-key handle (hash name, script arguments) and the key's state horizon (s)."""
         converted = pyrate_rates(rates, self.guard, smooth=True)
         suffix = "all" if key is None else f"key:{key}"
-        handle = _RedisKey(f"{self.prefix}:{suffix}", f"{self.prefix}:halt:{suffix}", converted)
+        handle = _RedisKey(
+            f"{self.prefix}:{suffix}", f"{self.prefix}:halt:{suffix}", converted, key, rates
+        )
         return handle, _horizon(converted)
 
     def acquire(self, handle: object, weight: int, now_ms: int) -> Awaitable[Verdict]:
@@ -339,9 +368,31 @@ class RedisRates:
         return self._decide(handle.bucket, weight, now_ms)
 
     async def _decide(self, bucket: _RedisDecisionBucket, weight: int, now_ms: int) -> Verdict:
-        decision = await bucket.put_decision(pyrate.RateItem("job", now_ms, weight))  # type: ignore[misc]
+        try:
+            decision = await bucket.put_decision(pyrate.RateItem("job", now_ms, weight))  # type: ignore[misc]
+        except (RedisError, OSError, TimeoutError) as exc:
+            return self._decide_locally(bucket._handle, weight, now_ms, exc)
+        if self.degraded:
+            self.degraded = False
+            _log.info("limiter %s: redis answers again, back on the shared budget", self.prefix)
         assert isinstance(decision, pyrate.Decision)
         return (ADMIT, 0.0) if decision.allowed else (bucket.level, bucket.wait)
+
+    def _decide_locally(
+        self, handle: _RedisKey, weight: int, now_ms: int, exc: BaseException
+    ) -> Verdict:
+        share = max(1, int(self.replicas()))
+        if self._local is None or share != self._local_share:
+            scaled = [Rate(r.limit, r.period * share) for r in self._source_global]
+            self._local, self._local_share = MemoryRates(scaled, guard=self.guard), share
+        if not self.degraded:
+            self.degraded = True
+            _log.warning("limiter %s: redis unreachable (%s); local limits, 1/%d of the shared "
+                         "budget", self.prefix, exc, share)  # fmt: skip
+        if handle.local is None or handle.local[0] is not self._local:
+            scaled_key = [Rate(r.limit, r.period * share) for r in handle.source]
+            handle.local = (self._local, self._local.key_state(handle.key, scaled_key)[0])
+        return self._local.acquire(handle.local[1], weight, now_ms)
 
     async def run_script(self, handle: _RedisKey, item: pyrate.RateItem) -> Verdict:
         weight = item.weight
@@ -374,7 +425,10 @@ class RedisRates:
     async def write_halt(self, until_ms: int, ttl_ms: int, key: Hashable | None) -> None:
         """Share a 429 halt: the longest one wins, and the Redis key expires with it."""
         name = f"{self.prefix}:halt" if key is None else f"{self.prefix}:halt:key:{key}"
-        await self._halt_script(keys=[name], args=[until_ms, max(1, ttl_ms)])
+        try:
+            await self._halt_script(keys=[name], args=[until_ms, max(1, ttl_ms)])
+        except (RedisError, OSError, TimeoutError) as exc:  # the local halt still holds
+            _log.warning("limiter %s: could not share a halt (%s)", self.prefix, exc)
 
     async def aclose(self) -> None:
         """Close the Redis client when this backend created it."""

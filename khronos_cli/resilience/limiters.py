@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
 from khronos_cli.errors import ConfigError
 from khronos_cli.resilience.limiter import Limiter, QueuedJob
+from khronos_cli.resilience.limiter_backends import RedisRates
 
 __all__ = [
     "PRIORITY_BULK",
@@ -104,6 +105,26 @@ class Limiters(Mapping[str, Limiter]):
 
     def __len__(self) -> int:
         return len(self._limiters)
+
+    def share_replicas(self, count: Callable[[], int]) -> None:
+        """Tell the Redis backends how many replicas share the budgets: without Redis each one
+        keeps 1/count of them."""
+        for limiter in self._limiters.values():
+            backend = limiter._backend
+            if isinstance(backend, RedisRates):
+                backend.replicas = count
+
+    def recovered(self) -> None:
+        """Redis answers again (the caller saw it): leave local limits before the next decision."""
+        for limiter in self._limiters.values():
+            backend = limiter._backend
+            if isinstance(backend, RedisRates):
+                backend.degraded = False
+
+    @property
+    def degraded(self) -> bool:
+        """Whether any limiter decides on local limits because Redis is unreachable."""
+        return any(getattr(limiter._backend, "degraded", False) for limiter in self.values())
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{name: snapshot}``, the body of ``GET /limiter/stats`` and ``khronos limiter``."""

@@ -177,12 +177,12 @@ class Replicas:
         except (RedisError, OSError) as exc:
             self._lost(exc)
 
-    async def run(self, on_lease: Callable[[bool], object] | None = None) -> None:
-        """Publish and hold the lease every ``interval`` until cancelled."""
+    async def run(self, on_tick: Callable[[bool | None], object], *, poll: bool = True) -> None:
+        """Every ``interval`` until cancelled: publish, hold the poller lease (when ``poll``),
+        and tell ``on_tick`` whether this replica is the poller (None: no lease to hold)."""
         while True:
             await self.publish()
-            if on_lease is not None:
-                on_lease(await self.hold_lease())
+            on_tick(await self.hold_lease() if poll else None)
             await asyncio.sleep(self.interval)
 
     # -- health -----------------------------------------------------------------------------------

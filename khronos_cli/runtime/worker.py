@@ -114,8 +114,10 @@ class Worker:
         if parts.redis is not None:  # replicas: the lease elects the poller, claims dedup
             self.replicas = Replicas(parts.redis, snapshot=self._replica_snapshot)
             parts.poller.claims = self.replicas
-            on_lease = self._on_lease if polling else None
-            self._tasks.append(asyncio.create_task(self.replicas.run(on_lease), name="replica"))
+            replicas = self.replicas
+            parts.limiters.share_replicas(lambda: replicas.count)
+            task = asyncio.create_task(self.replicas.run(self._on_tick, poll=polling))
+            self._tasks.append(task)
         elif polling:
             self._on_lease(True)
         self.state = "ready"
@@ -127,6 +129,22 @@ class Worker:
             socket_path(self.state_dir), self.backend, resumed, flushed,
         )  # fmt: skip
 
+    def _on_tick(self, held: bool | None) -> None:
+        """Each second with replicas: Redis answered the publish, so limiters that fell back to
+        local limits may rejoin; poll only while holding the lease."""
+        if self.replicas is not None and self.replicas.healthy and self.parts is not None:
+            self.parts.limiters.recovered()
+        if held is not None:
+            self._on_lease(held)
+        else:
+            self._tell_state()
+
+    def _tell_state(self) -> None:
+        state = self.current_state
+        if state != self._told:
+            self._told = state
+            notify(f"STATUS={state}")
+
     def _on_lease(self, held: bool) -> None:
         """Poll while this replica holds the poller lease (always, without Redis)."""
         running = self._poll_task is not None and not self._poll_task.done()
@@ -136,15 +154,14 @@ class Worker:
         elif not held and running:
             assert self._poll_task is not None
             self._poll_task.cancel()
-        state = self.current_state
-        if state != self._told:
-            self._told = state
-            notify(f"STATUS={state}")
+        self._tell_state()
 
     @property
     def current_state(self) -> str:
-        if self.state == "ready" and self.replicas is not None and not self.replicas.healthy:
-            return "degraded"
+        if self.state == "ready" and self.replicas is not None:
+            lost = not self.replicas.healthy or (self.parts and self.parts.limiters.degraded)
+            if lost:
+                return "degraded"
         return self.state
 
     def _replica_snapshot(self) -> dict[str, Any]:

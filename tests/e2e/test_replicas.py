@@ -7,6 +7,7 @@ import os
 import signal
 from typing import Any
 
+from tests.conftest import RedisServer
 from tests.e2e.conftest import FAST_CONFIG, Instance, alive
 from tests.support import wait_for
 
@@ -98,3 +99,31 @@ def test_status_all_and_breakers_all_show_every_replica(make_instance: Any, redi
     table = group[1].khronos("breakers", "--all")
     assert table.returncode == 0 and table.stdout.count("anthropic-api") == 3  # 2 + totals
     assert "breakers: totals" in table.stdout
+
+
+def test_redis_lost_means_degraded_not_down(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """Redis killed mid-traffic: replicas say degraded and keep answering on local limits; when
+    Redis returns they rejoin; nothing is lost or answered twice."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    for i in range(5):
+        group[0].push(8400 + i, f"before {i}")
+    wait_for(lambda: answered(group[0], 5), timeout=60)
+    redis_server.stop()
+    try:
+        for i in range(5):
+            group[0].push(8500 + i, f"without redis {i}")
+        wait_for(lambda: any(r.status().get("state") == "degraded" for r in group), timeout=30)
+        wait_for(lambda: answered(group[0], 10), timeout=90)
+        limiters = [r.khronos("limiter", "--json") for r in group]
+        assert any("local limits" in result.stdout for result in limiters)
+    finally:
+        redis_server.start()
+    wait_for(lambda: all(r.status().get("state") == "ready" for r in group), timeout=60)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    for i in range(5):
+        group[0].push(8600 + i, f"after {i}")
+    wait_for(lambda: answered(group[0], 15), timeout=60)
+    assert group[0].ledger()["duplicates"] == []
