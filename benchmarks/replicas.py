@@ -1,0 +1,182 @@
+"""Replicas on one Redis: the shared Telegram budget, and how fast a standby takes over polling.
+
+For 1, 2 and 4 worker processes sharing one `redis-server` and one sandbox Telegram (whose flood
+control is on and which timestamps every delivery), bulk messages far above Telegram's limits are
+queued through each replica's `POST /messages` (spread over many chats). The table gives the
+aggregate send rate as a share of the bot's 30 msg/s, the sliding 1 s windows that went over any
+limit (30/s for the bot, 1/s per chat), and the 429s Telegram answered. Then the poller is killed
+with SIGKILL and the time until a standby polls is measured.
+
+    .venv/bin/python benchmarks/replicas.py [--messages 900] [--chats 300]
+
+Goals: at least 95 % of 30/s, 0 windows over any limit; failover within a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import RedisServer  # a throwaway redis-server on loopback
+
+LIFTED = """
+[limiters.telegram]
+max_queued = 100000
+"""
+
+
+def wait_until(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting")
+        time.sleep(0.01)
+
+
+def control(state: Path, path: str) -> Any:
+    transport = httpx.HTTPTransport(uds=str(state / "khronos.sock"))
+    with httpx.Client(transport=transport, base_url="http://khronos", timeout=10) as client:
+        return client.get(path).json()
+
+
+def windows_over(times: list[float], limit: int, width: float = 1.0) -> int:
+    """Sliding windows of ``width`` s holding more than ``limit`` arrivals (one per offender)."""
+    over = 0
+    for i, start in enumerate(times):
+        if bisect.bisect_left(times, start + width) - i > limit:
+            over += 1
+    return over
+
+
+class Cluster:
+    def __init__(self, root: Path, redis_url: str, sandbox_env: dict[str, str]) -> None:
+        self.root = root
+        self.redis_url = redis_url
+        self.env = {**os.environ, **sandbox_env, "KHRONOS_HTTP_PORT": "0"}
+        self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, count: int) -> None:
+        for i in range(count):
+            state = self.root / f"of{count}-w{i}"
+            state.mkdir(mode=0o700)
+            (state / "khronos.toml").write_text(f'redis_url = "{self.redis_url}"\n' + LIFTED)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir", str(state)],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            self.workers.append((process, state))
+        for _, state in self.workers:
+            wait_until(lambda state=state: (state / "run.json").exists())
+        wait_until(lambda: sum(bool(control(s, "/status")["poller"]) for _, s in self.live()) == 1)
+
+    def live(self) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        return [(p, s) for p, s in self.workers if p.poll() is None]
+
+    def stop(self) -> None:
+        for process, _ in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in self.workers:
+            process.wait(timeout=60)
+        self.workers.clear()
+
+
+def send_burst(cluster: Cluster, admin: httpx.Client, messages: int, chats: int) -> dict[str, Any]:
+    before = admin.get("/_sandbox/stats").json()
+    ports = [control(s, "/status")["http_port"] for _, s in cluster.live()]
+    clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=30) for p in ports]
+    try:
+        for i in range(messages):  # far above the limits: all queued in well under a second
+            clients[i % len(clients)].post("/messages", json={"chat_id": 50_000 + i % chats,
+                                                              "text": f"bulk {i}"})  # fmt: skip
+        total = before["deliveries"] + messages
+        wait_until(lambda: admin.get("/_sandbox/stats").json()["deliveries"] >= total, 600)
+    finally:
+        for client in clients:
+            client.close()
+    items = admin.get("/_sandbox/deliveries", params={"after": before["deliveries"]}).json()
+    times = sorted(d["at"] for d in items["items"])
+    per_chat: dict[int, list[float]] = collections.defaultdict(list)
+    for d in items["items"]:
+        per_chat[d["chat_id"]].append(d["at"])
+    after = admin.get("/_sandbox/stats").json()
+    return {
+        "rate": (len(times) - 1) / (times[-1] - times[0]),
+        "over_bot": windows_over(times, 30),
+        "over_chat": sum(windows_over(sorted(t), 1) for t in per_chat.values()),
+        "flood_429": after["flood_rejections"] - before["flood_rejections"],
+    }
+
+
+def failover(cluster: Cluster) -> float:
+    poller = next((p, s) for p, s in cluster.live() if control(s, "/status")["poller"])
+    poller[0].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    poller[0].wait()
+    wait_until(lambda: any(control(s, "/status")["poller"] for _, s in cluster.live()), 60)
+    return time.monotonic() - killed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=900)
+    parser.add_argument("--chats", type=int, default=300)
+    options = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="khronos-bench-replicas-") as tmp:
+        root = Path(tmp)
+        redis = RedisServer("redis-server", root)
+        redis.start()
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(root), "--users",
+             "0", "--quiet"],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: (root / "sandbox.json").exists())
+            info = json.loads((root / "sandbox.json").read_text())
+            admin = httpx.Client(base_url=info["telegram_base_url"], timeout=30)
+            for count in (1, 2, 4):
+                redis.flushall()
+                cluster = Cluster(root, redis.url, info["env"])
+                cluster.start(count)
+                try:
+                    result = send_burst(cluster, admin, options.messages, options.chats)
+                    result["failover"] = failover(cluster) if count > 1 else None
+                finally:
+                    cluster.stop()
+                rows.append((count, result))
+            admin.close()
+        finally:
+            sandbox.send_signal(signal.SIGTERM)
+            sandbox.wait(timeout=30)
+            redis.stop()
+    print(f"\n{options.messages} bulk messages to {options.chats} chats per run; 2-core machine\n")
+    print("| replicas | sends/s | share of 30/s | 1 s windows over 30/s | chat windows over 1/s "
+          "| 429s | poller failover s |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for count, r in rows:
+        fail = "—" if r["failover"] is None else f"{r['failover']:.2f}"
+        print(f"| {count} | {r['rate']:.2f} | {r['rate'] / 30:.1%} | {r['over_bot']} | "
+              f"{r['over_chat']} | {r['flood_429']} | {fail} |")  # fmt: skip
+    share = min(r["rate"] / 30 for _, r in rows)
+    over = sum(r["over_bot"] + r["over_chat"] for _, r in rows)
+    print(f"\ngoal: >= 95 % of 30/s: {'met' if share >= 0.95 else 'NOT met'}; 0 windows over: "
+          f"{'met' if over == 0 else 'NOT met'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
