@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from khronos_cli import __version__
 from khronos_cli.cli import output
+from khronos_cli.cli.options import ConfigOption, JSONOption, StateDirOption
 
 app = typer.Typer(
     name="khronos",
@@ -17,21 +17,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        envvar="KHRONOS_STATE_DIR",
-        help="Where the socket, logs and state live [default: $XDG_STATE_HOME/khronos].",
-        show_default=False,
-    ),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="khronos.toml to read [default: <state-dir>/khronos.toml]."),
-]
-JSONOption = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts.")]
 
 
 def _version(value: bool) -> None:

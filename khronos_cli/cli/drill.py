@@ -45,7 +45,13 @@ from rich.text import Text
 
 from khronos_cli.cli import output
 from khronos_cli.cli.options import JSONOption, StateDirOption, client
-from khronos_cli.cli.outage import Dependency, Mode
+from khronos_cli.cli.outage import (
+    Dependency,
+    LatencyOption,
+    Mode,
+    ProbabilityOption,
+    StatusOption,
+)
 from khronos_cli.config import parse_duration
 from khronos_cli.control.client import ControlClient
 from khronos_cli.errors import KhronosError
@@ -359,13 +365,9 @@ def drill(
     require_traffic: Annotated[
         bool, typer.Option("--require-traffic", help="Fail when no user message arrived.")
     ] = False,
-    probability: Annotated[
-        float, typer.Option("--probability", min=0.0, max=1.0, help="Share of calls hit.")
-    ] = 1.0,
-    status: Annotated[
-        int, typer.Option("--status", help="HTTP status for --mode errors (503, or 429).")
-    ] = 503,
-    latency: Annotated[str, typer.Option("--latency", help="Added delay for --mode slow.")] = "2s",
+    probability: ProbabilityOption = 1.0,
+    status: StatusOption = 503,
+    latency: LatencyOption = "2s",
     state_dir: StateDirOption = None,
     as_json: JSONOption = False,
 ) -> None:

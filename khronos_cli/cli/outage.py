@@ -29,6 +29,15 @@ class Mode(enum.StrEnum):
     errors = "errors"
 
 
+ProbabilityOption = Annotated[
+    float, typer.Option("--probability", min=0.0, max=1.0, help="Share of calls hit.")
+]
+StatusOption = Annotated[
+    int, typer.Option("--status", help="HTTP status for --mode errors (503, or 429).")
+]
+LatencyOption = Annotated[str, typer.Option("--latency", help="Added delay for --mode slow.")]
+
+
 def render(outages: list[dict[str, Any]]) -> Table:
     table = Table("name", "mode", "probability", "remaining", "hits", title="outages",
                   title_justify="left")  # fmt: skip
@@ -51,13 +60,9 @@ def start(
     duration: Annotated[
         str, typer.Option("--for", help="How long (it always ends by itself; at most 15m).")
     ] = "60s",
-    probability: Annotated[
-        float, typer.Option("--probability", min=0.0, max=1.0, help="Share of calls hit.")
-    ] = 1.0,
-    status: Annotated[
-        int, typer.Option("--status", help="HTTP status for --mode errors (503, or 429).")
-    ] = 503,
-    latency: Annotated[str, typer.Option("--latency", help="Added delay for --mode slow.")] = "2s",
+    probability: ProbabilityOption = 1.0,
+    status: StatusOption = 503,
+    latency: LatencyOption = "2s",
     state_dir: StateDirOption = None,
     as_json: JSONOption = False,
 ) -> None:
