@@ -50,7 +50,10 @@ def test_an_anthropic_fault_is_answered_by_the_right_path_exactly_once(
     garbage: every message is answered once, by OpenAI when Anthropic fails, and the breaker
     opens exactly when it should."""
     mode, path, opens = LLM_FAULTS[fault]
-    instance: Instance = make_instance().start()
+    config = FAST_CONFIG
+    if fault == "slow":  # slow, but well under its timeout even when calls queue for a connection
+        config = FAST_CONFIG.replace('timeout = "1s"\n', 'timeout = "5s"\n', 1)
+    instance: Instance = make_instance(config=config).start()
     events = Events(instance)
     try:
         instance.llm_mode("anthropic", **mode)

@@ -72,8 +72,9 @@ class RssSampler:
 def test_concurrent_chats_are_each_answered_once_with_their_own_reply(
     make_instance: Any, figures: Callable[..., None]
 ) -> None:
-    """N concurrent POST /chat (limiters lifted): every one 200 with its own echo, none mixed."""
-    instance: Instance = make_instance(config=lift_limits()).start()
+    """N concurrent POST /chat (limiters lifted, default breakers): every one 200 with its own
+    echo, none mixed."""
+    instance: Instance = make_instance(config=lift_limits("")).start()
     pid = instance.status()["pid"]
     before = rss_mb(pid)
     bodies = [{"message": f"concurrent chat {i}"} for i in range(CHATS)]
