@@ -89,7 +89,8 @@ class PublicServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        # A deep accept queue: a burst of a thousand callers must wait, not be reset.
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=1024)
         try:
             await site.start()
         except OSError:
