@@ -4,8 +4,9 @@
 
     GET  /breakers/status   {name: snapshot}: the same JSON as `khronos breakers --json`
     GET  /limiter/stats     {name: snapshot}: the same JSON as `khronos limiter --json`
-    POST /chat              {"message": str} -> {"reply": str}; 503 + Retry-After while the
-                            anthropic-api breaker is open (no fallback serves here)
+    POST /chat              {"message": str, "user"?: id} -> {"reply": str}; each user (else
+                            each client address) is its own group in the anthropic limiter;
+                            503 + Retry-After while anthropic-api is open (no fallback here)
     POST /messages          {"chat_id": int, "text": str} -> 202 once durably queued; 429 +
                             Retry-After (computed from the queue) when that chat's queue is full
     GET  /health            alive (200 while the process serves at all)
@@ -46,7 +47,7 @@ class PublicAPI(Protocol):
     def breakers(self) -> dict[str, Any]: ...
     def limiters(self) -> dict[str, Any]: ...
     def metrics(self) -> bytes: ...
-    async def chat(self, message: str) -> str: ...
+    async def chat(self, message: str, *, user: str) -> str: ...
     async def send(self, chat_id: int, text: str) -> dict[str, Any]: ...
     async def webhook(self, update: dict[str, Any]) -> None: ...
 
@@ -124,9 +125,13 @@ class PublicServer:
         )
 
     async def _chat(self, request: web.Request) -> web.Response:
-        message = _text(await read_object(request), "message")
+        body = await read_object(request)
+        message = _text(body, "message")
+        user = body.get("user", request.remote or "anonymous")
+        if isinstance(user, bool) or not isinstance(user, str | int) or len(str(user)) > 128:
+            raise ValueError("'user' must be a string or an integer (at most 128 characters)")
         try:
-            reply = await self.api.chat(message)
+            reply = await self.api.chat(message, user=f"chat:{user}")
         except CircuitOpenError as exc:
             body = {"error": {"status": 503, "message": str(exc)}, "breaker": exc.breaker,
                     "retry_in": exc.retry_in}  # fmt: skip

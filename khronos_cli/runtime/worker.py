@@ -363,9 +363,9 @@ class Worker:
 
     # -- public API -----------------------------------------------------------------------------
 
-    async def chat(self, message: str) -> str:
+    async def chat(self, message: str, *, user: str) -> str:
         parts = self._parts()
-        return await parts.anthropic.reply([{"role": "user", "content": message}])
+        return await parts.anthropic.reply([{"role": "user", "content": message}], key=user)
 
     async def send(self, chat_id: int, text: str) -> dict[str, Any]:
         parts = self._parts()

@@ -23,6 +23,7 @@ class API:
         self.full = False
         self.sent: list[tuple[int, str]] = []
         self.updates: list[dict[str, Any]] = []
+        self.chat_users: list[str] = []
 
     def breakers(self) -> dict[str, Any]:
         return {"anthropic-api": {"state": "open" if self.open else "closed", "stats": {}}}
@@ -33,7 +34,8 @@ class API:
     def metrics(self) -> bytes:
         return b"# TYPE khronos_up gauge\nkhronos_up 1\n"
 
-    async def chat(self, message: str) -> str:
+    async def chat(self, message: str, *, user: str) -> str:
+        self.chat_users.append(user)
         if self.open:
             raise CircuitOpenError("anthropic-api", 12.5)
         return f"echo: {message}"
@@ -80,6 +82,8 @@ async def test_chat_answers_and_503s_while_open(served: tuple[API, httpx.AsyncCl
     """/chat returns the reply; while the breaker is open, 503 JSON with Retry-After."""
     api, http = served
     assert (await http.post("/chat", json={"message": "hi"})).json() == {"reply": "echo: hi"}
+    await http.post("/chat", json={"message": "hi", "user": 42})
+    assert api.chat_users == ["chat:127.0.0.1", "chat:42"]  # one limiter group per caller
     api.open = True
     answer = await http.post("/chat", json={"message": "hi"})
     assert answer.status_code == 503 and answer.headers["retry-after"] == "13"
@@ -104,6 +108,7 @@ async def test_messages_queue_and_429_when_full(served: tuple[API, httpx.AsyncCl
         ("POST", "/chat", b"[1]", 400),
         ("POST", "/chat", b"{}", 400),
         ("POST", "/chat", b'{"message": 5}', 400),
+        ("POST", "/chat", b'{"message": "x", "user": [1]}', 400),
         ("POST", "/chat", b'{"message": "' + b"x" * 5000 + b'"}', 400),
         ("POST", "/messages", b'{"chat_id": "5", "text": "x"}', 400),
         ("POST", "/messages", b'{"chat_id": true, "text": "x"}', 400),
