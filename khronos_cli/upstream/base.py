@@ -20,7 +20,7 @@ import httpx
 
 from khronos_cli.errors import UpstreamError
 
-__all__ = ["Guard", "UpstreamClient", "parse_retry_after", "through"]
+__all__ = ["Guard", "UpstreamClient", "parse_retry_after", "through", "unguarded"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,18 @@ class Guard(Protocol):
         priority: int = 5,
         timeout: float | None = None,
     ) -> T: ...
+
+
+async def unguarded(
+    attempt: Callable[[], Awaitable[T]],
+    /,
+    *,
+    key: Hashable | None = None,
+    priority: int = 5,
+    timeout: float | None = None,
+) -> T:
+    """A guard that guards nothing: for calls that must bypass the client's guard."""
+    return await attempt()
 
 
 async def through(
@@ -115,10 +127,13 @@ class UpstreamClient:
         key: Hashable | None = None,
         priority: int = 5,
         timeout: float | None = None,
+        guard: Guard | None = None,
     ) -> T:
-        if self._guard is None:
+        """``attempt`` through ``guard`` (default: this client's), or as is without one."""
+        chosen = guard or self._guard
+        if chosen is None:
             return await attempt()
-        return await self._guard(attempt, key=key, priority=priority, timeout=timeout)
+        return await chosen(attempt, key=key, priority=priority, timeout=timeout)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One HTTP exchange, with transport failures translated to UpstreamError."""

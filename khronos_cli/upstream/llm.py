@@ -169,6 +169,4 @@ class OpenAIClient(_LLMClient):
                 raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
             return text.strip()
 
-        if self._transcription_guard is None:
-            return await attempt()
-        return await self._transcription_guard(attempt, key=key)
+        return await self._guarded(attempt, key=key, guard=self._transcription_guard)

@@ -17,12 +17,11 @@ import httpx
 
 from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
-from khronos_cli.upstream.base import Guard, UpstreamClient
+from khronos_cli.resilience.limiters import PRIORITY_BULK, PRIORITY_REPLY
+from khronos_cli.upstream.base import Guard, UpstreamClient, unguarded
 
 __all__ = ["PRIORITY_BULK", "PRIORITY_REPLY", "TelegramClient"]
 
-PRIORITY_REPLY = 3  # replies to users go before bulk sends (Bottleneck's scale: 0 first, 9 last)
-PRIORITY_BULK = 7
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on the long-poll timeout
 _POLL_MARGIN = 10.0
 
@@ -72,9 +71,7 @@ class TelegramClient(UpstreamClient):
             result = await self._method("getUpdates", params, timeout=wait)
             return list(result)
 
-        if self._poll_guard is None:
-            return await attempt()
-        return await self._poll_guard(attempt, timeout=wait)
+        return await self._guarded(attempt, timeout=wait, guard=self._poll_guard or unguarded)
 
     async def send_message(
         self,
