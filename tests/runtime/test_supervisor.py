@@ -166,8 +166,9 @@ def test_crash_loop_is_shown_and_retries_go_on(runs: list[Run], tmp_path: Path) 
     seen = run.runs()
     wait_for(lambda: run.runs() > seen + 1)  # still retrying at the cap
     run.process.send_signal(signal.SIGTERM)
-    # 0 when the signal lands in a backoff pause; 1 when it kills a worker mid-crash.
-    assert run.wait() in (0, 1)
+    # 0 when the signal lands in a backoff pause; else the worker's own end after the request:
+    # 1 when the forwarded signal killed it, 3 when it crashed first anyway.
+    assert run.wait() in (0, 1, 3)
     assert run.state()["state"] == "stopped" and run.state()["worker_pid"] is None
 
 
