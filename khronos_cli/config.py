@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,17 @@ __all__ = [
     "BREAKER_DEFAULTS",
     "DEFAULT_HTTP_PORT",
     "LIMITER_DEFAULTS",
+    "BotSettings",
     "BreakerSettings",
     "LimiterSettings",
     "Rate",
+    "RetentionSettings",
     "Secret",
     "Settings",
     "ShutdownSettings",
     "SupervisorSettings",
     "default_state_dir",
+    "llm_timeout",
     "load",
     "parse_duration",
     "parse_rate",
@@ -40,6 +44,10 @@ __all__ = [
 
 DEFAULT_HTTP_PORT = 18789
 CONFIG_NAME = "khronos.toml"
+MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
+WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{16,256}$")  # Telegram: 1-256 of these; ours: 16+
+_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -150,10 +158,53 @@ class SupervisorSettings:
     kill_after: float = 40.0
 
 
+@dataclass(frozen=True)
+class BotSettings:
+    """How the bot answers: which group messages (``addressed``: commands to it, mentions of
+    it, replies to it; ``all``; ``off``), how much history it sends, and its output caps."""
+
+    groups: Literal["addressed", "all", "off"] = "addressed"
+    history_turns: int = 20
+    anthropic_max_tokens: int = 1024
+    openai_max_tokens: int = 1024
+    poll_timeout: float = 30.0  # getUpdates' long poll (Telegram caps it at 50 s)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long finished rows stay in ``khronos.db``, and how often they are pruned.
+
+    ``journal`` keeps done update ids (the dedup of redelivered updates: keep them longer than
+    the 24 h Telegram keeps updates), ``outbox`` sent or given-up messages, ``history`` the
+    conversation turns (and at most ``history_turns`` per chat).
+    """
+
+    journal: float = 48 * 3600.0
+    outbox: float = 48 * 3600.0
+    history: float = 30 * 24 * 3600.0
+    history_turns: int = 200
+    interval: float = 600.0
+
+
+def llm_timeout(max_tokens: int) -> float:
+    """The default timeout of an LLM call that may write ``max_tokens`` tokens, non-streamed:
+    10 s to the first token plus the tokens at 50 per second (a 1,024-token answer: 30.5 s;
+    Anthropic's SDK budgets 28.8 s for it)."""
+    return 10.0 + max_tokens / 50.0
+
+
 BREAKER_DEFAULTS: Mapping[str, BreakerSettings] = {
-    "anthropic-api": BreakerSettings("anthropic-api", timeout=15.0, reset_timeout=30.0),
+    "anthropic-api": BreakerSettings("anthropic-api", timeout=llm_timeout(1024)),
     "telegram-api": BreakerSettings("telegram-api", timeout=5.0, reset_timeout=30.0),
-    "openai-api": BreakerSettings("openai-api", timeout=10.0, reset_timeout=30.0),
+    # getUpdates alone: a long poll of 30 s plus a margin; a few failed polls in a row open it.
+    "telegram-updates": BreakerSettings(
+        "telegram-updates", timeout=40.0, reset_timeout=5.0, policy="consecutive", fail_max=3
+    ),
+    "openai-api": BreakerSettings("openai-api", timeout=llm_timeout(1024)),
+    # Voice notes: each call's own deadline grows with the note's duration; this is the cap.
+    "openai-transcription": BreakerSettings(
+        "openai-transcription", timeout=120.0, reset_timeout=30.0
+    ),
     "database": BreakerSettings("database", timeout=5.0, error_threshold=30.0, reset_timeout=15.0),
 }
 
@@ -199,6 +250,8 @@ class Settings:
     openai_base_url: str = "https://api.openai.com"
     anthropic_model: str = "claude-sonnet-4-5"
     openai_model: str = "gpt-4o-mini"
+    bot: BotSettings = field(default_factory=lambda: BotSettings())
+    retention: RetentionSettings = field(default_factory=lambda: RetentionSettings())
     shutdown: ShutdownSettings = field(default_factory=lambda: ShutdownSettings())
     supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
     breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
@@ -309,16 +362,30 @@ class _Parser:
     def settings(
         self, data: dict[str, Any], env: Mapping[str, str], root: Path, path: Path | None
     ) -> Settings:
-        top = {"redis_url", "http", "telegram", "anthropic", "openai", "breakers", "limiters",
-               "shutdown", "supervisor"}  # fmt: skip
+        top = {
+            "redis_url",
+            "http",
+            "telegram",
+            "anthropic",
+            "openai",
+            "bot",
+            "retention",
+            "breakers",
+            "limiters",
+            "shutdown",
+            "supervisor",
+        }
         self.known(data, top, "")
         tables = {
             "http": self.table(data, "http", {"host", "port"}),
-            "telegram": self.table(data, "telegram", {"base_url", "mode", "webhook_url"}),
-            "anthropic": self.table(data, "anthropic", {"base_url", "model"}),
-            "openai": self.table(data, "openai", {"base_url", "model"}),
+            "telegram": self.table(
+                data, "telegram", {"base_url", "mode", "webhook_url", "poll_timeout"}
+            ),
+            "anthropic": self.table(data, "anthropic", {"base_url", "model", "max_tokens"}),
+            "openai": self.table(data, "openai", {"base_url", "model", "max_tokens"}),
         }
         d = Settings(state_dir=root)
+        bot = self.bot(data, tables)
         port_key = "KHRONOS_HTTP_PORT" if "KHRONOS_HTTP_PORT" in env else "http.port"
         port = env.get("KHRONOS_HTTP_PORT", tables["http"].get("port", d.http_port))
         return dataclasses.replace(
@@ -338,11 +405,35 @@ class _Parser:
             openai_base_url=self.url(tables, "openai.base_url", d.openai_base_url, env),
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
             openai_model=self.string(tables, "openai.model", d.openai_model),
+            bot=bot,
+            retention=self.section(RetentionSettings, data, "retention"),
             shutdown=self.section(ShutdownSettings, data, "shutdown"),
             supervisor=self.section(SupervisorSettings, data, "supervisor"),
-            breakers=self.breakers(data.get("breakers", {})),
+            breakers=self.breakers(data.get("breakers", {}), bot),
             limiters=self.limiters(data.get("limiters", {})),
         )
+
+    def bot(self, data: Mapping[str, Any], tables: Mapping[str, Any]) -> BotSettings:
+        """``[bot]``, plus the output caps of ``[anthropic]``/``[openai]`` and the long poll."""
+        table = self.table(data, "bot", {"groups", "history_turns"})
+        values = self.fields(BotSettings, table, "bot.")
+        for provider in ("anthropic", "openai"):
+            if "max_tokens" in tables[provider]:
+                full = f"{provider}.max_tokens"
+                value = self.field(full, "max_tokens", tables[provider]["max_tokens"])
+                values[f"{provider}_max_tokens"] = value
+        if "poll_timeout" in tables["telegram"]:
+            poll = self.field(
+                "telegram.poll_timeout", "poll_timeout", tables["telegram"]["poll_timeout"]
+            )
+            if not isinstance(poll, float) or not 1 <= poll <= MAX_POLL_TIMEOUT:
+                raise self.fail(
+                    "telegram.poll_timeout",
+                    tables["telegram"]["poll_timeout"],
+                    f"a long poll of 1 to {MAX_POLL_TIMEOUT} seconds",
+                )
+            values["poll_timeout"] = poll
+        return BotSettings(**values)
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -362,12 +453,30 @@ class _Parser:
         table = self.table(data, name, {f.name for f in dataclasses.fields(cls)})
         return cls(**self.fields(cls, table, name + "."))
 
-    def breakers(self, raw: object) -> dict[str, BreakerSettings]:
+    def breakers(self, raw: object, bot: BotSettings) -> dict[str, BreakerSettings]:
+        """The breakers; a timeout not given follows what the call must fit: an LLM's output cap
+        (:func:`llm_timeout`) and getUpdates' long poll (plus 10 s)."""
         result = dict(BREAKER_DEFAULTS)
-        for name, table in self.named_tables(raw, "breakers").items():
+        derived = {
+            "anthropic-api": llm_timeout(bot.anthropic_max_tokens),
+            "openai-api": llm_timeout(bot.openai_max_tokens),
+            "telegram-updates": bot.poll_timeout + 10.0,
+        }
+        tables = self.named_tables(raw, "breakers")
+        for name, timeout in derived.items():
+            if "timeout" not in tables.get(name, {}):
+                result[name] = dataclasses.replace(result[name], timeout=timeout)
+        for name, table in tables.items():
             base = result.get(name, BreakerSettings(name))
             result[name] = dataclasses.replace(
                 base, **self.fields(BreakerSettings, table, f"breakers.{name}.")
+            )
+        updates = result["telegram-updates"]
+        if updates.timeout < bot.poll_timeout + 1:
+            raise self.fail(
+                "breakers.telegram-updates.timeout",
+                updates.timeout,
+                f"at least the long poll ({bot.poll_timeout:g}s, telegram.poll_timeout) plus 1s",
             )
         return result
 
@@ -459,22 +568,44 @@ class _Parser:
     ) -> Literal["polling", "webhook"]:
         if self.choice("telegram.mode", "mode", telegram.get("mode", "polling")) == "polling":
             return "polling"
-        if len(env.get("KHRONOS_WEBHOOK_SECRET", "")) < 16:
+        if not _WEBHOOK_SECRET.match(env.get("KHRONOS_WEBHOOK_SECRET", "")):
             raise ConfigError(
-                "environment", "KHRONOS_WEBHOOK_SECRET", "(hidden)",
-                "a secret of 16 or more characters [A-Za-z0-9_-] in webhook mode",
-            )  # fmt: skip
+                "environment",
+                "KHRONOS_WEBHOOK_SECRET",
+                "(hidden)",
+                "16 to 256 characters of A-Z, a-z, 0-9, _ and - in webhook mode "
+                "(Telegram refuses any other secret_token)",
+            )
         return "webhook"
 
     def webhook_url(self, telegram: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+        """The URL Telegram posts to, checked as Telegram checks it: https on port 80, 88, 443
+        or 8443. A loopback host may use http and any port, as a local Bot API server
+        (``telegram-bot-api --local``) allows."""
         mode = telegram.get("mode", "polling")
+        key = "KHRONOS_WEBHOOK_URL" if env.get("KHRONOS_WEBHOOK_URL") else "telegram.webhook_url"
         value = env.get("KHRONOS_WEBHOOK_URL") or telegram.get("webhook_url")
         if value is None:
             if mode == "webhook":
                 raise self.fail("telegram.webhook_url", None, "the public URL Telegram posts to")
             return None
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            raise self.fail("telegram.webhook_url", value, "an https:// URL")
+        expected = f"an https:// URL on port {', '.join(map(str, WEBHOOK_PORTS))}"
+        if not isinstance(value, str):
+            raise self.fail(key, value, expected)
+        try:
+            url = urllib.parse.urlsplit(value)
+            port = url.port
+        except ValueError:
+            raise self.fail(key, value, expected) from None
+        host = url.hostname or ""
+        if _LOOPBACK.match(host if ":" not in host else f"[{host}]"):
+            if url.scheme in ("http", "https"):
+                return value
+            raise self.fail(key, value, "an http:// or https:// URL")
+        if url.scheme != "https" or not host:
+            raise self.fail(key, value, expected)
+        if (port or 443) not in WEBHOOK_PORTS:
+            raise self.fail(key, value, expected + " (Telegram posts to no other port)")
         return value
 
     def optional_url(self, data: Mapping[str, Any], key: str) -> str | None:
@@ -494,17 +625,47 @@ class _Parser:
 
 _SHUTDOWN = {"deadline", "jobs_timeout", "outbox_timeout", "quick_budget"}
 _SUPERVISOR = {"restart_delay", "max_restart_delay", "healthy_after", "kill_after"}
-_DURATIONS = {"timeout", "reset_timeout", "rolling_window", "health_check_interval",
-              "min_time", "global_min_time", "idle_timeout", *_SHUTDOWN, *_SUPERVISOR}  # fmt: skip
-_POSITIVE_DURATIONS = {"timeout", "reset_timeout", "rolling_window", "health_check_interval",
-                       "idle_timeout", *_SHUTDOWN, *_SUPERVISOR}  # fmt: skip
+_RETENTION = {"journal", "outbox", "history", "interval"}
+_DURATIONS = {
+    "timeout",
+    "reset_timeout",
+    "rolling_window",
+    "health_check_interval",
+    "min_time",
+    "global_min_time",
+    "idle_timeout",
+    "poll_timeout",
+    *_SHUTDOWN,
+    *_SUPERVISOR,
+    *_RETENTION,
+}
+_POSITIVE_DURATIONS = {
+    "timeout",
+    "reset_timeout",
+    "rolling_window",
+    "health_check_interval",
+    "idle_timeout",
+    "poll_timeout",
+    *_SHUTDOWN,
+    *_SUPERVISOR,
+    *_RETENTION,
+}
 _OPTIONAL_DURATIONS = {"half_open_max_wait"}
 _RATES = {"rates", "group_rates", "global_rates"}
-_COUNTS = {"volume_threshold", "buckets", "half_open_max_calls", "fail_max", "crashloop_after"}
+_COUNTS = {
+    "volume_threshold",
+    "buckets",
+    "half_open_max_calls",
+    "fail_max",
+    "crashloop_after",
+    "history_turns",
+    "max_tokens",
+}
 _OPTIONAL_COUNTS = {"max_concurrent", "max_queued", "global_max_concurrent"}
 _CHOICES: dict[str, tuple[object, ...]] = {
     "policy": ("error_rate", "consecutive"),
     "strategy": ("reject", "drop-oldest", "drop-lowest"),
     "group_by": ("chat", "user", "none"),
     "mode": ("polling", "webhook"),
+    "groups": ("addressed", "all", "off"),
 }

@@ -16,6 +16,7 @@ per integration and chained with ``raise ... from exc``.
     │   ├── JobExpiredError         the job ran past its expiration and was cancelled
     │   └── LimiterStoppedError     the limiter is stopping and takes no new jobs
     ├── UpstreamError               an external API failed (status, retry_after, outage or not)
+    │   └── ChatMigratedError       Telegram: the group became a supergroup with a new chat id
     ├── SandboxError                a sandbox stand-in cannot bind its port, or is not started
     └── ControlError                the control socket refused or failed a request
         ├── NotRunningError         no instance on that state dir           -> exit 3
@@ -30,6 +31,7 @@ __all__ = [
     "AlreadyRunningError",
     "BreakerError",
     "CallTimeoutError",
+    "ChatMigratedError",
     "CircuitOpenError",
     "ConfigError",
     "ControlError",
@@ -141,8 +143,9 @@ class UpstreamError(KhronosError):
     """An external API (Telegram, Anthropic, OpenAI) failed or answered an error.
 
     ``status`` is the HTTP status (None when no answer came: refused, reset, timed out);
-    ``retry_after`` the seconds the upstream asked us to wait (429, 503). The message never
-    contains a URL or a token.
+    ``retry_after`` the seconds the upstream asked us to wait (429, 503); ``should_retry`` the
+    upstream's own verdict (Anthropic's and OpenAI's ``x-should-retry`` header), when it gave
+    one. The message never contains a URL or a token.
     """
 
     def __init__(
@@ -153,20 +156,35 @@ class UpstreamError(KhronosError):
         status: int | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         self.dependency = dependency
         self.status = status
         self.retry_after = retry_after
         self.code = code
+        self.should_retry = should_retry
         super().__init__(f"{dependency}: {message}")
 
     @property
     def is_outage(self) -> bool:
-        """True when the upstream is down or overloaded (no answer, 408, 429, 5xx).
+        """True when the upstream is down or overloaded (no answer, 408, 429, 5xx), or says a
+        retry would help (``x-should-retry: true``); False when it says a retry would not.
 
         That is a breaker failure; our own mistakes (400, 401, 403, 404) say nothing of its health.
         """
+        if self.should_retry is not None:
+            return self.should_retry
         return self.status is None or self.status in (408, 429) or self.status >= 500
+
+
+class ChatMigratedError(UpstreamError):
+    """Telegram refused a send because the group was upgraded to a supergroup: the old chat id
+    is dead, ``new_chat_id`` is where the chat lives now (``parameters.migrate_to_chat_id``)."""
+
+    def __init__(self, dependency: str, message: str, *, chat_id: int, new_chat_id: int) -> None:
+        self.chat_id = chat_id
+        self.new_chat_id = new_chat_id
+        super().__init__(dependency, message, status=400, code="migrated")
 
 
 class SandboxError(KhronosError):

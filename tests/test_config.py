@@ -26,14 +26,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_are_the_seeds(tmp_path: Path) -> None:
-    """With no file, the four breakers and four limiters carry DESIGN.md's defaults."""
+    """With no file, the breakers and limiters carry DESIGN.md's defaults; the LLM timeouts fit
+    a 1,024-token answer and getUpdates' breaker fits the 30 s long poll."""
     settings = load(env={}, state_dir=tmp_path)
     assert settings.config_path is None
     assert settings.http_host == "127.0.0.1" and settings.http_port == DEFAULT_HTTP_PORT
     b = settings.breakers
-    assert (b["anthropic-api"].timeout, b["anthropic-api"].error_threshold) == (15, 50)
+    assert (b["anthropic-api"].timeout, b["anthropic-api"].error_threshold) == (30.48, 50)
     assert (b["telegram-api"].timeout, b["telegram-api"].reset_timeout) == (5, 30)
-    assert b["openai-api"].timeout == 10
+    assert b["openai-api"].timeout == 30.48
+    assert b["telegram-updates"].timeout == 40 and b["openai-transcription"].timeout == 120
     assert (b["database"].timeout, b["database"].error_threshold, b["database"].reset_timeout) == (
         5, 30, 15,
     )  # fmt: skip

@@ -5,6 +5,12 @@ only once it is journaled in SQLite (committed). If journaling fails (the databa
 breaker open), the offset stays and Telegram keeps the updates. A journaled update becomes a job;
 a job that fails or is cut leaves it journaled, and the journal pump (and the next start) picks it
 up again. ``Store.journal`` refuses ids it has seen, so a redelivered update is answered once.
+
+Polling starts clean, as python-telegram-bot does: ``getMe`` (the bot learns its username, which
+group messages address) and ``deleteWebhook`` keeping the pending updates (a token that once had a
+webhook gets nothing but 409 from ``getUpdates``). Telegram's two 409s mean different things and
+are named apart in :attr:`Poller.problem` (shown by ``khronos status``) and the log, with what
+to do.
 """
 
 from __future__ import annotations
@@ -17,12 +23,22 @@ from typing import Any, Protocol
 from khronos_cli.bot.bot import Bot
 from khronos_cli.bot.jobs import JobTracker
 from khronos_cli.bot.outbox import Outbox
-from khronos_cli.errors import KhronosError
+from khronos_cli.errors import KhronosError, UpstreamError
 from khronos_cli.upstream.telegram import TelegramClient
 
 __all__ = ["ClaimPendingError", "Claims", "Poller"]
 
 logger = logging.getLogger("khronos.poller")
+
+WEBHOOK_ACTIVE = (
+    "Telegram has a webhook set for this token, so getUpdates gets 409: another deployment runs "
+    "in webhook mode, or set one since this start. Stop it, or run this one with "
+    'telegram.mode = "webhook"; khronos removes a leftover webhook when it starts polling.'
+)
+OTHER_POLLER = (
+    "Another process polls this token (Telegram ended our getUpdates with 409 'terminated by "
+    "other getUpdates request'): stop the other bot instance, or run both as replicas on one Redis."
+)
 
 
 class ClaimPendingError(KhronosError):
@@ -62,6 +78,8 @@ class Poller:
         self.offset: int | None = None
         self.accepted = 0
         self.duplicates = 0
+        self.problem: str | None = None  # why polling does not work right now, for the operator
+        self.prepared = False
         self._working: set[int] = set()
 
     async def accept(self, update: dict[str, Any]) -> bool:
@@ -97,8 +115,8 @@ class Poller:
 
     async def _job(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> None:
         try:
-            message = await self.bot.process(update_id, chat_id, payload)
-            await self.outbox.deliver(message)
+            messages = await self.bot.process(update_id, chat_id, payload)
+            await self.outbox.deliver(messages)
         finally:
             self._working.discard(update_id)
 
@@ -110,11 +128,19 @@ class Poller:
             self._start(item.update_id, item.chat_id, item.payload)
         return len(fresh)
 
+    async def prepare(self) -> None:
+        """Before the first poll: learn who the bot is, and remove a leftover webhook."""
+        await self.bot.me()
+        await self.telegram.delete_webhook(drop_pending_updates=False)
+        self.prepared = True
+
     async def run(self) -> None:
         """Long-poll until cancelled. Errors back off (up to ``max_backoff``), never crash."""
         failures = 0
         while True:
             try:
+                if not self.prepared:
+                    await self.prepare()
                 updates = await self.telegram.get_updates(self.offset, timeout=self.poll_timeout)
                 # Journal the batch together (the store commits it as one transaction), then
                 # move the offset past the journaled prefix only.
@@ -126,14 +152,25 @@ class Poller:
                         raise result
                     self.offset = int(update["update_id"]) + 1
                 failures = 0
+                self._told(None)
             except Exception as exc:  # a bad answer or a store failure: back off, never die
                 if not isinstance(exc, KhronosError):
                     logger.exception("polling hit an unexpected error")
+                self._told(_problem(exc))
                 failures += 1
                 delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8))
                 delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))
                 logger.warning("polling failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _told(self, problem: str | None) -> None:
+        """Keep (and log once, when it changes) why polling fails."""
+        if problem != self.problem:
+            if problem is not None:
+                logger.error("polling: %s", problem)
+            elif self.problem is not None:
+                logger.info("polling works again")
+        self.problem = problem
 
     async def pump(self) -> None:
         """Every ``retry_interval``, restart jobs for journaled updates whose job failed."""
@@ -141,6 +178,13 @@ class Poller:
             await asyncio.sleep(self.retry_interval)
             with contextlib.suppress(KhronosError):
                 await self.resume()
+
+
+def _problem(exc: Exception) -> str | None:
+    """The operator's version of a polling failure worth a status line (Telegram's 409s)."""
+    if isinstance(exc, UpstreamError) and exc.status == 409:
+        return WEBHOOK_ACTIVE if "webhook" in str(exc).lower() else OTHER_POLLER
+    return None
 
 
 def _chat_id(update: dict[str, Any]) -> int:

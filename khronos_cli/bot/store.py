@@ -2,14 +2,19 @@
 
 An update's life (DESIGN.md, "How nothing is lost")::
 
-    journal() ──> journaled ──record_reply()──> answered + outbox row ──mark_sent()──> done
-                                                   pending outbox ──mark_failed(final)──> done
+    journal() ──> journaled ──record_reply()──> answered + outbox rows ──mark_sent()──> done
+                     │                             pending outbox ──mark_failed(final)──> done
+                     └──────────skip()──────────> done (nothing to answer: a service message)
 
 Every arrow is one committed SQLite transaction, so a crash at any point leaves the update at
 Telegram, in the journal (``pending_updates()``) or in the outbox (``pending_outbox()``), and the
 next start resumes from there. ``journal()`` is the dedup: it returns False for an update id it
 has seen in any state, so a redelivered update is never answered twice. Done ids are kept until
 ``prune()`` drops them (keep them longer than the 24 h Telegram keeps updates).
+
+A reply longer than one Telegram message is several outbox rows, its *parts* (``part`` 0, 1, ...),
+committed together; its update is done once every part is sent (or given up on). A group that
+Telegram upgraded to a supergroup moves, history and pending messages, with ``migrate_chat()``.
 
 Threading: all SQLite work runs on **one dedicated thread** (stdlib ``sqlite3``, no extra
 dependency), and each public method is **one whole transaction** handed to that thread, so the
@@ -41,7 +46,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +92,31 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             update_id INTEGER, created_at REAL NOT NULL)""",
         "CREATE INDEX turns_by_chat ON turns (chat_id, id)",
     ),
+    (  # v2: a reply may be several messages (parts); turns pruned by age
+        """CREATE TABLE outbox_v2 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id INTEGER NOT NULL, text TEXT NOT NULL,
+            reply_to_message_id INTEGER, update_id INTEGER, part INTEGER NOT NULL DEFAULT 0,
+            source TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, telegram_message_id INTEGER,
+            created_at REAL NOT NULL, finished_at REAL, UNIQUE (update_id, part))""",
+        """INSERT INTO outbox_v2 (id, chat_id, text, reply_to_message_id, update_id, source,
+            state, attempts, last_error, telegram_message_id, created_at, finished_at)
+            SELECT id, chat_id, text, reply_to_message_id, update_id, source, state, attempts,
+            last_error, telegram_message_id, created_at, finished_at FROM outbox""",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_v2 RENAME TO outbox",
+        "CREATE INDEX outbox_by_state ON outbox (state, id)",
+        "CREATE INDEX turns_by_time ON turns (created_at)",
+    ),
 )
 _INSERT_OUTBOX = (
-    "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, source, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, part, source, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_OUTBOX_COLUMNS = (
+    "id, chat_id, text, reply_to_message_id, update_id, source, attempts, last_error, created_at,"
+    " part"
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -127,6 +153,7 @@ class OutboxMessage:
     attempts: int
     last_error: str | None
     created_at: float
+    part: int = 0  # a long reply's parts go out in order; only part 0 replies to the user
 
 
 @dataclass(frozen=True)
@@ -246,36 +273,34 @@ class Store:
         self,
         update_id: int,
         chat_id: int,
-        text: str,
+        text: str | Sequence[str],
         reply_to_message_id: int | None = None,
         *,
         user_text: str | None = None,
         remember: bool = True,
-    ) -> int:
+    ) -> list[OutboxMessage]:
         """In one transaction: mark the update answered, append the user's message and the reply
         to the chat's history (unless ``remember`` is False: commands are not conversation), and
-        queue the reply in the outbox. Returns the outbox id.
+        queue the reply in the outbox: ``text``, or its parts in order (only the first replies to
+        ``reply_to_message_id``). Returns the outbox rows to send.
 
         The user's turn is ``user_text`` (e.g. a voice transcription) or else the text or caption
-        of the journaled message. Calling it again for an update already answered changes nothing
-        and returns the same outbox id; an update never journaled raises StoreError.
+        of the journaled message; the history keeps the reply whole. Calling it again for an
+        update already answered changes nothing and returns its rows still pending; an update
+        never journaled raises StoreError.
         """
+        parts = [text] if isinstance(text, str) else list(text)
+        if not parts:
+            raise ValueError("a reply needs at least one part (use skip() to answer nothing)")
 
-        def work(db: sqlite3.Connection) -> int:
+        def work(db: sqlite3.Connection) -> list[OutboxMessage]:
             row = db.execute(
                 "SELECT payload, state FROM updates WHERE update_id = ?", (update_id,)
             ).fetchone()
             if row is None:
                 raise StoreError(self.path, "record_reply", f"update {update_id} is not journaled")
             if row[1] != "journaled":
-                done = db.execute(
-                    "SELECT id FROM outbox WHERE update_id = ?", (update_id,)
-                ).fetchone()
-                if done is None:
-                    raise StoreError(
-                        self.path, "record_reply", f"update {update_id} is {row[1]}, outbox pruned"
-                    )
-                return int(done[0])
+                return _outbox_rows(db, "update_id = ? AND state = 'pending'", (update_id,))
             now = self._clock()
             db.execute(
                 "UPDATE updates SET state = 'answered', answered_at = ? WHERE update_id = ?",
@@ -283,7 +308,7 @@ class Store:
             )
             said = user_text if user_text is not None else _message_text(json.loads(row[0]))
             turns = [("user", said)] if said else []
-            turns.append(("assistant", text))
+            turns.append(("assistant", "\n\n".join(parts)))
             if not remember:
                 turns = []
             db.executemany(
@@ -291,16 +316,59 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(chat_id, role, said_text, update_id, now) for role, said_text in turns],
             )
-            values = (chat_id, text, reply_to_message_id, update_id, "reply", now)
-            return int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
+            messages = []
+            for number, part in enumerate(parts):
+                reply_to = reply_to_message_id if number == 0 else None
+                values = (chat_id, part, reply_to, update_id, number, "reply", now)
+                outbox_id = int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
+                messages.append(
+                    OutboxMessage(
+                        outbox_id, chat_id, part, reply_to, update_id, "reply", 0, None, now, number
+                    )
+                )
+            return messages
 
         return await self._call("record_reply", work, write=True)
+
+    async def skip(self, update_id: int) -> bool:
+        """A journaled update that needs no answer (a service message, an edit, a group message
+        not addressed to the bot): done, with nothing to send. False if it was not journaled."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            now = self._clock()
+            cursor = db.execute(
+                "UPDATE updates SET state = 'done', answered_at = ?, done_at = ?"
+                " WHERE update_id = ? AND state = 'journaled'",
+                (now, now, update_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call("skip", work, write=True)
+
+    async def migrate_chat(self, chat_id: int, new_chat_id: int) -> dict[str, int]:
+        """The group ``chat_id`` became the supergroup ``new_chat_id``: move its history, its
+        pending messages and its unanswered updates there. Idempotent; returns the rows moved."""
+
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            moved = {}
+            for table, where in (
+                ("turns", ""),
+                ("outbox", " AND state = 'pending'"),
+                ("updates", " AND state != 'done'"),
+            ):
+                moved[table] = db.execute(
+                    f"UPDATE {table} SET chat_id = ? WHERE chat_id = ?{where}",
+                    (new_chat_id, chat_id),
+                ).rowcount
+            return moved
+
+        return await self._call("migrate_chat", work, write=True)
 
     async def enqueue_message(self, chat_id: int, text: str, *, source: str = "api") -> int:
         """Queue a message that answers no update (``POST /messages``); returns the outbox id."""
 
         def work(db: sqlite3.Connection) -> int:
-            values = (chat_id, text, None, None, source, self._clock())
+            values = (chat_id, text, None, None, 0, source, self._clock())
             return int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
 
         return await self._call("enqueue_message", work, write=True)
@@ -309,12 +377,7 @@ class Store:
         """Messages not yet accepted by Telegram (and not given up on), oldest first."""
 
         def work(db: sqlite3.Connection) -> list[OutboxMessage]:
-            rows = db.execute(
-                "SELECT id, chat_id, text, reply_to_message_id, update_id, source, attempts,"
-                " last_error, created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?",
-                (-1 if limit is None else limit,),
-            ).fetchall()
-            return [OutboxMessage(*row) for row in rows]
+            return _outbox_rows(db, "state = 'pending'", (), -1 if limit is None else limit)
 
         return await self._call("pending_outbox", work)
 
@@ -341,7 +404,8 @@ class Store:
         """A send failed: count the attempt and keep the error; returns the attempt count.
 
         With ``final`` (e.g. Telegram answered 403: the user blocked the bot) the message is given
-        up on: it leaves the pending outbox and its update counts as done.
+        up on, with the parts of the same reply still after it (half an answer helps nobody): they
+        leave the pending outbox and their update counts as done.
         """
 
         def work(db: sqlite3.Connection) -> int:
@@ -354,6 +418,12 @@ class Store:
                 " state = ?, finished_at = ? WHERE id = ?",
                 (error, "failed" if final else "pending", now if final else None, outbox_id),
             )
+            if final and row[0] is not None:
+                db.execute(
+                    "UPDATE outbox SET state = 'failed', last_error = ?, finished_at = ?"
+                    " WHERE update_id = ? AND state = 'pending' AND id > ?",
+                    ("an earlier part was given up on", now, row[0], outbox_id),
+                )
             if final:
                 self._finish_update(db, row[0], now)
             return int(row[2]) + 1
@@ -386,33 +456,50 @@ class Store:
     # -- housekeeping ---------------------------------------------------------------------------
 
     async def prune(
-        self, older_than_seconds: float = RETENTION, *, keep_turns: int | None = None
+        self,
+        older_than_seconds: float = RETENTION,
+        *,
+        outbox_older_than: float | None = None,
+        turns_older_than: float | None = None,
+        keep_turns: int | None = None,
     ) -> dict[str, int]:
-        """Drop done updates and finished outbox rows older than ``older_than_seconds`` (and,
-        with ``keep_turns``, all but each chat's last turns). Returns the rows removed."""
-        if older_than_seconds < 0:
-            raise ValueError(f"older_than_seconds={older_than_seconds!r}: expected >= 0")
+        """Drop done updates older than ``older_than_seconds``, finished outbox rows older than
+        ``outbox_older_than`` (default: the same age), turns older than ``turns_older_than`` and,
+        with ``keep_turns``, all but each chat's last turns; then give the freed pages back to
+        the file system. Returns the rows removed."""
+        ages = (older_than_seconds, outbox_older_than, turns_older_than)
+        if any(age is not None and not age >= 0 for age in ages):
+            raise ValueError(f"ages {ages!r}: expected seconds >= 0")
+        outbox_age = older_than_seconds if outbox_older_than is None else outbox_older_than
 
         def work(db: sqlite3.Connection) -> dict[str, int]:
-            cutoff = self._clock() - older_than_seconds
+            now = self._clock()
             removed = {
                 "updates": db.execute(
-                    "DELETE FROM updates WHERE state = 'done' AND done_at < ?", (cutoff,)
+                    "DELETE FROM updates WHERE state = 'done' AND done_at < ?",
+                    (now - older_than_seconds,),
                 ).rowcount,
                 "outbox": db.execute(
-                    "DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?", (cutoff,)
+                    "DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?",
+                    (now - outbox_age,),
                 ).rowcount,
                 "turns": 0,
             }
+            if turns_older_than is not None:
+                removed["turns"] += db.execute(
+                    "DELETE FROM turns WHERE created_at < ?", (now - turns_older_than,)
+                ).rowcount
             if keep_turns is not None:
-                removed["turns"] = db.execute(
+                removed["turns"] += db.execute(
                     "DELETE FROM turns WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER()"
                     " OVER (PARTITION BY chat_id ORDER BY id DESC) AS n FROM turns) WHERE n > ?)",
                     (keep_turns,),
                 ).rowcount
             return removed
 
-        return await self._call("prune", work, write=True)
+        removed = await self._call("prune", work, write=True)
+        await self._call("compact", _compact)
+        return removed
 
     async def ping(self) -> None:
         """The ``database`` health check: one trivial read through the same thread and faults."""
@@ -573,10 +660,12 @@ class Store:
         return row
 
     def _finish_update(self, db: sqlite3.Connection, update_id: int | None, now: float) -> None:
+        """The update is done once no part of its reply is still pending."""
         if update_id is not None:
             db.execute(
-                "UPDATE updates SET state = 'done', done_at = ? WHERE update_id = ?",
-                (now, update_id),
+                "UPDATE updates SET state = 'done', done_at = ? WHERE update_id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM outbox WHERE update_id = ? AND state = 'pending')",
+                (now, update_id, update_id),
             )
 
 
@@ -624,6 +713,22 @@ def _run_batch(db: sqlite3.Connection, works: list[_Work[Any]]) -> list[tuple[bo
                 db.execute("ROLLBACK")
         raise
     return results
+
+
+def _compact(db: sqlite3.Connection) -> None:
+    """Hand freed pages back (``auto_vacuum = INCREMENTAL``) and truncate the WAL, so the files
+    shrink after a prune instead of only never growing again."""
+    db.execute("PRAGMA incremental_vacuum").fetchall()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _outbox_rows(
+    db: sqlite3.Connection, where: str, args: tuple[Any, ...], limit: int = -1
+) -> list[OutboxMessage]:
+    rows = db.execute(
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
+    ).fetchall()
+    return [OutboxMessage(*row) for row in rows]
 
 
 def _message_text(payload: dict[str, Any]) -> str | None:

@@ -67,6 +67,7 @@ def gather(state_dir: Path) -> dict[str, Any]:
         "socket": str(socket_path(state_dir)),
         "state_dir": str(state_dir),
         "backend": worker.get("backend"),
+        "poll_problem": worker.get("poll_problem"),
         "last_shutdown": worker.get("last_shutdown") or read("last-shutdown.json"),
         "last_exit": (supervisor or {}).get("last_exit"),
         "next_start_at": (supervisor or {}).get("next_start_at"),

@@ -16,7 +16,12 @@ database        every exception fails                                         no
 
 A 4xx (our own mistake: bad request, bad key) says nothing about the dependency's health, so it
 neither trips nor heals a breaker. An upstream 429 or 503 with a retry-after holds the breaker
-open until that deadline. Breakers named in the config but not in the seed are plain breakers.
+open until that deadline — except Telegram's 429, which is flood control on one chat, a group or
+the bot (the ``telegram`` limiter halts that scope), never a sign that Telegram is down: for
+``telegram-api`` and ``telegram-updates`` a 429 is neither a failure nor a hold. The breakers
+``telegram-updates`` (getUpdates alone, sized to the long poll) and ``openai-transcription``
+(voice notes, so one long note cannot open the breaker every chat's fallback needs) are
+classified like their API's. Breakers named in the config but not in the seed are plain breakers.
 
 The registry owns the storage it builds (memory, or Redis when ``redis_url`` is set) and the
 breakers' lifecycle: ``await registry.startup()`` loads shared state and starts health checks,
@@ -45,12 +50,14 @@ __all__ = [
     "anthropic_fallback",
     "build_breakers",
     "http_failure",
+    "not_a_telegram_outage",
     "not_an_outage",
     "telegram_fallback",
 ]
 
 ANTHROPIC_FALLBACK_REPLY = "IA indisponível agora. Tente novamente em alguns segundos."
-_HTTP_BREAKERS = ("anthropic-api", "telegram-api", "openai-api")
+_HTTP_BREAKERS = ("anthropic-api", "openai-api", "openai-transcription")
+_TELEGRAM_BREAKERS = ("telegram-api", "telegram-updates")
 
 
 def http_failure(result: object) -> bool:
@@ -62,6 +69,11 @@ def http_failure(result: object) -> bool:
 def not_an_outage(error: BaseException) -> bool:
     """An :class:`UpstreamError` caused by us (400, 401, 403, 404): ignored by the breaker."""
     return isinstance(error, UpstreamError) and not error.is_outage
+
+
+def not_a_telegram_outage(error: BaseException) -> bool:
+    """As :func:`not_an_outage`, and Telegram's 429 too: flood control, not an outage."""
+    return not_an_outage(error) or (isinstance(error, UpstreamError) and error.status == 429)
 
 
 def anthropic_fallback(*args: object, error: BaseException, **kwargs: object) -> str:
@@ -134,13 +146,14 @@ def build_breakers(
     checks = health_checks or {}
     breakers = {}
     for name, breaker_settings in table.items():
-        http = name in _HTTP_BREAKERS
+        telegram = name in _TELEGRAM_BREAKERS
+        http = telegram or name in _HTTP_BREAKERS
         breakers[name] = CircuitBreaker(
             breaker_settings,
             storage=storage,
             clock=clock,
             fallback=_FALLBACKS.get(name),
-            ignore=not_an_outage if http else (),
+            ignore=not_a_telegram_outage if telegram else not_an_outage if http else (),
             is_failure=http_failure if http else None,
             health_check=checks.get(name),
         )

@@ -171,17 +171,34 @@ class Limiter(KeyedDispatcher):
 
         return decorate
 
-    def room(self, key: Hashable = None) -> float | None:
+    def room(self, key: Hashable = None, *, waiting: int = 0) -> float | None:
         """None when a job for ``key`` would be queued now; else the seconds to wait (a full
-        queue's Retry-After). For edges that must answer 429 before taking work durably."""
+        queue's Retry-After). For edges that must answer 429 before taking work durably.
+        ``waiting`` counts jobs for ``key`` that the caller holds back in order before they
+        reach this limiter (the outbox sends a chat's messages one at a time)."""
         if self._stopping:
             raise LimiterStoppedError(self.name)
-        group = self._groups.get(key if self._grouped else None)
-        if group is None or self._max_queued is None or len(group.heap) < self._max_queued:
+        key = key if self._grouped else None
+        group = self._groups.get(key)
+        queued = (0 if group is None else len(group.heap)) + waiting
+        if self._max_queued is None or queued < self._max_queued:
             return None
         if self._strategy != "reject":
             return None  # the newcomer is kept; an older or lower job makes room
-        return self._retry_after(group, self._clock())
+        now = self._clock()
+        if group is None:
+            group = self._group(key, now)
+            self._mark_idle(group, now)
+        extra = max(self._key_min, group.interval) * waiting
+        return round(self._retry_after(group, now) + extra, 3)
+
+    def halted(self, key: Hashable = None) -> bool:
+        """Whether starts are halted right now: every key's, or ``key``'s (a 429's retry_after)."""
+        now = self._clock()
+        if self._halted > now:
+            return True
+        group = self._groups.get(key) if self._grouped else None
+        return group is not None and group.halted > now
 
     def halt(self, seconds: float, scope: Hashable = None) -> None:
         """Pause starts (all keys, or one key's) for ``seconds``, e.g. a 429's ``retry_after``.

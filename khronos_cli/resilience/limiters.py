@@ -9,6 +9,9 @@ rules that are not numbers:
 - Replies to users take priority over bulk sends (:data:`PRIORITY_REPLY` before
   :data:`PRIORITY_BULK`) when they compete for the bot's 30/s.
 - A 429's ``parameters.retry_after`` (never the description text) halts the sends of its scope.
+  Telegram's flood control is per chat, per group and per bot, and its 429 does not say which:
+  a 429 halts the chat it answered, and :data:`FLOOD_CHATS` chats answered 429 within
+  :data:`FLOOD_WINDOW` seconds halt every chat (:meth:`Limiters.telegram_429`).
 - Telegram counts messages when they *arrive*; the ``telegram`` limiter adds a guard to each
   rate period so that the jitter between our decision and their clock cannot push a window over
   the limit: :data:`TELEGRAM_GUARD` (8 ms) in one process, :data:`TELEGRAM_REDIS_GUARD` (25 ms)
@@ -20,6 +23,7 @@ rules that are not numbers:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
@@ -44,6 +48,8 @@ PRIORITY_REPLY: Final = 2
 PRIORITY_BULK: Final = 7
 TELEGRAM_GUARD: Final = 0.008  # seconds added to each Telegram rate period, one process
 TELEGRAM_REDIS_GUARD: Final = 0.025  # ... when replicas share the budget through Redis
+FLOOD_CHATS: Final = 3  # this many chats answered 429 ...
+FLOOD_WINDOW: Final = 5.0  # ... within this many seconds: the whole bot is flooded
 T = TypeVar("T")
 
 
@@ -64,9 +70,16 @@ def telegram_retry_after(payload: Mapping[str, Any]) -> float | None:
 class Limiters(Mapping[str, Limiter]):
     """The process's limiters by name, with their shared backend."""
 
-    def __init__(self, limiters: Mapping[str, Limiter], redis: Redis | None = None) -> None:
+    def __init__(
+        self,
+        limiters: Mapping[str, Limiter],
+        redis: Redis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limiters = dict(limiters)
         self._redis = redis
+        self._clock = clock
+        self._floods: dict[Hashable, float] = {}  # chat -> when Telegram last answered it 429
 
     @classmethod
     def build(
@@ -95,7 +108,7 @@ class Limiters(Mapping[str, Limiter]):
                 rates = [str(r) for r in (*item.rates, *item.group_rates, *item.global_rates)]
                 expected = f"rates that loosen as the period grows ({exc})"
                 raise ConfigError("limiters", f"limiters.{name}.rates", rates, expected) from exc
-        return cls(built, owned)
+        return cls(built, owned, clock=clock or time.monotonic)
 
     def __getitem__(self, name: str) -> Limiter:
         return self._limiters[name]
@@ -145,12 +158,25 @@ class Limiters(Mapping[str, Limiter]):
         priority = PRIORITY_REPLY if reply else PRIORITY_BULK
         return await self["telegram"].schedule(fn, *args, key=chat_id, priority=priority, **kwargs)
 
-    def telegram_429(self, payload: Mapping[str, Any], chat_id: Hashable = None) -> float | None:
-        """Halt Telegram sends (all, or one chat's) for a 429's ``retry_after``; returns it."""
-        seconds = telegram_retry_after(payload)
-        if seconds is not None:
-            self["telegram"].halt(seconds, scope=chat_id)
-        return seconds
+    def telegram_429(self, retry_after: float, chat_id: Hashable = None) -> str:
+        """Telegram answered a send to ``chat_id`` with 429: halt that chat's sends for
+        ``retry_after`` seconds, and every chat's when :data:`FLOOD_CHATS` chats were answered
+        429 within :data:`FLOOD_WINDOW` seconds (or the call had no chat). Returns the scope
+        halted: ``"chat"`` or ``"bot"``."""
+        limiter = self["telegram"]
+        if chat_id is None:
+            limiter.halt(retry_after)
+            return "bot"
+        now = self._clock()
+        self._floods[chat_id] = now
+        for chat, at in list(self._floods.items()):
+            if at < now - FLOOD_WINDOW:
+                del self._floods[chat]
+        limiter.halt(retry_after, scope=chat_id)
+        if len(self._floods) >= FLOOD_CHATS:
+            limiter.halt(retry_after)
+            return "bot"
+        return "chat"
 
     async def stop(self, *, drop_waiting: bool = False) -> dict[str, list[QueuedJob]]:
         """Stop every limiter (see ``Limiter.stop``); the jobs handed back, by limiter."""

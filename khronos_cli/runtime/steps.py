@@ -61,6 +61,7 @@ def seven_steps(worker: Worker) -> list[Step]:
         with contextlib.suppress(Exception):
             await parts.outbox.flush()
         await parts.limiters.stop(drop_waiting=True)
+        await parts.outbox.aclose()
         return {"kept_messages": await parts.outbox.pending()}
 
     async def kept_messages() -> dict[str, Any] | None:
@@ -68,6 +69,7 @@ def seven_steps(worker: Worker) -> list[Step]:
             return None
         with contextlib.suppress(Exception):
             await parts.limiters.stop(drop_waiting=True)
+        await parts.outbox.aclose()
         return {"kept_messages": await parts.outbox.pending()}
 
     async def database() -> dict[str, Any] | None:

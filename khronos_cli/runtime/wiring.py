@@ -4,8 +4,15 @@ A **guard** (``upstream.base.Guard``) is how a call meets its resilience: the de
 decides *when* it may start (queueing, rates, per-key groups), then its breaker decides *whether*
 (open: rejected at once) and bounds *how long* (the breaker's timeout covers the call, never the
 wait in the queue). An upstream 429 with a retry-after halts the limiter too, so nothing is sent
-into a flood. The bot has its own fallback chain (Anthropic, then OpenAI, then the fallback text),
-so guards use ``async with breaker`` and never the breaker's fallback.
+into a flood: the LLMs' 429 is account-wide and halts the whole limiter; Telegram's halts the
+chat it answered, and the whole bot only when several chats are refused at once
+(``Limiters.telegram_429``). The bot has its own fallback chain (Anthropic, then OpenAI, then the
+fallback text), so guards use ``async with breaker`` and never the breaker's fallback.
+
+Which breaker guards what: sends and files ``telegram-api`` (5 s); ``getUpdates`` its own
+``telegram-updates``, sized to the long poll and never behind the limiter; chat completions
+``anthropic-api`` and ``openai-api``, with timeouts that fit their output caps; voice notes
+``openai-transcription``, so a long note never opens the breaker every chat's fallback needs.
 
 Every client's transport is wrapped by the worker's one :class:`FaultInjector`, which
 ``khronos outage`` drives; the store consults it for ``database``.
@@ -43,8 +50,14 @@ T = TypeVar("T")
 DB_FILE = "khronos.db"
 
 
-def guard(breaker: CircuitBreaker, limiter: Limiter | None = None) -> Guard:
-    """Limiter first (wait your turn), then the breaker (fail fast, bounded time)."""
+def guard(
+    breaker: CircuitBreaker,
+    limiter: Limiter | None = None,
+    *,
+    on_429: Callable[[float, Hashable | None], object] | None = None,
+) -> Guard:
+    """Limiter first (wait your turn), then the breaker (fail fast, bounded time). A 429 with a
+    retry-after calls ``on_429(seconds, key)``, or halts the whole limiter."""
 
     async def through_breaker(attempt: Callable[[], Awaitable[T]]) -> T:
         async with breaker:
@@ -63,8 +76,11 @@ def guard(breaker: CircuitBreaker, limiter: Limiter | None = None) -> Guard:
                 return await through_breaker(attempt)
             return await limiter.schedule(through_breaker, attempt, key=key, priority=priority)
         except UpstreamError as exc:
-            if limiter is not None and exc.status == 429 and exc.retry_after:
-                limiter.halt(exc.retry_after)
+            if exc.status == 429 and exc.retry_after:
+                if on_429 is not None:
+                    on_429(exc.retry_after, key)
+                elif limiter is not None:
+                    limiter.halt(exc.retry_after)
             raise
 
     return run
@@ -100,7 +116,14 @@ def _transport(faults: FaultInjector, dependency: str) -> httpx.AsyncBaseTranspo
     return FaultTransport(inner, faults, dependency)
 
 
-HEALTH = ("telegram-api", "anthropic-api", "openai-api", "database")
+HEALTH = {  # breaker -> the health check it uses
+    "telegram-api": "telegram",
+    "telegram-updates": "telegram",
+    "anthropic-api": "anthropic",
+    "openai-api": "openai",
+    "openai-transcription": "openai",
+    "database": "database",
+}
 
 
 def _later(checks: dict[str, Callable[[], Awaitable[object]]], name: str) -> Callable[[], Any]:
@@ -117,7 +140,8 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
     if settings.redis_url:  # short timeouts: a dead Redis must fail fast, never hang the bot
         redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     checks: dict[str, Callable[[], Awaitable[object]]] = {}  # filled once the clients exist
-    breakers = build_breakers(settings, health_checks={n: _later(checks, n) for n in HEALTH})
+    health = {name: _later(checks, check) for name, check in HEALTH.items()}
+    breakers = build_breakers(settings, health_checks=health)
     limiters = Limiters.build(settings.limiters, redis=redis)
     b, lim = breakers, limiters
     telegram_timeout = b["telegram-api"].settings.timeout
@@ -126,13 +150,14 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         settings.telegram_base_url,
         timeout=telegram_timeout,
         transport=_transport(faults, "telegram-api"),
-        guard=guard(b["telegram-api"], lim["telegram"]),
-        poll_guard=guard(b["telegram-api"]),
+        guard=guard(b["telegram-api"], lim["telegram"], on_429=limiters.telegram_429),
+        poll_guard=guard(b["telegram-updates"]),
     )
     anthropic = AnthropicClient(
         settings.anthropic_api_key,
         settings.anthropic_base_url,
         model=settings.anthropic_model,
+        max_tokens=settings.bot.anthropic_max_tokens,
         timeout=b["anthropic-api"].settings.timeout,
         transport=_transport(faults, "anthropic-api"),
         guard=guard(b["anthropic-api"], lim["anthropic"]),
@@ -141,10 +166,11 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         settings.openai_api_key,
         settings.openai_base_url,
         model=settings.openai_model,
-        timeout=b["openai-api"].settings.timeout,
+        max_tokens=settings.bot.openai_max_tokens,
+        timeout=max(b["openai-api"].settings.timeout, b["openai-transcription"].settings.timeout),
         transport=_transport(faults, "openai-api"),
         guard=guard(b["openai-api"]),
-        transcription_guard=guard(b["openai-api"], lim["whisper"]),
+        transcription_guard=guard(b["openai-transcription"], lim["whisper"]),
     )
     try:
         store = await Store.open(settings.state_dir / DB_FILE, faults=faults)
@@ -154,18 +180,41 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         await limiters.aclose()
         await breakers.aclose()
         raise
-    checks.update({
-        "telegram-api": telegram.ping, "anthropic-api": anthropic.ping,
-        "openai-api": openai.ping, "database": store.ping,
-    })  # fmt: skip
+    checks.update(
+        telegram=telegram.ping, anthropic=anthropic.ping, openai=openai.ping, database=store.ping
+    )
     db_guard = guard(b["database"])
-    bot = Bot(store, telegram, anthropic, openai, db_guard=db_guard)
+
+    def may_type(chat_id: int) -> bool:
+        """A chat action is a hint: never into an unhealthy Telegram or a halted chat."""
+        return b["telegram-api"].state == "closed" and not lim["telegram"].halted(chat_id)
+
+    bot = Bot(
+        store,
+        telegram,
+        anthropic,
+        openai,
+        db_guard=db_guard,
+        history_turns=settings.bot.history_turns,
+        groups=settings.bot.groups,
+        may_type=may_type,
+    )
     outbox = Outbox(store, telegram, db_guard=db_guard)
     jobs = JobTracker()
-    # A long poll must end before the telegram-api breaker's timeout would cut it.
-    poll = poll_timeout if poll_timeout is not None else max(1, int(telegram_timeout) - 1)
+    poll = poll_timeout if poll_timeout is not None else int(settings.bot.poll_timeout)
     poller = Poller(telegram, bot, outbox, jobs, poll_timeout=poll)
     return Parts(
-        settings, faults, breakers, limiters, telegram, anthropic, openai, store, bot, outbox,
-        jobs, poller, redis,
-    )  # fmt: skip
+        settings,
+        faults,
+        breakers,
+        limiters,
+        telegram,
+        anthropic,
+        openai,
+        store,
+        bot,
+        outbox,
+        jobs,
+        poller,
+        redis,
+    )

@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from khronos_cli import config as config_module
+from khronos_cli.bot.messages import CUT_NOTE
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
 from khronos_cli.control.protocol import DEPENDENCIES, socket_path
@@ -99,15 +100,17 @@ class Worker:
         self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
         await self.public.startup()
         self._write_marker()
+        kept = await parts.outbox.load()  # first, so no new answer overtakes a kept one
         resumed = await parts.poller.resume()
-        flushed = await parts.outbox.flush()
         self._tasks = [
             asyncio.create_task(parts.poller.pump(), name="journal-pump"),
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
+            asyncio.create_task(self._prune(), name="retention"),
         ]
         polling = self.settings.telegram_mode == "polling"
         if not polling:
             assert self.settings.webhook_url is not None
+            await parts.bot.me()
             await parts.telegram.set_webhook(
                 self.settings.webhook_url, secret_token=self.settings.webhook_secret.reveal()
             )
@@ -124,10 +127,36 @@ class Worker:
         notify("READY=1")
         notify("STATUS=ready")
         logger.info(
-            "ready: http %s:%d, socket %s, backend %s; resumed %d journaled updates, sent %d "
-            "kept messages", self.settings.http_host, self.public.port,
-            socket_path(self.state_dir), self.backend, resumed, flushed,
-        )  # fmt: skip
+            "ready: http %s:%d, socket %s, backend %s; resumed %d journaled updates, %d kept "
+            "messages queued",
+            self.settings.http_host,
+            self.public.port,
+            socket_path(self.state_dir),
+            self.backend,
+            resumed,
+            kept,
+        )
+
+    async def _prune(self) -> None:
+        """Retention: drop finished rows past their age, now and every ``interval``."""
+        assert self.parts is not None
+        parts, keep = self.parts, self.settings.retention
+        while True:
+            try:
+                removed = await guard(parts.breakers["database"])(
+                    lambda: parts.store.prune(
+                        keep.journal,
+                        outbox_older_than=keep.outbox,
+                        turns_older_than=keep.history,
+                        keep_turns=keep.history_turns,
+                    )
+                )
+            except KhronosError as exc:
+                logger.warning("retention: pruning the database failed: %s", exc)
+            else:
+                if any(removed.values()):
+                    logger.info("retention: pruned %s", removed)
+            await asyncio.sleep(keep.interval)
 
     def _on_tick(self, held: bool | None) -> None:
         """Each second with replicas: Redis answered the publish, so limiters that fell back to
@@ -295,7 +324,13 @@ class Worker:
             "updates_accepted": parts.poller.accepted if parts else 0,
             "updates_duplicate": parts.poller.duplicates if parts else 0,
             "messages_sent": parts.outbox.sent if parts else 0,
+            "messages_failed": parts.outbox.failed if parts else 0,
+            "messages_queued": parts.outbox.queued if parts else 0,
+            "chats_migrated": parts.outbox.migrated if parts else 0,
             "answered": dict(parts.bot.answered) if parts else {},
+            "updates_skipped": parts.bot.skipped if parts else 0,
+            "bot_username": parts.bot.identity.username if parts and parts.bot.identity else None,
+            "poll_problem": parts.poller.problem if parts else None,
             "offset": parts.poller.offset if parts else None,
             "replica": self.replicas.id if self.replicas else None,
             "poller": self._poll_task is not None and not self._poll_task.done(),
@@ -365,18 +400,19 @@ class Worker:
 
     async def chat(self, message: str, *, user: str) -> str:
         parts = self._parts()
-        return await parts.anthropic.reply([{"role": "user", "content": message}], key=user)
+        answer = await parts.anthropic.reply([{"role": "user", "content": message}], key=user)
+        return answer.text + CUT_NOTE if answer.cut else answer.text
 
     async def send(self, chat_id: int, text: str) -> dict[str, Any]:
         parts = self._parts()
-        wait = parts.limiters["telegram"].room(chat_id)
+        wait = parts.limiters["telegram"].room(chat_id, waiting=parts.outbox.queued_in(chat_id))
         if wait is not None:
             raise JobDroppedError("telegram", chat_id, wait, reason="that chat's queue is full")
         outbox_id = await guard(parts.breakers["database"])(
             lambda: parts.store.enqueue_message(chat_id, text, source="api")
         )
         message = OutboxMessage(outbox_id, chat_id, text, None, None, "api", 0, None, time.time())
-        task = asyncio.create_task(parts.outbox.deliver(message), name=f"send-{outbox_id}")
+        task = asyncio.create_task(parts.outbox.deliver([message]), name=f"send-{outbox_id}")
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
         return {"id": outbox_id}

@@ -1,14 +1,22 @@
 """The LLM clients: Anthropic's Messages API and OpenAI's chat completions and transcription.
 
 Both take the same conversation shape (``[{"role": "user" | "assistant", "content": str}]``) and
-return plain text, so the bot can fall back from one to the other without knowing either. An error
-answer becomes :class:`UpstreamError` with the status, the provider's error type, and the
-``retry-after`` header in seconds, so the guard can hold the breaker and halt the limiter.
+return an :class:`Answer`: the text, and whether the model cut it at the output cap (Anthropic's
+``stop_reason: max_tokens``, OpenAI's ``finish_reason: length``) or refused (Anthropic's
+``stop_reason: refusal``, OpenAI's ``content: null`` with ``refusal``). An empty or refused answer
+is an answer, not an outage: the call reached the model and it spoke, so the breaker counts a
+success and the bot decides what to do with it (ask the other provider).
+
+An error answer becomes :class:`UpstreamError` with the status, the provider's error type, the
+wait it asked for (``retry-after-ms``, else ``retry-after``) and its ``x-should-retry`` verdict,
+so the guard can hold the breaker and halt the limiter, exactly as the official SDKs read them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import httpx
@@ -17,14 +25,43 @@ from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
 from khronos_cli.upstream.base import Guard, UpstreamClient, parse_retry_after
 
-__all__ = ["AnthropicClient", "OpenAIClient", "Turn"]
+__all__ = ["Answer", "AnthropicClient", "OpenAIClient", "Turn", "transcription_timeout"]
 
 ANTHROPIC_VERSION = "2023-06-01"
+TRANSCRIPTION_BASE = 15.0  # seconds for a voice note of no length: upload and first answer
+TRANSCRIPTION_PER_SECOND = 0.1  # and this much per second of audio (Whisper: ~20x real time)
 
 
 class Turn(TypedDict):
     role: str
     content: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a model said: ``text`` (maybe empty), ``cut`` at the output cap, or ``refused``."""
+
+    text: str
+    cut: bool = False
+    refused: bool = False
+
+
+def transcription_timeout(duration: float) -> float:
+    """How long transcribing a voice note of ``duration`` seconds may take."""
+    return TRANSCRIPTION_BASE + TRANSCRIPTION_PER_SECOND * max(0.0, duration)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """``retry-after-ms`` (milliseconds) first, then ``retry-after``, as the SDKs read them."""
+    milliseconds = parse_retry_after(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000.0
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def _should_retry(headers: httpx.Headers) -> bool | None:
+    value = headers.get("x-should-retry", "").strip().lower()
+    return True if value == "true" else False if value == "false" else None
 
 
 class _LLMClient(UpstreamClient):
@@ -44,8 +81,9 @@ class _LLMClient(UpstreamClient):
             self.dependency,
             f"answered {response.status_code} {kind}: {message}",
             status=response.status_code,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=_retry_after(response.headers),
             code=kind,
+            should_retry=_should_retry(response.headers),
         )
 
     def _field(self, body: Any, *path: str | int) -> Any:
@@ -86,7 +124,7 @@ class AnthropicClient(_LLMClient):
 
     async def reply(
         self, turns: Sequence[Turn], *, system: str | None = None, key: Hashable | None = None
-    ) -> str:
+    ) -> Answer:
         """The assistant's answer to the conversation ``turns`` (last one from the user)."""
         payload: dict[str, Any] = {
             "model": self.model,
@@ -96,14 +134,22 @@ class AnthropicClient(_LLMClient):
         if system:
             payload["system"] = system
 
-        async def attempt() -> str:
+        async def attempt() -> Answer:
             response = await self._send("POST", "/v1/messages", json=payload)
             self._raise_for_error(response)
-            blocks = self._field(self._json(response), "content")
+            body = self._json(response)
+            blocks = self._field(body, "content")
             if not isinstance(blocks, list):
                 raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
-            texts = [b.get("text", "") for b in blocks if isinstance(b, dict)]
-            return "".join(t for t in texts if isinstance(t, str)).strip()
+            texts = [
+                b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"
+            ]
+            stop = body.get("stop_reason") if isinstance(body, dict) else None
+            return Answer(
+                "".join(t for t in texts if isinstance(t, str)).strip(),
+                cut=stop == "max_tokens",
+                refused=stop == "refusal",
+            )
 
         return await self._guarded(attempt, key=key)
 
@@ -120,6 +166,7 @@ class OpenAIClient(_LLMClient):
         *,
         model: str = "gpt-4o-mini",
         transcription_model: str = "whisper-1",
+        max_tokens: int | None = 1024,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
@@ -131,38 +178,64 @@ class OpenAIClient(_LLMClient):
         )
         self.model = model
         self.transcription_model = transcription_model
+        self.max_tokens = max_tokens
         self._transcription_guard = transcription_guard or guard
 
     async def reply(
         self, turns: Sequence[Turn], *, system: str | None = None, key: Hashable | None = None
-    ) -> str:
+    ) -> Answer:
         """The assistant's answer to the conversation ``turns`` (last one from the user)."""
         messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         messages += [{"role": t["role"], "content": t["content"]} for t in turns]
-        payload = {"model": self.model, "messages": messages}
+        payload: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.max_tokens is not None:
+            payload["max_completion_tokens"] = self.max_tokens
 
-        async def attempt() -> str:
+        async def attempt() -> Answer:
             response = await self._send("POST", "/v1/chat/completions", json=payload)
             self._raise_for_error(response)
-            content = self._field(self._json(response), "choices", 0, "message", "content")
+            choice = self._field(self._json(response), "choices", 0)
+            message = self._field(choice, "message")
+            if not isinstance(choice, dict) or not isinstance(message, dict):
+                raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
+            content, refusal = message.get("content"), message.get("refusal")
+            cut = choice.get("finish_reason") == "length"
+            if content is None and isinstance(refusal, str):
+                return Answer(refusal.strip(), cut=cut, refused=True)
+            if content is None:
+                return Answer("", cut=cut)
             if not isinstance(content, str):
                 raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
-            return content.strip()
+            return Answer(content.strip(), cut=cut)
 
         return await self._guarded(attempt, key=key)
 
     async def transcribe(
-        self, audio: bytes, *, filename: str = "voice.ogg", key: Hashable | None = None
+        self,
+        audio: bytes,
+        *,
+        duration: float = 0.0,
+        filename: str = "voice.ogg",
+        key: Hashable | None = None,
     ) -> str:
-        """The text of a voice note."""
+        """The text of a voice note (maybe empty: nothing was heard). The call's deadline grows
+        with the note's ``duration`` (:func:`transcription_timeout`); the breaker's timeout caps
+        it."""
+        deadline = transcription_timeout(duration)
 
         async def attempt() -> str:
-            response = await self._send(
-                "POST",
-                "/v1/audio/transcriptions",
-                data={"model": self.transcription_model},
-                files={"file": (filename, audio, "audio/ogg")},
-            )
+            try:
+                async with asyncio.timeout(deadline):
+                    response = await self._send(
+                        "POST",
+                        "/v1/audio/transcriptions",
+                        data={"model": self.transcription_model},
+                        files={"file": (filename, audio, "audio/ogg")},
+                    )
+            except TimeoutError:
+                raise UpstreamError(
+                    self.dependency, f"transcription timed out after {deadline:g}s"
+                ) from None
             self._raise_for_error(response)
             text = self._field(self._json(response), "text")
             if not isinstance(text, str):

@@ -1,9 +1,12 @@
 """The Telegram Bot API client (httpx), with Telegram's error shapes mapped to UpstreamError.
 
 A 429 answer carries ``parameters.retry_after`` (read it, never the description text); it becomes
-``UpstreamError.retry_after`` so the worker can halt the ``telegram`` limiter and hold the breaker.
-``getUpdates`` is never throttled: it goes through the breaker only (with a timeout that covers
-the long poll), never through the limiter; sends take a chat key and a priority.
+``UpstreamError.retry_after`` so the worker can halt the sends of that chat (see
+``runtime.wiring``). A 400 with ``parameters.migrate_to_chat_id`` (the group became a supergroup)
+becomes :class:`ChatMigratedError`. ``getUpdates`` is never throttled: it has a guard of its own
+(the ``telegram-updates`` breaker, sized to the long poll), never the limiter; sends take a chat
+key and a priority. ``sendChatAction`` ("typing…") takes no guard at all: it is a hint, never
+retried, never counted against the breaker.
 
 The bot token is part of every URL path; no message raised here contains a URL.
 """
@@ -16,14 +19,16 @@ from typing import Any
 import httpx
 
 from khronos_cli.config import Secret
-from khronos_cli.errors import UpstreamError
+from khronos_cli.errors import ChatMigratedError, UpstreamError
 from khronos_cli.resilience.limiters import PRIORITY_BULK, PRIORITY_REPLY
 from khronos_cli.upstream.base import Guard, UpstreamClient, unguarded
 
 __all__ = ["PRIORITY_BULK", "PRIORITY_REPLY", "TelegramClient"]
 
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on the long-poll timeout
+MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files ("file is too big")
 _POLL_MARGIN = 10.0
+_ACTION_TIMEOUT = 2.0
 
 
 class TelegramClient(UpstreamClient):
@@ -93,12 +98,13 @@ class TelegramClient(UpstreamClient):
         )
 
     async def send_chat_action(self, chat_id: int, action: str = "typing") -> bool:
+        """A chat action ("typing…", shown for up to 5 s): no guard, a short timeout, one try."""
         params = {"chat_id": chat_id, "action": action}
-        return bool(
-            await self._guarded(
-                lambda: self._method("sendChatAction", params), key=chat_id, priority=PRIORITY_BULK
-            )
-        )
+        return bool(await self._method("sendChatAction", params, timeout=_ACTION_TIMEOUT))
+
+    async def get_me(self) -> dict[str, Any]:
+        """The bot's own user: its ``id`` and ``username`` (what group messages address)."""
+        return dict(await self._guarded(lambda: self._method("getMe", {})))
 
     async def ping(self) -> None:
         """The health check: ``getMe`` (cheap, and proves the token works)."""
@@ -128,8 +134,10 @@ class TelegramClient(UpstreamClient):
             params["secret_token"] = secret_token
         return bool(await self._guarded(lambda: self._method("setWebhook", params)))
 
-    async def delete_webhook(self) -> bool:
-        return bool(await self._guarded(lambda: self._method("deleteWebhook", {})))
+    async def delete_webhook(self, *, drop_pending_updates: bool = False) -> bool:
+        """Remove a webhook (polling cannot work while one is set); pending updates are kept."""
+        params = {"drop_pending_updates": drop_pending_updates}
+        return bool(await self._guarded(lambda: self._method("deleteWebhook", params)))
 
     # -- the wire -------------------------------------------------------------------------------
 
@@ -152,8 +160,18 @@ class TelegramClient(UpstreamClient):
         code = body.get("error_code")
         status = code if isinstance(code, int) else response.status_code
         parameters = body.get("parameters") or {}
-        retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+        if not isinstance(parameters, dict):
+            parameters = {}
+        retry_after = parameters.get("retry_after")
         description = str(body.get("description", "no description"))[:200]
+        migrated = parameters.get("migrate_to_chat_id")
+        if isinstance(migrated, int) and not isinstance(migrated, bool):
+            raise ChatMigratedError(
+                self.dependency,
+                f"{name} failed with {status}: {description}",
+                chat_id=int(params.get("chat_id") or 0),
+                new_chat_id=migrated,
+            )
         raise UpstreamError(
             self.dependency,
             f"{name} failed with {status}: {description}",

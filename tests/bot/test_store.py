@@ -7,7 +7,6 @@ import os
 import sqlite3
 import stat
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,7 @@ import pytest
 from khronos_cli.bot.store import RETENTION, SCHEMA_VERSION, Store, StoreError, Turn
 from khronos_cli.errors import KhronosError
 from khronos_cli.upstream.faults import FaultInjector, InjectedFaultError
-
-CHAT = 4242
-
-
-class FakeClock:
-    """Unix time the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def update(update_id: int, text: str = "hello", chat_id: int = CHAT) -> dict[str, object]:
-    """A Telegram update payload as getUpdates returns it."""
-    return {
-        "update_id": update_id,
-        "message": {"message_id": update_id + 500, "chat": {"id": chat_id}, "text": text},
-    }
+from tests.bot.helpers import CHAT, FakeClock, reply_id, update
 
 
 def mode_of(path: Path) -> int:
@@ -54,22 +34,6 @@ def names_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    """Where the test's database file lives (its directory is created by the store)."""
-    return tmp_path / "state" / "khronos.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    """An open store on a fresh file."""
-    opened = await Store.open(db_path)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
 async def test_the_whole_life_of_an_update(store: Store) -> None:
     """fetched -> journaled -> answered (history + outbox in one go) -> sent -> done."""
     assert await store.journal(10, CHAT, update(10, "what time is it?"))
@@ -78,7 +42,7 @@ async def test_the_whole_life_of_an_update(store: Store) -> None:
     assert pending.payload["message"]["text"] == "what time is it?"
     assert (await store.counts())["journaled"] == 1
 
-    outbox_id = await store.record_reply(10, CHAT, "noon", reply_to_message_id=510)
+    outbox_id = await reply_id(store, 10, CHAT, "noon", reply_to_message_id=510)
     assert await store.pending_updates() == []
     [message] = await store.pending_outbox()
     assert (message.id, message.chat_id, message.text) == (outbox_id, CHAT, "noon")
@@ -102,7 +66,7 @@ async def test_a_redelivered_update_is_not_taken_again(store: Store, state: str)
     """A redelivered update id is refused whether it is journaled, answered-not-sent or sent."""
     assert await store.journal(7, CHAT, update(7))
     if state in ("answered", "sent"):
-        outbox_id = await store.record_reply(7, CHAT, "hi")
+        outbox_id = await reply_id(store, 7, CHAT, "hi")
         if state == "sent":
             await store.mark_sent(outbox_id, 1)
     before = (await store.pending_updates(), await store.pending_outbox(), await store.counts())
@@ -130,7 +94,7 @@ async def test_record_reply_is_atomic(store: Store, db_path: Path) -> None:
     with sqlite3.connect(db_path) as raw:
         raw.execute("DROP TRIGGER no_outbox")
     raw.close()
-    outbox_id = await store.record_reply(1, CHAT, "answer")
+    outbox_id = await reply_id(store, 1, CHAT, "answer")
     assert [m.id for m in await store.pending_outbox()] == [outbox_id]
     assert len(await store.history(CHAT)) == 2
 
@@ -150,7 +114,7 @@ async def test_concurrent_writes_share_commits_and_fail_alone(store: Store, db_p
     results = await asyncio.gather(*writes, return_exceptions=True)
     assert results[:50] == [True] * 50
     assert isinstance(results[51], StoreError) and "not this one" in str(results[51])
-    assert isinstance(results[50], int) and isinstance(results[52], int)
+    assert isinstance(results[50], list) and isinstance(results[52], list)
     assert [u.update_id for u in await store.pending_updates(limit=1)] == [2]
     assert sorted(m.update_id for m in await store.pending_outbox()) == [1, 3]
     assert (await store.counts())["journaled"] == 51
@@ -193,7 +157,7 @@ async def main():
         await store.journal(i, 1, {"message": {"text": f"hi {i}"}})
         print("journaled", i, flush=True)
         if i % 2 == 0:
-            outbox_id = await store.record_reply(i, 1, f"reply {i}")
+            outbox_id = (await store.record_reply(i, 1, f"reply {i}"))[0].id
             print("answered", i, flush=True)
             if i % 4 == 0:
                 await store.mark_sent(outbox_id, 10_000 + i)
@@ -314,14 +278,14 @@ async def test_prune_forgets_old_done_ids_and_keeps_live_work(db_path: Path) -> 
     try:
         for update_id in (1, 2, 3):
             await store.journal(update_id, CHAT, update(update_id))
-        await store.mark_sent(await store.record_reply(1, CHAT, "a"), 1)
-        await store.mark_sent(await store.record_reply(2, CHAT, "b"), 2)
+        await store.mark_sent(await reply_id(store, 1, CHAT, "a"), 1)
+        await store.mark_sent(await reply_id(store, 2, CHAT, "b"), 2)
         await store.record_reply(3, CHAT, "c")  # answered, never sent
         await store.mark_sent(await store.enqueue_message(CHAT, "api"), 3)
         await store.journal(4, CHAT, update(4))  # journaled, never answered
         clock.now += RETENTION + 1
         await store.journal(5, CHAT, update(5))
-        await store.mark_sent(await store.record_reply(5, CHAT, "e"), 5)
+        await store.mark_sent(await reply_id(store, 5, CHAT, "e"), 5)
 
         assert await store.prune(RETENTION) == {"updates": 2, "outbox": 3, "turns": 0}
         assert [u.update_id for u in await store.pending_updates()] == [4]

@@ -37,7 +37,14 @@ def test_every_json_output_carries_the_documented_keys(instance: Instance) -> No
     assert status["state"] == "ready" and status["backend"] == "memory"
     assert status["pid"] != status["worker_pid"]  # supervisor and worker
     breakers = as_json(instance, "breakers")
-    assert set(breakers) == {"anthropic-api", "telegram-api", "openai-api", "database"}
+    assert set(breakers) == {
+        "anthropic-api",
+        "telegram-api",
+        "telegram-updates",
+        "openai-api",
+        "openai-transcription",
+        "database",
+    }
     assert all(b["state"] == "closed" and "stats" in b for b in breakers.values())
     limiters = as_json(instance, "limiter")
     assert set(limiters) == {"telegram", "global", "anthropic", "whisper"}

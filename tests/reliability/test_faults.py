@@ -89,6 +89,12 @@ TELEGRAM_FAULTS: dict[str, dict[str, Any]] = {
     "sendMessage hangs": {"mode": "hang", "methods": ["sendMessage"]},
     "getUpdates down": {"mode": "down", "methods": ["getUpdates"]},
 }
+# the breaker that guards the failing calls: sends, or getUpdates' own
+TELEGRAM_BREAKERS = {
+    "sendMessage 502": "telegram-api",
+    "sendMessage hangs": "telegram-api",
+    "getUpdates down": "telegram-updates",
+}
 
 
 @pytest.mark.parametrize("fault", list(TELEGRAM_FAULTS))
@@ -96,8 +102,10 @@ def test_a_telegram_fault_delays_answers_but_loses_and_repeats_none(
     make_instance: Any, figures: Callable[..., None], fault: str
 ) -> None:
     """Telegram answers 502 to sends / hangs on sends / drops getUpdates for a while: the
-    replies wait in the outbox (or the updates at Telegram), then each is delivered once."""
+    replies wait in the outbox (or the updates at Telegram), then each is delivered once; the
+    breaker of the failing calls (sends' telegram-api, getUpdates' own) opens and closes."""
     failure = TELEGRAM_FAULTS[fault]
+    name = TELEGRAM_BREAKERS[fault]
     config = FAST_CONFIG.replace(
         'timeout = "3s"\n', 'timeout = "3s"\nreset_timeout = "1s"\nvolume_threshold = 3\n'
     )
@@ -108,7 +116,7 @@ def test_a_telegram_fault_delays_answers_but_loses_and_repeats_none(
         started = time.perf_counter()
         chats = push_all(instance, 310_000, f"telegram {fault}")
         # The fault is felt before it ends: enough failed calls to open the breaker.
-        wait_for(lambda: "open" in events.breaker("telegram-api"), timeout=60, interval=0.1)
+        wait_for(lambda: "open" in events.breaker(name), timeout=60, interval=0.1)
         during = instance.ledger()["answered"]
         instance.admin.post("/_sandbox/failure", json={"mode": "ok"}).raise_for_status()
         healed = time.perf_counter()
@@ -125,12 +133,12 @@ def test_a_telegram_fault_delays_answers_but_loses_and_repeats_none(
         lost=len(ledger["unanswered"]), fault_seconds=round(healed - started, 2),
         seconds_from_heal_to_last_answer=round(done - healed, 2),
         telegram_requests=stats["requests"], flood_rejections=stats["flood_rejections"],
-        breaker_transitions=events.breaker("telegram-api"),
+        breaker=name, breaker_transitions=events.breaker(name),
         answered_by=answered_by(instance, chats),
     )  # fmt: skip
     assert ledger["duplicates"] == [] and ledger["unmatched"] == 0
     assert ledger["answered"] == MESSAGES and stats["pending_update_count"] == 0
-    assert events.breaker("telegram-api")[-1] == "close"
+    assert events.breaker(name)[-1] == "close"
     if "sendMessage" in failure["methods"]:
         assert during == 0  # nothing got through while every send failed
 

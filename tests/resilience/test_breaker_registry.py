@@ -14,15 +14,18 @@ from khronos_cli.resilience.breakers import ANTHROPIC_FALLBACK_REPLY, build_brea
 from tests.support import async_wait_for
 
 DESIGN_TABLE = {  # name: (timeout, error threshold, reset)
-    "anthropic-api": (15.0, 50.0, 30.0),
+    "anthropic-api": (30.48, 50.0, 30.0),  # a 1,024-token answer: 10 s + 1,024 / 50 tokens/s
     "telegram-api": (5.0, 50.0, 30.0),
-    "openai-api": (10.0, 50.0, 30.0),
+    "telegram-updates": (40.0, 50.0, 5.0),  # the 30 s long poll plus 10 s
+    "openai-api": (30.48, 50.0, 30.0),
+    "openai-transcription": (120.0, 50.0, 30.0),
     "database": (5.0, 30.0, 15.0),
 }
 
 
 async def test_the_seed_breakers_have_designs_defaults() -> None:
-    """With no config the registry holds the four seed breakers with DESIGN.md's table."""
+    """With no config the registry holds the seed's breakers with DESIGN.md's table, the LLM
+    timeouts sized to their output caps, plus getUpdates' and transcription's own breakers."""
     registry = build_breakers()
     assert {
         name: (b.settings.timeout, b.settings.error_threshold, b.settings.reset_timeout)
@@ -42,7 +45,7 @@ async def test_config_overrides_one_breaker(tmp_path: Path) -> None:
         registry["database"].settings.volume_threshold,
     ) == (2.0, 20)
     assert registry["database"].settings.reset_timeout == 15.0
-    assert registry["anthropic-api"].settings.timeout == 15.0
+    assert registry["anthropic-api"].settings.timeout == 30.48
     await registry.aclose()
 
 
@@ -58,7 +61,7 @@ async def test_fallbacks_follow_the_seed() -> None:
     assert await registry["anthropic-api"].call(never) == ANTHROPIC_FALLBACK_REPLY
     answer = await registry["telegram-api"].call(never)
     assert (answer["ok"], answer["error_code"]) == (False, 503)
-    for name in ("openai-api", "database"):
+    for name in ("openai-api", "openai-transcription", "telegram-updates", "database"):
         with pytest.raises(CircuitOpenError):
             await registry[name].call(never)
     await registry.aclose()

@@ -85,14 +85,23 @@ async def test_telegram_call_bypasses_reads_and_prefers_replies() -> None:
     await limiters.aclose()
 
 
-async def test_a_429_halts_sends_for_retry_after() -> None:
-    """A 429's parameters.retry_after halts the telegram limiter; the description is not read."""
+async def test_a_429_halts_its_chat_and_several_chats_halt_the_bot() -> None:
+    """A 429 on one chat halts that chat only; a third chat refused within the flood window
+    halts every chat; a 429 with no chat halts the bot at once."""
     limiters = Limiters.build()
     assert telegram_retry_after({"description": "Too Many Requests: retry after 9"}) is None
-    answer = {"ok": False, "error_code": 429, "parameters": {"retry_after": 3}}
-    assert limiters.telegram_429(answer) == 3.0
+    assert limiters.telegram_429(3.0, chat_id=-100) == "chat"
+    assert limiters.snapshot()["telegram"]["halted_for"] == 0
+    assert limiters["telegram"].room(5) is None  # other chats are not touched
+    assert limiters.telegram_429(3.0, chat_id=-100) == "chat"  # the same chat again
+    assert limiters.telegram_429(3.0, chat_id=7) == "chat"
+    assert limiters.telegram_429(3.0, chat_id=8) == "bot"
     assert 2.9 < limiters.snapshot()["telegram"]["halted_for"] <= 3.0
     await limiters.aclose()
+    alone = Limiters.build()
+    assert alone.telegram_429(2.0) == "bot"
+    assert 1.9 < alone.snapshot()["telegram"]["halted_for"] <= 2.0
+    await alone.aclose()
 
 
 async def test_stop_returns_handed_back_jobs_by_limiter() -> None:

@@ -123,9 +123,11 @@ async def test_anthropic_and_openai_reply(stack: SandboxStack) -> None:
     turns = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
              {"role": "user", "content": "ping"}]  # fmt: skip
     async with AnthropicClient(Secret(stack.anthropic_api_key), stack.anthropic_base_url) as claude:
-        assert await claude.reply(turns, system="be brief") == stack.anthropic.reply_for("ping")
+        assert (await claude.reply(turns, system="be brief")).text == stack.anthropic.reply_for(
+            "ping"
+        )
     async with OpenAIClient(Secret(stack.openai_api_key), stack.openai_base_url) as gpt:
-        assert await gpt.reply(turns) == stack.openai.reply_for("ping")
+        assert (await gpt.reply(turns)).text == stack.openai.reply_for("ping")
 
 
 @pytest.mark.parametrize(
