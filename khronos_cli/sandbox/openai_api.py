@@ -76,9 +76,10 @@ class OpenAIStandIn(LLMStandIn):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(
-                400, "invalid_request_error", "Invalid 'messages': empty array. Expected an array "
-                "with minimum length 1."
-            )  # fmt: skip
+                400,
+                "invalid_request_error",
+                "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            )
         for index, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
             if role not in _ROLES:
