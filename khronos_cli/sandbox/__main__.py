@@ -34,6 +34,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=None, help="stop after this many messages")
     parser.add_argument("--duration", type=float, default=24 * 3600.0)
     parser.add_argument("--llm-latency", type=float, default=0.2, help="seconds per LLM answer")
+    parser.add_argument(
+        "--token-latency", type=float, default=0.0, help="LLM seconds per output token, added"
+    )
     parser.add_argument("--no-flood-limits", action="store_true", help="benchmarks only")
     parser.add_argument("--quiet", action="store_true", help="do not log every message")
     return parser.parse_args(argv)
@@ -46,7 +49,9 @@ async def serve(options: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     state = options.state_dir / STATE_FILE
-    async with SandboxStack(flood_limits=limits, llm_latency=options.llm_latency) as stack:
+    async with SandboxStack(
+        flood_limits=limits, llm_latency=options.llm_latency, token_latency=options.token_latency
+    ) as stack:
         env = {
             **stack.env(),
             "KHRONOS_TELEGRAM_BASE_URL": stack.telegram_base_url,
