@@ -26,7 +26,7 @@ from typing import Any
 
 from khronos_cli.sandbox import service
 from khronos_cli.sandbox._botapi import BotAPIError
-from khronos_cli.sandbox.entities import command_target, find_entities
+from khronos_cli.sandbox.entities import command_target, text_fields
 from khronos_cli.sandbox.files import FileStore
 from khronos_cli.sandbox.ledger import deserves_answer
 from khronos_cli.sandbox.records import MessageKind, UserMessage
@@ -62,6 +62,7 @@ class Chats:
         self._messages: dict[tuple[int, int], Json] = {}
         self._titles: dict[int, str] = {}
         self._channels: set[int] = set()
+        self._last_bot_message: dict[int, int] = {}
         self._next_message_id = 1
         self._next_query_id = 1
 
@@ -97,6 +98,10 @@ class Chats:
         """A message of ``chat_id`` (a user's or the bot's), as Telegram sent it."""
         return self._messages.get((chat_id, message_id))
 
+    def last_bot_message(self, chat_id: int) -> int | None:
+        """The id of the last message the bot sent in ``chat_id``, if any."""
+        return self._last_bot_message.get(chat_id)
+
     def blocked(self, user_id: int) -> bool:
         """True while ``user_id`` blocks the bot."""
         periods = self.blocks.get(user_id) or [(0.0, 0.0)]
@@ -108,11 +113,10 @@ class Chats:
         self, chat_id: int, user_id: int, text: str, *, reply_to: int | None = None
     ) -> int:
         """``user_id`` writes ``text`` (maybe replying to message ``reply_to``); the message id."""
-        content: Json = {"text": text}
-        entities = find_entities(text)
-        if entities:
-            content["entities"] = entities
-        kind: MessageKind = "command" if command_target(text, entities) else "text"
+        content = text_fields(text)
+        kind: MessageKind = (
+            "command" if command_target(text, content.get("entities", [])) else "text"
+        )
         return self._push_user_message(chat_id, user_id, content, kind, text, reply_to)
 
     def push_voice(
@@ -129,32 +133,15 @@ class Chats:
         big to download (:mod:`.files`). Returns the message id."""
         content: Json = {"voice": self.files.add_voice(transcript, file_size=file_size)}
         if caption:
-            content["caption"] = caption
-            entities = find_entities(caption)
-            if entities:
-                content["caption_entities"] = entities
+            content.update(text_fields(caption, caption=True))
         return self._push_user_message(chat_id, user_id, content, "voice", transcript, reply_to)
 
     def push_sticker(
         self, chat_id: int, user_id: int, emoji: str = "🙂", *, reply_to: int | None = None
     ) -> int:
         """A sticker (a message with no text); returns the message id."""
-        number = self._next_message_id
-        sticker = {
-            "file_id": f"sbx-sticker-{number}",
-            "file_unique_id": f"sbxs{number}",
-            "type": "regular",
-            "width": 512,
-            "height": 512,
-            "is_animated": False,
-            "is_video": False,
-            "emoji": emoji,
-            "set_name": "KhronosSandbox",
-            "file_size": 18_432,
-        }
-        return self._push_user_message(
-            chat_id, user_id, {"sticker": sticker}, "sticker", emoji, reply_to
-        )
+        content = {"sticker": service.sticker(self._next_message_id, emoji)}
+        return self._push_user_message(chat_id, user_id, content, "sticker", emoji, reply_to)
 
     def push_channel_post(self, chat_id: int, text: str) -> int:
         """A post in channel ``chat_id`` (-100…) where the bot is a member; the message id."""
@@ -167,11 +154,8 @@ class Chats:
             "sender_chat": chat,
             "chat": chat,
             "date": int(time.time()),
-            "text": text,
+            **text_fields(text),
         }
-        entities = find_entities(text)
-        if entities:
-            message["entities"] = entities
         self._messages[(chat_id, message["message_id"])] = message
         update_id = self.updates.push({"channel_post": message})
         self._record(update_id, message["message_id"], chat_id, 0, text, "channel_post", False)
@@ -249,10 +233,7 @@ class Chats:
         if original is None or "text" not in original:
             raise ValueError(f"no text message {message_id} in chat {chat_id} to edit")
         edited: Json = {k: v for k, v in original.items() if k != "entities"}
-        edited.update(text=text, edit_date=int(time.time()))
-        entities = find_entities(text)
-        if entities:
-            edited["entities"] = entities
+        edited.update(edit_date=int(time.time()), **text_fields(text))
         self._messages[(chat_id, message_id)] = edited
         update_id = self.updates.push({"edited_message": edited})
         user_id = int(edited.get("from", {}).get("id", 0))
@@ -278,6 +259,17 @@ class Chats:
         body = service.reaction(chat, message_id, self.user(user_id), emoji, int(time.time()))
         update_id = self.updates.push({"message_reaction": body})
         self._record(update_id, message_id, chat_id, user_id, emoji, "message_reaction", False)
+        return update_id
+
+    def push_my_chat_member(self, chat_id: int, user_id: int, old: str, new: str) -> int:
+        """The bot's status in ``chat_id`` changed from ``old`` to ``new`` (``left``,
+        ``member``, ``administrator``, ``kicked``) by ``user_id``; returns the update id."""
+        chat = self.chat(chat_id, user_id)
+        body = service.my_chat_member(
+            chat, self.user(user_id), self.bot, old, new, int(time.time())
+        )
+        update_id = self.updates.push({"my_chat_member": body})
+        self._record(update_id, 0, chat_id, user_id, f"{old} -> {new}", "my_chat_member", False)
         return update_id
 
     def block(self, user_id: int) -> int:
@@ -330,11 +322,9 @@ class Chats:
         }
         if replied is not None:
             message["reply_to_message"] = _without_reply(replied)
-        message["text"] = text
-        entities = find_entities(text)
-        if entities:
-            message["entities"] = entities
+        message.update(text_fields(text))
         self._messages[(chat_id, message["message_id"])] = message
+        self._last_bot_message[chat_id] = message["message_id"]
         return message
 
     # -- internals ---------------------------------------------------------------------------------
@@ -387,17 +377,6 @@ class Chats:
         update_id = self.updates.push({"message": message})
         self._record(update_id, message_id, chat_id, user_id, text, kind, expects)
         return message_id
-
-    def push_my_chat_member(self, chat_id: int, user_id: int, old: str, new: str) -> int:
-        """The bot's status in ``chat_id`` changed from ``old`` to ``new`` (``left``,
-        ``member``, ``administrator``, ``kicked``) by ``user_id``; returns the update id."""
-        chat = self.chat(chat_id, user_id)
-        body = service.my_chat_member(
-            chat, self.user(user_id), self.bot, old, new, int(time.time())
-        )
-        update_id = self.updates.push({"my_chat_member": body})
-        self._record(update_id, 0, chat_id, user_id, f"{old} -> {new}", "my_chat_member", False)
-        return update_id
 
     def _record(
         self,

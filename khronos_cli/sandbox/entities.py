@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["command_target", "find_entities", "mentions", "utf16_length"]
+__all__ = ["command_target", "find_entities", "mentions", "text_fields", "utf16_length"]
 
 Json = dict[str, Any]
 
@@ -58,6 +58,14 @@ def find_entities(text: str) -> list[Json]:
         }
         for start, end, kind in found
     ]
+
+
+def text_fields(text: str, *, caption: bool = False) -> Json:
+    """``{"text": text, "entities": [...]}`` as a Message carries them (``caption`` and
+    ``caption_entities`` for a caption); no ``entities`` key when there are none."""
+    key, entities = ("caption", "caption_entities") if caption else ("text", "entities")
+    found = find_entities(text)
+    return {key: text, entities: found} if found else {key: text}
 
 
 def _entity_text(text: str, entity: Json) -> str:

@@ -16,6 +16,8 @@ migrate_to_chat_id    in the old group: it became the supergroup with this id
 migrate_from_chat_id  in the new supergroup: it was the group with this id
 ===================== ============================================================================
 
+A ``sticker`` (:func:`sticker`) is no service message, but it too is a message with no text.
+
 **Other updates** are not messages: ``callback_query`` (a button under a bot message pressed),
 ``my_chat_member`` (the bot's own membership changed: added, removed, blocked in a private chat)
 and ``message_reaction`` (a reaction changed). Their builders return the update's body.
@@ -37,6 +39,7 @@ __all__ = [
     "new_chat_title",
     "pinned_message",
     "reaction",
+    "sticker",
 ]
 
 SERVICE_KINDS = (
@@ -122,4 +125,20 @@ def reaction(chat: Json, message_id: int, user: Json, emoji: str, date: int) -> 
         "date": date,
         "old_reaction": [],
         "new_reaction": [{"type": "emoji", "emoji": emoji}],
+    }
+
+
+def sticker(number: int, emoji: str) -> Json:
+    """A ``Sticker`` object (a regular 512x512 sticker standing for ``emoji``)."""
+    return {
+        "file_id": f"sbx-sticker-{number}",
+        "file_unique_id": f"sbxs{number}",
+        "type": "regular",
+        "width": 512,
+        "height": 512,
+        "is_animated": False,
+        "is_video": False,
+        "emoji": emoji,
+        "set_name": "KhronosSandbox",
+        "file_size": 18_432,
     }
