@@ -121,7 +121,7 @@ class Traffic:
         if self.group_share and self._random.random() < self.group_share:
             group = self._random.randrange(self.groups)
             if self._group_admits(group, now):
-                return self._group_step(group, user_id)
+                return self._group_step(group, user_id, index)
         return self._private_step(index, user_id)
 
     # -- private chats -------------------------------------------------------------------------
@@ -174,10 +174,10 @@ class Traffic:
         times.append(now)
         return True
 
-    def _group_step(self, group: int, user_id: int) -> str:
+    def _group_step(self, group: int, user_id: int, index: int) -> str:
         chat_id = self.group_id(group)
         pushes = self._group_pushes[group] = self._group_pushes.get(group, 0) + 1
-        phrase = self._random.choice(PHRASES)
+        phrase = f"{self._random.choice(PHRASES)} (#{index + 1})"
         if not self.mix:
             if self._random.random() < self.voice_share:
                 return self._voice(chat_id, user_id, phrase, caption=_MENTION)
