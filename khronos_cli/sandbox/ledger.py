@@ -244,8 +244,8 @@ class Ledger:
     def record_delivery(self, delivery: Delivery) -> None:
         """A message the bot sent: a first part, a continuation, or a resend after a migration."""
         chat = delivery.chat_id
-        if delivery.reply_to_message_id is not None:
-            self._start((chat, delivery.reply_to_message_id), delivery)
+        if delivery.replies_to is not None:
+            self._start((chat, delivery.replies_to), delivery)
             return
         resent = self._oldest_waiting_migrated(chat)
         if resent is not None:

@@ -102,7 +102,11 @@ class UserMessage:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message the bot sent (``sendMessage`` accepted by the stand-in)."""
+    """A message the bot sent (``sendMessage`` accepted by the stand-in).
+
+    ``reply_to_message_id`` is the message the bot asked to reply to; ``reply_missing`` is True
+    when that message was not in the chat and the message went out as no reply
+    (``allow_sending_without_reply``): :attr:`replies_to` is what Telegram made of it."""
 
     message_id: int
     chat_id: int
@@ -110,6 +114,12 @@ class Delivery:
     reply_to_message_id: int | None
     parse_mode: str | None
     at: float
+    reply_missing: bool = False
+
+    @property
+    def replies_to(self) -> int | None:
+        """The message this one really replies to (None: it went out as no reply)."""
+        return None if self.reply_missing else self.reply_to_message_id
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,4 +135,5 @@ class Delivery:
             reply_to_message_id=None if reply_to is None else int(reply_to),
             parse_mode=None if parse_mode is None else str(parse_mode),
             at=float(data["at"]),
+            reply_missing=bool(data.get("reply_missing", False)),
         )

@@ -14,9 +14,10 @@ case-insensitive), answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "e
 - ``sendMessage`` records a :class:`~khronos_cli.sandbox.records.Delivery` and answers a Message.
   It refuses what Telegram refuses: a text over 4,096 code points; a chat whose user blocked the
   bot (403); a group upgraded to a supergroup (400 with ``parameters.migrate_to_chat_id``); a reply
-  to a message not in that chat, unless ``allow_sending_without_reply`` (then it is sent as no
-  reply, and the Delivery's ``reply_to_message_id`` is None); past the flood limits or in a chat
-  forced into flood (:mod:`.flood`) a 429 with ``parameters.retry_after``.
+  to a message not in that chat, unless ``allow_sending_without_reply`` (then it goes out as no
+  reply: the Delivery keeps the asked ``reply_to_message_id`` and says ``reply_missing``); past
+  the flood limits or in a chat forced into flood (:mod:`.flood`), a 429 with
+  ``parameters.retry_after``.
 - ``getFile`` + ``/file/bot<token>/<path>`` serve voice notes (:mod:`.files`); over 20 MB, 400.
 - ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: see :mod:`.webhook` (URL rules, loopback,
   leftover webhooks).
@@ -307,26 +308,23 @@ class TelegramStandIn(LoopbackServer):
             raise BotAPIError(400, f"Bad Request: unsupported parse_mode {parse_mode!r}")
         reply_to = integer(params, "reply_to_message_id", None)
         without_reply = flag(params, "allow_sending_without_reply")
-        if params.get("reply_parameters"):
+        if params.get("reply_parameters") not in (None, ""):  # replaces the legacy fields
             reply = json_value(params, "reply_parameters")
+            if reply == {}:
+                reply = {"message_id": 0}  # an empty object: no reply, as the server reads it
             if not isinstance(reply, dict) or not isinstance(reply.get("message_id"), int):
                 raise BotAPIError(400, "Bad Request: invalid reply parameters specified")
             reply_to = reply["message_id"]
             without_reply = reply.get("allow_sending_without_reply") is True
-        try:
-            self.chats.check_send(chat_id)
-            replied = self.chats.replied_message(chat_id, reply_to, without_reply)
-        except BotAPIError as exc:
-            self.refusals[exc.description] += 1
-            raise
+        replied = self._check_send(chat_id, reply_to, without_reply)
         retry_after = self.flood.admit(chat_id)
         if retry_after is not None:
             self.flood_rejections += 1
             raise BotAPIError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
         message = self.chats.add_bot_message(chat_id, text, replied)
-        replied_id = None if replied is None else int(replied["message_id"])
+        missing = replied is None and reply_to is not None and reply_to > 0
         delivery = Delivery(
-            message["message_id"], chat_id, text, replied_id, parse_mode, self.clock()
+            message["message_id"], chat_id, text, reply_to, parse_mode, self.clock(), missing
         )
         self.deliveries.append(delivery)
         for listener in list(self._listeners):
@@ -339,13 +337,20 @@ class TelegramStandIn(LoopbackServer):
             raise BotAPIError(400, "Bad Request: chat_id is empty")
         if not params.get("action"):
             raise BotAPIError(400, "Bad Request: action is empty")
+        self._check_send(chat_id)
+        self.chat_actions += 1
+        return True
+
+    def _check_send(
+        self, chat_id: int, reply_to: int | None = None, without_reply: bool = True
+    ) -> Json | None:
+        """The message a send replies to, or the Bot API's refusal (counted)."""
         try:
             self.chats.check_send(chat_id)
+            return self.chats.replied_message(chat_id, reply_to, without_reply)
         except BotAPIError as exc:
             self.refusals[exc.description] += 1
             raise
-        self.chat_actions += 1
-        return True
 
     async def _get_file(self, params: Json) -> Json:
         try:

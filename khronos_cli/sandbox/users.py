@@ -191,8 +191,10 @@ class SimulatedUsers:
     def _on_delivery(self, delivery: Delivery) -> None:
         self.ledger.record_delivery(delivery)
         self._signal()
-        target = delivery.reply_to_message_id
+        target = delivery.replies_to
         about = f"reply to #{target}" if target is not None else "not a reply"
+        if delivery.reply_missing:
+            about += f"; #{delivery.reply_to_message_id} is not in this chat"
         self._on_line(
             f"bot -> chat {delivery.chat_id} #{delivery.message_id} ({about}): "
             f"{quoted(delivery.text)}"

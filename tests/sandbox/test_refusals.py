@@ -117,7 +117,8 @@ async def test_a_reply_to_a_missing_message(
     assert lenient.status_code == 200
     assert "reply_to_message" not in lenient.json()["result"]
     (delivery,) = telegram.deliveries
-    assert (delivery.chat_id, delivery.reply_to_message_id) == (new_id, None)
+    assert (delivery.chat_id, delivery.reply_to_message_id) == (new_id, old)
+    assert delivery.reply_missing and delivery.replies_to is None
 
 
 async def test_voice_notes_carry_duration_and_size_and_over_20_mb_cannot_be_downloaded(
