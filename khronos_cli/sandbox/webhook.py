@@ -123,7 +123,7 @@ class WebhookSender:
             "pending_update_count": pending,
             "max_connections": 1,
         }
-        if self.url:
+        if self.url and is_loopback(self.url):  # an unreachable URL never resolved
             info["ip_address"] = "127.0.0.1"
         if self.last_error_date is not None:
             info["last_error_date"] = self.last_error_date

@@ -217,6 +217,7 @@ async def test_a_leftover_webhook_is_never_contacted_and_keeps_updates(
     conflict = await client.post("/getUpdates", json={})
     assert info["url"] == "https://old-deploy.example.com/hook"
     assert info["last_error_message"] == "Connection refused"
+    assert "ip_address" not in info
     assert info["pending_update_count"] == 1
     assert telegram.webhook.delivered == 0
     assert conflict.status_code == 409
