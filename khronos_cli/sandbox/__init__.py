@@ -3,12 +3,16 @@
 ``khronos run --sandbox`` and the tests run the real bot against these instead of the internet:
 
 - :class:`TelegramStandIn` (:mod:`.telegram`): the Bot API with real offset, long-poll, 409,
-  flood-control (:mod:`.flood`) and webhook (:mod:`.webhook`) semantics, and an admin API under
-  ``/_sandbox/`` (:mod:`.telegram_admin`);
+  flood-control (:mod:`.flood`), webhook (:mod:`.webhook`) and refusal (blocked users, upgraded
+  groups, files over 20 MB) semantics; the world around the bot — chats, service messages, edits,
+  callback queries, entities — in :mod:`.chats`, :mod:`.service`, :mod:`.entities`,
+  :mod:`.files`; an admin API under ``/_sandbox/`` (:mod:`.telegram_admin`);
 - :class:`AnthropicStandIn` and :class:`OpenAIStandIn` (:mod:`.anthropic_api`,
-  :mod:`.openai_api`, modes in :mod:`.llm`): real shapes, deterministic replies, fault modes;
-- :class:`SimulatedUsers` (:mod:`.users`) pushing messages at a rate, and the :class:`Ledger`
-  (:mod:`.ledger`) that checks every message got exactly one answer;
+  :mod:`.openai_api`, modes and latency in :mod:`.llm`): real shapes, deterministic replies, the
+  other shapes real answers take on a directive word (:mod:`.replies`), fault modes;
+- :class:`SimulatedUsers` (:mod:`.users`) pushing messages at a rate — plain, or the mix of
+  :mod:`.traffic` — and the :class:`Ledger` (:mod:`.ledger`) that checks every message that
+  deserves an answer got exactly one (in one part or several), and none that deserves none did;
 - :class:`SandboxStack` (:mod:`.stack`): all three servers together.
 
 Every server is aiohttp on 127.0.0.1, port 0 by default, run inside the caller's event loop:

@@ -5,6 +5,11 @@ Telegram still holds) outlive a worker crash and restart, as the real Telegram w
 servers listen it writes ``<state-dir>/sandbox.json`` (pid, base URLs, the fake secrets as the
 environment a worker needs, the admin URL) and logs, one plain line each, what the simulated users
 say and what the bot answers. SIGTERM or SIGINT stops it; the file is removed on the way out.
+
+The users' traffic is the *mix* by default (:mod:`khronos_cli.sandbox.traffic`): mostly plain
+messages, plus long messages, ``#long``/``#blocks``/``#refuse``/``#empty`` requests, stickers, a
+user who blocks the bot, big and empty voice notes, and in two groups commands, mentions, replies,
+chatter, service messages, an edit, a callback query and a migration. ``--plain`` turns it off.
 """
 
 from __future__ import annotations
@@ -31,9 +36,16 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=5, help="simulated users (0: none)")
     parser.add_argument("--rate", type=float, default=0.5, help="messages per second, all users")
     parser.add_argument("--voice-share", type=float, default=0.1)
+    parser.add_argument("--groups", type=int, default=2, help="group chats (0: none)")
+    parser.add_argument("--group-share", type=float, default=0.2, help="messages into groups")
+    parser.add_argument("--plain", action="store_true", help="plain traffic only (no mix)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the users' choices")
     parser.add_argument("--count", type=int, default=None, help="stop after this many messages")
     parser.add_argument("--duration", type=float, default=24 * 3600.0)
     parser.add_argument("--llm-latency", type=float, default=0.2, help="seconds per LLM answer")
+    parser.add_argument(
+        "--token-latency", type=float, default=0.0, help="LLM seconds per output token, added"
+    )
     parser.add_argument("--no-flood-limits", action="store_true", help="benchmarks only")
     parser.add_argument("--quiet", action="store_true", help="do not log every message")
     return parser.parse_args(argv)
@@ -46,7 +58,9 @@ async def serve(options: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     state = options.state_dir / STATE_FILE
-    async with SandboxStack(flood_limits=limits, llm_latency=options.llm_latency) as stack:
+    async with SandboxStack(
+        flood_limits=limits, llm_latency=options.llm_latency, token_latency=options.token_latency
+    ) as stack:
         env = {
             **stack.env(),
             "KHRONOS_TELEGRAM_BASE_URL": stack.telegram_base_url,
@@ -72,6 +86,10 @@ async def serve(options: argparse.Namespace) -> None:
                 users=options.users,
                 rate=options.rate,
                 voice_share=options.voice_share,
+                groups=options.groups,
+                group_share=options.group_share,
+                mix=not options.plain,
+                seed=options.seed,
                 count=options.count,
                 duration=options.duration,
                 on_line=(lambda line: None) if options.quiet else log.info,

@@ -4,7 +4,9 @@ Parameters arrive in the query string, a JSON body or a form body, and may be mi
 a query or form are strings, so typed readers (:func:`integer`, :func:`json_value`, :func:`flag`)
 accept both forms and answer 400 "Bad Request: ..." like Telegram does. An error is raised as
 :class:`BotAPIError` anywhere in a method and rendered once, at the handler, as
-``{"ok": false, "error_code", "description"[, "parameters": {"retry_after"}]}``.
+``{"ok": false, "error_code", "description"[, "parameters": {...}]}``, where ``parameters`` carries
+``retry_after`` (a 429) or ``migrate_to_chat_id`` (a group upgraded to a supergroup), as
+Telegram's ``ResponseParameters`` do.
 """
 
 from __future__ import annotations
@@ -22,16 +24,29 @@ Json = dict[str, Any]
 class BotAPIError(Exception):
     """An error answer of the Bot API."""
 
-    def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        description: str,
+        retry_after: int | None = None,
+        *,
+        migrate_to_chat_id: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
     def response(self) -> web.Response:
         body: Json = {"ok": False, "error_code": self.code, "description": self.description}
+        parameters: Json = {}
+        if self.migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = self.migrate_to_chat_id
         if self.retry_after is not None:
-            body["parameters"] = {"retry_after": self.retry_after}
+            parameters["retry_after"] = self.retry_after
+        if parameters:
+            body["parameters"] = parameters
         return web.json_response(body, status=self.code)
 
 

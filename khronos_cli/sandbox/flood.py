@@ -7,6 +7,10 @@ none (so a bot that honours ``retry_after`` is never punished twice). A rejectio
 is the whole number of seconds until the fullest window frees a slot, at least 1, as Telegram's
 ``parameters.retry_after`` is.
 
+A chat can also be *forced* into flood (:meth:`FloodControl.force`): every send to it is refused
+with the same ``retry_after`` until the given time passes, whatever the windows say, so a test can
+pin "a 429 in one chat holds that chat only".
+
 The windows are exact (no burst allowance), so a test can pin "the N+1st send inside the period is
 refused, the Nth is not". :meth:`FloodLimits.off` disables all of them for throughput benchmarks.
 The clock is injected: a test can step it instead of sleeping.
@@ -83,11 +87,34 @@ class FloodControl:
         self._clock = clock
         self._bot = _Window()
         self._chats: dict[int, _Window] = {}
+        self._forced: dict[int, tuple[float, int]] = {}  # chat -> (until, retry_after)
         self._admitted = 0
+
+    def force(self, chat_id: int, retry_after: int, seconds: float) -> None:
+        """Refuse every send to ``chat_id`` with ``retry_after`` for the next ``seconds``."""
+        if retry_after < 1 or seconds <= 0:
+            raise ValueError(
+                f"need retry_after >= 1 and seconds > 0, got {retry_after} and {seconds}"
+            )
+        self._forced[chat_id] = (self._clock() + seconds, retry_after)
+
+    def forced(self) -> dict[int, dict[str, float]]:
+        """Chats forced into flood right now: ``{chat: {"retry_after", "seconds_left"}}``."""
+        now = self._clock()
+        return {
+            chat: {"retry_after": retry_after, "seconds_left": round(until - now, 3)}
+            for chat, (until, retry_after) in self._forced.items()
+            if until > now
+        }
 
     def admit(self, chat_id: int) -> int | None:
         """Record a send to ``chat_id`` and return None, or refuse it with ``retry_after``."""
         now = self._clock()
+        forced = self._forced.get(chat_id)
+        if forced is not None:
+            if now < forced[0]:
+                return forced[1]
+            del self._forced[chat_id]
         rate = self.limits.per_group if chat_id < 0 else self.limits.per_chat
         checks: list[tuple[_Window, Rate]] = []
         if rate is not None:

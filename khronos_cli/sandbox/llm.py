@@ -2,19 +2,27 @@
 
 Both answer the real request and response shapes with a deterministic reply that ties back to the
 user's last message — ``"anthropic echo: <text>"`` / ``"openai echo: <text>"``
-(:meth:`LLMStandIn.reply_for`) — so a test can tell which provider answered which message.
+(:meth:`LLMStandIn.reply_for`) — so a test can tell which provider answered which message. A
+directive word in that message (``#long``, ``#blocks``, ``#refuse``, ``#empty``) asks for the
+other shapes real answers take: :mod:`.replies` has the table.
+
+**Latency grows with the answer**, as a real model's does: an answer takes the base ``latency``
+plus ``token_latency`` seconds per output token (words, :func:`~.replies.tokens`; 0 by default).
 
 Every stand-in has one *mode*, settable from Python (:meth:`LLMStandIn.set_mode`) and over HTTP
-(``POST /_sandbox/mode`` with set_mode's fields as JSON — missing ones take their defaults — plus an
-optional base ``latency``; ``GET /_sandbox/stats`` reads it back with the counters):
+(``POST /_sandbox/mode`` with set_mode's fields as JSON — missing ones take their defaults — plus
+optional ``latency`` and ``token_latency``; ``GET /_sandbox/stats`` reads them back with the
+counters):
 
 ======== ==================================================================================
-ok       answer after the base ``latency``
+ok       answer after the base ``latency`` (+ ``token_latency`` per output token)
 down     close the connection without an answer (the client sees a transport error)
 slow     answer after ``latency`` + the mode's ``delay`` seconds
 hang     never answer, until the client gives up or the stand-in closes
-errors   answer ``status`` (503 default) with the provider's error JSON; a 429 carries a
-         ``retry-after`` header of ``retry_after`` seconds
+errors   answer ``status`` (503 default) with the provider's error JSON and the real headers:
+         a 429 carries ``retry-after`` (``retry_after`` seconds) and ``retry-after-ms``; a 529
+         ``overloaded_error`` and other 5xx carry none; with ``should_retry`` set, every error
+         carries ``x-should-retry: true|false`` (the SDKs obey it)
 garbage  answer 200 with a body that is not JSON
 ======== ==================================================================================
 
@@ -36,8 +44,9 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from khronos_cli.sandbox._server import LOOPBACK, LoopbackServer
+from khronos_cli.sandbox.replies import tokens
 
-__all__ = ["LLMMode", "LLMStandIn", "ModeSettings"]
+__all__ = ["LLMMode", "LLMStandIn", "ModeSettings", "tokens"]
 
 LLMMode = Literal["ok", "down", "slow", "hang", "errors", "garbage"]
 MODES: tuple[str, ...] = get_args(LLMMode)
@@ -64,6 +73,7 @@ class ModeSettings:
     status: int = 503  # errors: the HTTP status
     retry_after: int = 1  # errors with 429: the retry-after header
     count: int | None = None  # requests left in this mode; None: until changed
+    should_retry: bool | None = None  # errors: the x-should-retry header; None: not sent
 
     def to_json(self) -> Json:
         return asdict(self)
@@ -79,6 +89,7 @@ class LLMStandIn(LoopbackServer):
         *,
         api_key: str | None = None,
         latency: float = 0.0,
+        token_latency: float = 0.0,
         reply: Callable[[str], str] | None = None,
         host: str = LOOPBACK,
         port: int = 0,
@@ -87,6 +98,7 @@ class LLMStandIn(LoopbackServer):
         self.name = self.provider
         self.api_key = api_key  # None: any non-empty key is accepted
         self.latency = latency
+        self.token_latency = token_latency  # seconds per output token, on top of latency
         self.settings = ModeSettings()
         self.requests: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
@@ -104,13 +116,16 @@ class LLMStandIn(LoopbackServer):
         status: int = 503,
         retry_after: int = 1,
         count: int | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         """Serve every following request (or the next ``count``) in ``mode``."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
         if not 400 <= status <= 599:
             raise ValueError(f"errors mode needs an HTTP error status, got {status}")
-        self.settings = ModeSettings(mode, delay, status, retry_after, count)
+        if should_retry is not None and not isinstance(should_retry, bool):
+            raise ValueError(f"should_retry must be true, false or null, got {should_retry!r}")
+        self.settings = ModeSettings(mode, delay, status, retry_after, count, should_retry)
 
     @property
     def mode(self) -> LLMMode:
@@ -124,6 +139,7 @@ class LLMStandIn(LoopbackServer):
         return {
             "provider": self.provider,
             "latency": self.latency,
+            "token_latency": self.token_latency,
             **self.settings.to_json(),
             "requests": dict(self.requests),
             "outcomes": dict(self.outcomes),
@@ -145,9 +161,10 @@ class LLMStandIn(LoopbackServer):
         self,
         request: web.Request,
         endpoint: str,
-        answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        answer: Callable[[web.Request], Awaitable[tuple[web.StreamResponse, int]]],
     ) -> web.StreamResponse:
-        """Count the request, play the current mode, then authenticate and ``answer`` it."""
+        """Count the request, play the current mode, then authenticate and ``answer`` it (the
+        answer comes with its output tokens, which cost ``token_latency`` each)."""
         self.requests[endpoint] += 1
         settings = self.settings
         if settings.count is not None:
@@ -170,21 +187,28 @@ class LLMStandIn(LoopbackServer):
             return self._drop_connection(request)
         try:
             self._check_auth(request)
-            return await answer(request)
+            response, output_tokens = await answer(request)
         except APIError as exc:
             return web.json_response(self._error_body(exc), status=exc.status)
+        if await self._pause(output_tokens * self.token_latency):
+            return self._drop_connection(request)
+        return response
 
     def _error_response(self, settings: ModeSettings) -> web.Response:
         status = settings.status
+        headers: dict[str, str] = {}
         if status == 429:
             error = APIError(429, "rate_limit_error", "Rate limit exceeded (sandbox fault)")
-            headers = {"retry-after": str(settings.retry_after)}
-        elif status == 529:
-            error, headers = APIError(529, "overloaded_error", "Overloaded (sandbox fault)"), {}
+            headers["retry-after"] = str(settings.retry_after)
+            headers["retry-after-ms"] = str(settings.retry_after * 1000)
+        elif status == 529:  # no retry-after: the SDKs back off on their own
+            error = APIError(529, "overloaded_error", "Overloaded (sandbox fault)")
         elif status >= 500:
-            error, headers = APIError(status, "api_error", "Service unavailable (sandbox)"), {}
+            error = APIError(status, "api_error", "Service unavailable (sandbox)")
         else:
-            error, headers = APIError(status, "invalid_request_error", "Sandbox fault"), {}
+            error = APIError(status, "invalid_request_error", "Sandbox fault")
+        if settings.should_retry is not None:
+            headers["x-should-retry"] = "true" if settings.should_retry else "false"
         return web.json_response(self._error_body(error), status=status, headers=headers)
 
     async def _json_body(self, request: web.Request, endpoint: str) -> Json:
@@ -213,11 +237,12 @@ class LLMStandIn(LoopbackServer):
             body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            if "latency" in body:
-                latency = float(body.pop("latency"))
-                if latency < 0:
-                    raise ValueError("latency must be zero or more seconds")
-                self.latency = latency
+            for key in ("latency", "token_latency"):
+                if key in body:
+                    seconds = float(body.pop(key))
+                    if seconds < 0:
+                        raise ValueError(f"{key} must be zero or more seconds")
+                    setattr(self, key, seconds)
             if body:
                 self.set_mode(**body)
         except (ValueError, TypeError) as exc:
@@ -243,11 +268,6 @@ def content_text(content: object) -> str:
             if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
-
-
-def tokens(text: str) -> int:
-    """A token count that is stable and plausible (words), not the provider's tokenizer."""
-    return len(text.split())
 
 
 def now() -> int:

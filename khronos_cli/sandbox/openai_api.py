@@ -2,7 +2,10 @@
 
 - ``POST /v1/chat/completions``: ``Authorization: Bearer <key>``, ``model``, a non-empty
   ``messages`` list; answers a ``chat.completion`` whose ``choices[0].message.content`` is
-  :meth:`reply_for` the last user message.
+  :meth:`reply_for` the last user message. The cap ``max_completion_tokens`` (or the legacy
+  ``max_tokens``) cuts it with ``finish_reason: "length"``; with no cap it comes in full.
+  Directive words (:mod:`.replies`): ``#refuse`` gives ``content: null`` with ``refusal`` set,
+  ``#empty`` gives ``content: ""``, ``#long`` a long answer.
 - ``POST /v1/audio/transcriptions``: a multipart form with ``file`` and ``model``; answers
   ``{"text": ...}`` (or the bare text with ``response_format=text``). A sandbox voice note carries
   its transcript (:func:`~khronos_cli.sandbox.records.transcript_of`), so the voice round trip
@@ -20,8 +23,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from khronos_cli.sandbox.llm import APIError, LLMStandIn, content_text, last_user_text, now, tokens
+from khronos_cli.sandbox.llm import APIError, LLMStandIn, content_text, last_user_text, now
 from khronos_cli.sandbox.records import transcript_of
+from khronos_cli.sandbox.replies import REFUSAL_TEXT, cut, plan_reply, tokens
 
 __all__ = ["OpenAIStandIn"]
 
@@ -68,7 +72,7 @@ class OpenAIStandIn(LLMStandIn):
         kind, code = _KINDS.get(error.kind, ("invalid_request_error", None))
         return {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
 
-    async def _answer_chat(self, request: web.Request) -> web.StreamResponse:
+    async def _answer_chat(self, request: web.Request) -> tuple[web.StreamResponse, int]:
         body = await self._json_body(request, "chat.completions")
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -76,19 +80,26 @@ class OpenAIStandIn(LLMStandIn):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(
-                400, "invalid_request_error", "Invalid 'messages': empty array. Expected an array "
-                "with minimum length 1."
-            )  # fmt: skip
+                400,
+                "invalid_request_error",
+                "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            )
         for index, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
             if role not in _ROLES:
                 raise APIError(
                     400, "invalid_request_error", f"Invalid value: {role!r} at messages[{index}]"
                 )
-        text = self.reply_for(last_user_text(messages))
+        said = last_user_text(messages)
+        reply = plan_reply(said, self.reply_for(said))
+        text, was_cut = cut(reply.text, _cap(body))
+        answer: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if reply.directive == "refuse":
+            answer.update(content=None, refusal=REFUSAL_TEXT)
+            text = REFUSAL_TEXT
         prompt = " ".join(content_text(m.get("content")) for m in messages)
         number = self._next_id()
-        return web.json_response(
+        response = web.json_response(
             {
                 "id": f"chatcmpl-sandbox-{number:06d}",
                 "object": "chat.completion",
@@ -97,9 +108,9 @@ class OpenAIStandIn(LLMStandIn):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": answer,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "length" if was_cut else "stop",
                     }
                 ],
                 "usage": {
@@ -111,8 +122,9 @@ class OpenAIStandIn(LLMStandIn):
             },
             headers={"x-request-id": f"req_sandbox_{number:06d}"},
         )
+        return response, tokens(text)
 
-    async def _answer_transcription(self, request: web.Request) -> web.StreamResponse:
+    async def _answer_transcription(self, request: web.Request) -> tuple[web.StreamResponse, int]:
         if not request.content_type.startswith("multipart/"):
             raise APIError(400, "invalid_request_error", "expected a multipart/form-data body")
         form = await request.post()
@@ -129,5 +141,26 @@ class OpenAIStandIn(LLMStandIn):
         if text is None:
             text = f"(sandbox audio of {len(data)} bytes)"
         if form.get("response_format") == "text":
-            return web.Response(text=text)
-        return web.json_response({"text": text})
+            return web.Response(text=text), tokens(text)
+        return web.json_response({"text": text}), tokens(text)
+
+
+def _cap(body: dict[str, Any]) -> int | None:
+    """``max_completion_tokens``, else the legacy ``max_tokens``; None: no cap."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise APIError(
+                400, "invalid_request_error", f"Invalid type for '{key}': expected an integer"
+            )
+        if value < 1:
+            raise APIError(
+                400,
+                "invalid_request_error",
+                f"Invalid '{key}': integer below minimum value. Expected a value >= 1, "
+                f"but got {value} instead.",
+            )
+        return value
+    return None

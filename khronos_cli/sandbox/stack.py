@@ -2,7 +2,8 @@
 
 ``async with SandboxStack() as stack:`` starts the three stand-ins (each on a free port unless
 told otherwise) and stops them all on exit, even when one of them failed to start. The stand-ins
-are created in ``__init__`` so a caller can configure them (modes, flood limits) before starting.
+are created in ``__init__`` so a caller can configure them (modes, flood limits) before starting;
+``llm_latency`` and ``token_latency`` (seconds per output token) set both LLM stand-ins' latency.
 ``stack.configure(settings)`` points a :class:`~khronos_cli.config.Settings` at them (in-process
 bot); ``stack.env()`` and ``stack.config_toml()`` do the same for a bot subprocess: the fake
 secrets as environment variables and the base URLs as a ``khronos.toml`` fragment.
@@ -39,6 +40,7 @@ class SandboxStack:
         token: str = SANDBOX_TOKEN,
         flood_limits: FloodLimits | None = None,
         llm_latency: float = 0.0,
+        token_latency: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         host: str = LOOPBACK,
     ) -> None:
@@ -49,9 +51,17 @@ class SandboxStack:
             token=token, flood_limits=flood_limits, clock=clock, host=host
         )
         self.anthropic = AnthropicStandIn(
-            api_key=self.anthropic_api_key, latency=llm_latency, host=host
+            api_key=self.anthropic_api_key,
+            latency=llm_latency,
+            token_latency=token_latency,
+            host=host,
         )
-        self.openai = OpenAIStandIn(api_key=self.openai_api_key, latency=llm_latency, host=host)
+        self.openai = OpenAIStandIn(
+            api_key=self.openai_api_key,
+            latency=llm_latency,
+            token_latency=token_latency,
+            host=host,
+        )
 
     @property
     def servers(self) -> tuple[LoopbackServer, ...]:

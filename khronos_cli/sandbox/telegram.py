@@ -2,23 +2,34 @@
 
 Bot API shapes: ``/bot<token>/<method>`` (GET query, POST JSON or form; method names are
 case-insensitive), answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code": N,
-"description": ...}``; a wrong token is 401, an unknown method 404.
+"description": ...[, "parameters": {...}]}``; a wrong token is 401, an unknown method 404.
 
 - ``getUpdates`` keeps Telegram's offset contract: calling it with an offset *confirms* (forgets)
   every update below it, a negative offset keeps only the last ``-offset`` updates, unconfirmed
   updates are delivered again. It long-polls up to ``timeout`` seconds (capped at 50) and wakes as
   soon as an update arrives. A new getUpdates terminates a pending one, which answers 409
   "Conflict: terminated by other getUpdates request" (what the older of two pollers on one token
-  sees); while a webhook is set every getUpdates is a 409. The queue: :mod:`.updates`.
-- ``sendMessage`` records a :class:`~khronos_cli.sandbox.records.Delivery` and answers a Message;
-  past the flood limits (:mod:`khronos_cli.sandbox.flood`) it answers 429 with
-  ``parameters.retry_after`` and counts the refusal in :attr:`TelegramStandIn.flood_rejections`.
-- ``getFile`` + ``/file/bot<token>/<path>`` serve voice notes pushed with :meth:`push_voice`.
-- ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: see :mod:`khronos_cli.sandbox.webhook`.
+  sees); while a webhook is set every getUpdates is a 409. Only the update kinds asked for in
+  ``allowed_updates`` are created. The queue: :mod:`.updates`.
+- ``sendMessage`` records a :class:`~khronos_cli.sandbox.records.Delivery` and answers a Message.
+  It refuses what Telegram refuses: a text over 4,096 code points; a chat whose user blocked the
+  bot (403); a group upgraded to a supergroup (400 with ``parameters.migrate_to_chat_id``); a reply
+  to a message not in that chat, unless ``allow_sending_without_reply`` (then it goes out as no
+  reply: the Delivery keeps the asked ``reply_to_message_id`` and says ``reply_missing``); past
+  the flood limits or in a chat forced into flood (:mod:`.flood`), a 429 with
+  ``parameters.retry_after``.
+- ``getFile`` + ``/file/bot<token>/<path>`` serve voice notes (:mod:`.files`); over 20 MB, 400.
+- ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: see :mod:`.webhook` (URL rules, loopback,
+  leftover webhooks).
 
-Tests drive it from Python (:meth:`push_text`, :meth:`push_voice`, :attr:`deliveries`,
-:meth:`set_failure`) or, from another process, through the admin API under ``/_sandbox/`` (a path
-no Bot API URL can take), described in :mod:`khronos_cli.sandbox.telegram_admin`.
+The world the bot lives in — chats, users' messages, service messages, edits, callback queries,
+blocks, migrations — is :attr:`TelegramStandIn.chats` (:mod:`.chats`): tests call
+``telegram.chats.push_service(...)``, ``telegram.chats.migrate(...)``, ``telegram.chats.block(...)``
+and read :attr:`TelegramStandIn.deliveries` and :attr:`TelegramStandIn.pushed`
+(``push_text``/``push_voice``/``push_update`` stay here too). From another process, the admin API
+under ``/_sandbox/`` (a path no Bot API URL can take) does the same: :mod:`.telegram_admin`.
+The bot is ``@khronos_sandbox_bot``; it reads every group message (``can_read_all_group_messages``,
+as a bot with privacy mode off or an admin does), so it must pick what is addressed to it.
 The stand-in is not thread-safe: use it from the event loop it serves on.
 """
 
@@ -42,11 +53,13 @@ from khronos_cli.sandbox._botapi import (
     string_list,
 )
 from khronos_cli.sandbox._server import LOOPBACK, LoopbackServer
+from khronos_cli.sandbox.chats import Chats
+from khronos_cli.sandbox.files import FileTooBig, UnknownFile
 from khronos_cli.sandbox.flood import FloodControl, FloodLimits
-from khronos_cli.sandbox.records import Delivery, UserMessage, voice_file_bytes
+from khronos_cli.sandbox.records import Delivery, UserMessage
 from khronos_cli.sandbox.telegram_admin import admin_routes
 from khronos_cli.sandbox.updates import PollTerminated, UpdateQueue
-from khronos_cli.sandbox.webhook import WebhookSender
+from khronos_cli.sandbox.webhook import WebhookSender, url_error
 
 __all__ = ["SANDBOX_TOKEN", "BotAPIError", "TelegramFailure", "TelegramStandIn"]
 
@@ -54,7 +67,8 @@ SANDBOX_TOKEN = "7000000001:SANDBOXsandboxSANDBOXsandboxSANDBOX"
 MAX_POLL_TIMEOUT = 50
 MAX_TEXT = 4096
 _PARSE_MODES = {"HTML", "Markdown", "MarkdownV2"}
-_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]*$")
+_INVALID_URL = "Bad Request: invalid webhook URL specified"
 
 FailureMode = Literal["ok", "errors", "hang", "down"]
 Json = dict[str, Any]
@@ -96,17 +110,14 @@ class TelegramStandIn(LoopbackServer):
         self.flood = FloodControl(flood_limits, clock=clock)
         self.clock = clock
         self.deliveries: list[Delivery] = []
-        self.pushed: list[UserMessage] = []
         self.requests: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()  # 4xx answers to sends, by description
         self.flood_rejections = 0
         self.chat_actions = 0
         self.failure = TelegramFailure()
         self.updates = UpdateQueue()
+        self.chats = Chats(self.updates, bot_id=self.bot_id, clock=clock)
         self.webhook = WebhookSender(self.updates, retry=webhook_retry)
-        self._next_message_id = 1
-        self._messages: dict[tuple[int, int], Json] = {}
-        self._files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
-        self._paths: dict[str, bytes] = {}  # file_path -> bytes
         self._listeners: list[Callable[[Delivery], object]] = []
         self._methods: dict[str, Callable[[Json], Awaitable[object]]] = {
             "getme": self._get_me,
@@ -126,25 +137,32 @@ class TelegramStandIn(LoopbackServer):
         """Updates not yet confirmed by getUpdates (or accepted by the webhook)."""
         return len(self.updates)
 
-    def push_text(self, chat_id: int, user_id: int, text: str) -> int:
-        """A user sends ``text`` in ``chat_id``; returns the new message's id."""
-        return self._push_message(chat_id, user_id, {"text": text}, text, "text")
+    @property
+    def pushed(self) -> list[UserMessage]:
+        """Everything users did, in order (messages, service messages, edits, other updates)."""
+        return self.chats.pushed
 
-    def push_voice(self, chat_id: int, user_id: int, transcript: str) -> int:
-        """A user sends a voice note that transcribes to ``transcript``; returns its message id."""
-        number = len(self._files) + 1
-        file_id = f"sbx-voice-{number}"
-        data = voice_file_bytes(transcript)
-        self._files[file_id] = (f"voice/file_{number}.oga", data)
-        self._paths[f"voice/file_{number}.oga"] = data
-        voice = {
-            "file_id": file_id,
-            "file_unique_id": f"sbxv{number}",
-            "duration": max(1, len(transcript.split()) // 2),
-            "mime_type": "audio/ogg",
-            "file_size": len(data),
-        }
-        return self._push_message(chat_id, user_id, {"voice": voice}, transcript, "voice")
+    def push_text(
+        self, chat_id: int, user_id: int, text: str, *, reply_to: int | None = None
+    ) -> int:
+        """A user sends ``text`` in ``chat_id``; returns the new message's id."""
+        return self.chats.push_text(chat_id, user_id, text, reply_to=reply_to)
+
+    def push_voice(
+        self,
+        chat_id: int,
+        user_id: int,
+        transcript: str,
+        *,
+        file_size: int | None = None,
+        caption: str | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """A user sends a voice note that transcribes to ``transcript``; returns its message id.
+        ``file_size`` over 20 MB declares a file too big to download."""
+        return self.chats.push_voice(
+            chat_id, user_id, transcript, file_size=file_size, caption=caption, reply_to=reply_to
+        )
 
     def push_update(self, update: Mapping[str, Any]) -> int:
         """Queue any other update (``update_id`` is assigned); returns the update id."""
@@ -180,44 +198,15 @@ class TelegramStandIn(LoopbackServer):
             "pushed": len(self.pushed),
             "deliveries": len(self.deliveries),
             "flood_rejections": self.flood_rejections,
+            "refusals": dict(self.refusals),
             "chat_actions": self.chat_actions,
             "requests": dict(self.requests),
             "failure": self.failure.to_json(),
             "flood_limits": self.flood.limits.to_json(),
+            "flood_forced": {str(chat): f for chat, f in self.flood.forced().items()},
+            "allowed_updates": self.updates.allowed_updates,
             "webhook": self.webhook.info(self.pending_update_count),
         }
-
-    def _push_message(
-        self, chat_id: int, user_id: int, content: Json, text: str, kind: Literal["text", "voice"]
-    ) -> int:
-        message_id = self._next_message_id
-        self._next_message_id += 1
-        message: Json = {
-            "message_id": message_id,
-            "from": {
-                "id": user_id,
-                "is_bot": False,
-                "first_name": f"User {user_id}",
-                "username": f"sandbox_user_{user_id}",
-                "language_code": "pt-br",
-            },
-            "chat": self._chat(chat_id, user_id),
-            "date": int(time.time()),
-            **content,
-        }
-        self._messages[(chat_id, message_id)] = message
-        update_id = self.push_update({"message": message})
-        self.pushed.append(
-            UserMessage(update_id, message_id, chat_id, user_id, text, kind, self.clock())
-        )
-        return message_id
-
-    @staticmethod
-    def _chat(chat_id: int, user_id: int | None = None) -> Json:
-        if chat_id > 0:
-            return {"id": chat_id, "type": "private", "first_name": f"User {user_id or chat_id}"}
-        kind = "supergroup" if chat_id <= -1_000_000_000_000 else "group"
-        return {"id": chat_id, "type": kind, "title": f"Sandbox group {chat_id}"}
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -253,7 +242,7 @@ class TelegramStandIn(LoopbackServer):
             return failed
         if request.match_info["token"] != self.token:
             return BotAPIError(401, "Unauthorized").response()
-        data = self._paths.get(request.match_info["path"])
+        data = self.chats.files.content(request.match_info["path"])
         if data is None:
             return BotAPIError(404, "Not Found").response()
         return web.Response(body=data, content_type="audio/ogg")
@@ -277,12 +266,9 @@ class TelegramStandIn(LoopbackServer):
 
     async def _get_me(self, params: Json) -> Json:
         return {
-            "id": self.bot_id,
-            "is_bot": True,
-            "first_name": "khronos sandbox",
-            "username": "khronos_sandbox_bot",
+            **self.chats.bot,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": True,
             "supports_inline_queries": False,
         }
 
@@ -315,73 +301,85 @@ class TelegramStandIn(LoopbackServer):
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BotAPIError(400, "Bad Request: message text is empty")
-        if len(text) > MAX_TEXT:
+        if len(text) > MAX_TEXT:  # code points, as the Bot API server's utf8_length counts
             raise BotAPIError(400, "Bad Request: message is too long")
         parse_mode = params.get("parse_mode") or None
         if parse_mode is not None and parse_mode not in _PARSE_MODES:
             raise BotAPIError(400, f"Bad Request: unsupported parse_mode {parse_mode!r}")
         reply_to = integer(params, "reply_to_message_id", None)
-        if "reply_parameters" in params:
+        without_reply = flag(params, "allow_sending_without_reply")
+        if params.get("reply_parameters") not in (None, ""):  # replaces the legacy fields
             reply = json_value(params, "reply_parameters")
+            if reply == {}:
+                reply = {"message_id": 0}  # an empty object: no reply, as the server reads it
             if not isinstance(reply, dict) or not isinstance(reply.get("message_id"), int):
                 raise BotAPIError(400, "Bad Request: invalid reply parameters specified")
             reply_to = reply["message_id"]
+            without_reply = reply.get("allow_sending_without_reply") is True
+        replied = self._check_send(chat_id, reply_to, without_reply)
         retry_after = self.flood.admit(chat_id)
         if retry_after is not None:
             self.flood_rejections += 1
             raise BotAPIError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
-        message_id = self._next_message_id
-        self._next_message_id += 1
-        delivery = Delivery(message_id, chat_id, text, reply_to, parse_mode, self.clock())
+        message = self.chats.add_bot_message(chat_id, text, replied)
+        missing = replied is None and reply_to is not None and reply_to > 0
+        delivery = Delivery(
+            message["message_id"], chat_id, text, reply_to, parse_mode, self.clock(), missing
+        )
         self.deliveries.append(delivery)
         for listener in list(self._listeners):
             listener(delivery)
-        message: Json = {
-            "message_id": message_id,
-            "from": await self._get_me(params),
-            "chat": self._chat(chat_id),
-            "date": int(time.time()),
-            "text": text,
-        }
-        replied = self._messages.get((chat_id, reply_to)) if reply_to is not None else None
-        if replied is not None:
-            message["reply_to_message"] = replied
         return message
 
     async def _send_chat_action(self, params: Json) -> bool:
-        if integer(params, "chat_id", None) is None:
+        chat_id = integer(params, "chat_id", None)
+        if chat_id is None:
             raise BotAPIError(400, "Bad Request: chat_id is empty")
         if not params.get("action"):
             raise BotAPIError(400, "Bad Request: action is empty")
+        self._check_send(chat_id)
         self.chat_actions += 1
         return True
 
+    def _check_send(
+        self, chat_id: int, reply_to: int | None = None, without_reply: bool = True
+    ) -> Json | None:
+        """The message a send replies to, or the Bot API's refusal (counted)."""
+        try:
+            self.chats.check_send(chat_id)
+            return self.chats.replied_message(chat_id, reply_to, without_reply)
+        except BotAPIError as exc:
+            self.refusals[exc.description] += 1
+            raise
+
     async def _get_file(self, params: Json) -> Json:
-        file_id = str(params.get("file_id") or "")
-        if file_id not in self._files:
-            raise BotAPIError(400, "Bad Request: invalid file_id")
-        path, data = self._files[file_id]
-        return {
-            "file_id": file_id,
-            "file_unique_id": file_id.replace("sbx-voice-", "sbxv"),
-            "file_size": len(data),
-            "file_path": path,
-        }
+        try:
+            return self.chats.files.get_file(str(params.get("file_id") or ""))
+        except UnknownFile:
+            raise BotAPIError(400, "Bad Request: invalid file_id") from None
+        except FileTooBig:
+            raise BotAPIError(400, "Bad Request: file is too big") from None
 
     async def _set_webhook(self, params: Json) -> bool:
         url = str(params.get("url") or "")
-        secret = params.get("secret_token")
-        if secret is not None and not _SECRET_TOKEN.match(str(secret)):
-            raise BotAPIError(400, "Bad Request: secret token contains unallowed characters")
-        if url and not re.match(r"^https?://", url):
-            raise BotAPIError(400, "Bad Request: bad webhook: An HTTPS URL must be provided")
+        secret = str(params.get("secret_token") or "") if url else ""
+        if url:
+            error = url_error(url)  # checked in the real server's order: URL, secret, then rules
+            if error == _INVALID_URL:
+                raise BotAPIError(400, error)
+            if len(secret) > 256:
+                raise BotAPIError(400, "Bad Request: secret token is too long")
+            if not _SECRET_TOKEN.match(secret):
+                raise BotAPIError(400, "Bad Request: secret token contains unallowed characters")
+            if error is not None:
+                raise BotAPIError(400, error)
         if flag(params, "drop_pending_updates"):
             self.updates.drop_pending()
         if "allowed_updates" in params:
             self.updates.allowed_updates = string_list(params, "allowed_updates")
         await self.webhook.stop()
         if url:
-            self.webhook.start(url, None if secret is None else str(secret))
+            self.webhook.start(url, secret or None)
         self.updates.wake()  # a pending getUpdates now answers 409
         return True
 
@@ -392,7 +390,10 @@ class TelegramStandIn(LoopbackServer):
         return True
 
     async def _get_webhook_info(self, params: Json) -> Json:
-        return self.webhook.info(self.pending_update_count)
+        info = self.webhook.info(self.pending_update_count)
+        if info["url"] and self.updates.allowed_updates:
+            info["allowed_updates"] = self.updates.allowed_updates
+        return info
 
 
 def _webhook_conflict() -> BotAPIError:

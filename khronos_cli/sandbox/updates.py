@@ -9,6 +9,10 @@ again on the next poll, which is what lets a bot crash without losing one.
 the timeout passes. Only one poll is pending at a time: a new one terminates the previous, which
 raises :class:`PollTerminated` (the Bot API's 409 "terminated by other getUpdates request").
 
+Only the kinds a bot asked for are queued (``allowed_updates``, remembered across calls). A bot
+that never said, or said ``[]``, gets Telegram's default: every kind except ``chat_member``,
+``message_reaction`` and ``message_reaction_count``, which must be asked for by name.
+
 Waiters (pollers, the webhook sender) wait on :meth:`UpdateQueue.arrival`, an event set at the
 next change — an update, a terminated poll, :meth:`wake` — and then replaced.
 """
@@ -21,8 +25,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["PollTerminated", "UpdateQueue"]
+__all__ = ["DEFAULT_EXCLUDED", "PollTerminated", "UpdateQueue"]
 
+DEFAULT_EXCLUDED = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 Json = dict[str, Any]
 
 
@@ -41,7 +46,7 @@ class UpdateQueue:
     """Unconfirmed updates in ``update_id`` order, and the one pending long poll."""
 
     def __init__(self, *, first_update_id: int = 1) -> None:
-        self._allowed: frozenset[str] = frozenset()  # empty: every kind
+        self._allowed: frozenset[str] = frozenset()  # empty: every kind but DEFAULT_EXCLUDED
         self._updates: deque[Json] = deque()
         self._next_id = first_update_id
         self._arrival = asyncio.Event()
@@ -52,15 +57,15 @@ class UpdateQueue:
 
     @property
     def allowed_updates(self) -> list[str]:
-        """The update kinds wanted (empty: all), remembered across polls as Telegram does."""
+        """The update kinds asked for (empty: Telegram's default, all but
+        :data:`DEFAULT_EXCLUDED`), remembered across polls as Telegram does."""
         return sorted(self._allowed)
 
     @allowed_updates.setter
     def allowed_updates(self, kinds: list[str]) -> None:
         self._allowed = frozenset(kinds)
-        if self._allowed:
-            kept = [update for update in self._updates if self._wanted(update)]
-            self._updates = deque(kept)
+        kept = [update for update in self._updates if self._wanted(update)]
+        self._updates = deque(kept)
 
     def push(self, update: Mapping[str, Any]) -> int:
         """Queue ``update`` under the next ``update_id``; returns that id.
@@ -76,7 +81,10 @@ class UpdateQueue:
         return update_id
 
     def _wanted(self, update: Mapping[str, Any]) -> bool:
-        return not self._allowed or not self._allowed.isdisjoint(update.keys())
+        kinds = update.keys() - {"update_id"}
+        if not self._allowed:
+            return not kinds <= DEFAULT_EXCLUDED
+        return not self._allowed.isdisjoint(kinds)
 
     def first_pending(self) -> Json | None:
         """The oldest unconfirmed update, if any."""

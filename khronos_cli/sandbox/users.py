@@ -5,14 +5,18 @@ private chats (so each chat gets ``rate / users`` messages per second, evenly sp
 ``voice_share`` of them as voice notes and, when ``groups`` > 0, a ``group_share`` of them into
 group chats. It stops by itself after ``count`` messages and/or ``duration`` seconds. The schedule
 is fixed in advance (message *i* is due at ``start + i / rate``), so a slow event loop catches up
-instead of drifting, and the texts come from a seeded random generator, so a run is repeatable.
+instead of drifting, and the choices come from a seeded random generator, so a run is repeatable.
 Some texts look like markup (``[bold]``, ``<b>``, ``*stars*``) on purpose: whoever shows them
-must treat them as plain text.
+must treat them as plain text. What each push is — plain traffic, or with ``mix=True`` long
+messages, directive words, stickers, a blocked user, big and empty voice notes, group commands,
+mentions, replies, chatter, service messages, an edit, a callback query, a migration — is
+:mod:`.traffic`'s business.
 
-Every message goes into a :class:`~khronos_cli.sandbox.ledger.Ledger`, and every reply the bot
-sends while the users run is matched in it. Each message and reply is logged as one line through
-``on_line`` (default: the ``khronos_cli.sandbox.users`` logger), with the texts ``repr``-quoted so
-no log viewer ever interprets them.
+Everything users do goes into a :class:`~khronos_cli.sandbox.ledger.Ledger` with whether it
+deserves an answer, the stand-in's blocks and migrations too, and every reply the bot sends while
+the users run is matched in it. Each push and reply is logged as one line through ``on_line``
+(default: the ``khronos_cli.sandbox.users`` logger), with the texts ``repr``-quoted so no log
+viewer ever interprets them (a long one shortened, with its length).
 """
 
 from __future__ import annotations
@@ -21,33 +25,19 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from khronos_cli.sandbox.ledger import FALLBACK_TEXT, Ledger, LedgerReport
 from khronos_cli.sandbox.records import Delivery
+from khronos_cli.sandbox.traffic import FIRST_GROUP_ID, FIRST_USER_ID, PHRASES, Traffic, quoted
 
 if TYPE_CHECKING:
     from khronos_cli.sandbox.telegram import TelegramStandIn
 
-__all__ = ["SimulatedUsers"]
+__all__ = ["FIRST_GROUP_ID", "FIRST_USER_ID", "PHRASES", "SimulatedUsers"]
 
 LOGGER = logging.getLogger("khronos_cli.sandbox.users")
-FIRST_USER_ID = 1001
-FIRST_GROUP_ID = -1_001_000_000_001
-PHRASES = (
-    "olá, tudo bem?",
-    "qual é a capital da Austrália?",
-    "me conta uma piada curta",
-    "resuma a teoria da relatividade em uma frase",
-    "what's the weather like on Mars?",
-    "traduza 'bom dia' para o inglês",
-    "[bold red]isto não é markup[/bold red]",
-    "<b>nem isto</b> & <i>isto</i>",
-    "*estrelas* _sublinhado_ `código`",
-    "emoji 🚀 e acentuação: ação, coração, pão",
-)
 
 
 class SimulatedUsers:
@@ -67,6 +57,7 @@ class SimulatedUsers:
         seed: int = 0,
         fallback_text: str = FALLBACK_TEXT,
         on_line: Callable[[str], object] | None = None,
+        mix: bool = False,
     ) -> None:
         if users < 1 or rate <= 0:
             raise ValueError(f"need users >= 1 and rate > 0, got users={users} rate={rate}")
@@ -82,9 +73,20 @@ class SimulatedUsers:
         self.group_share = group_share if groups > 0 else 0.0
         self.count = count
         self.duration = duration
+        self.mix = mix
         self.ledger = Ledger(fallback_text=fallback_text)
         self.sent = 0
-        self._random = random.Random(seed)
+        self._traffic = Traffic(
+            telegram.chats,
+            users=users,
+            voice_share=voice_share,
+            groups=groups,
+            group_share=self.group_share,
+            mix=mix,
+            seed=seed,
+        )
+        self._migrations_seen: set[int] = set()
+        self._blocks_seen: dict[int, int] = {}
         self._on_line = on_line or LOGGER.info
         self.finished = False  # every message pushed
         self._progress = asyncio.Event()
@@ -93,6 +95,7 @@ class SimulatedUsers:
 
     def report(self) -> LedgerReport:
         """The ledger's report right now."""
+        self._sync_world()
         return self.ledger.report()
 
     async def run(self) -> LedgerReport:
@@ -109,7 +112,7 @@ class SimulatedUsers:
             due = start + offset
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
-            self._push_one(index)
+            self._push_one(index, due - start)
         self.finished = True
         self._signal()
         return self.report()
@@ -155,23 +158,31 @@ class SimulatedUsers:
             self.telegram.add_listener(self._on_delivery)
             self._listening = True
 
-    def _push_one(self, index: int) -> None:
-        user_id = FIRST_USER_ID + index % self.users
-        chat_id = user_id
-        if self.group_share and self._random.random() < self.group_share:
-            chat_id = FIRST_GROUP_ID - self._random.randrange(self.groups)
-        text = f"{self._random.choice(PHRASES)} (#{index + 1})"
-        if self._random.random() < self.voice_share:
-            message_id = self.telegram.push_voice(chat_id, user_id, text)
-            what = "voice"
-        else:
-            message_id = self.telegram.push_text(chat_id, user_id, text)
-            what = "text"
-        message = self.telegram.pushed[-1]
-        self.ledger.record_sent(message)
+    def _push_one(self, index: int, at: float) -> None:
+        first = len(self.telegram.pushed)
+        line = self._traffic.step(index, at)
+        self._sync_world()
+        for message in self.telegram.pushed[first:]:
+            self.ledger.record_sent(message)
         self.sent += 1
         self._signal()
-        self._on_line(f"user {user_id} -> chat {chat_id} #{message_id} {what}: {text!r}")
+        self._on_line(line)
+
+    def _sync_world(self) -> None:
+        """Tell the ledger about migrations and blocks it has not seen (ours or a test's)."""
+        chats = self.telegram.chats
+        for old, new in chats.migrations.items():
+            if old not in self._migrations_seen:
+                self._migrations_seen.add(old)
+                self.ledger.record_migration(old, new)
+        for user, periods in chats.blocks.items():
+            seen = self._blocks_seen.get(user, 0)
+            ended = periods[seen - 1][1] if seen else None
+            if ended is not None:
+                self.ledger.record_unblock(user, ended)
+            for since, until in periods[seen:]:
+                self.ledger.record_block(user, since, until)
+            self._blocks_seen[user] = len(periods)
 
     def _signal(self) -> None:
         self._progress.set()
@@ -180,8 +191,11 @@ class SimulatedUsers:
     def _on_delivery(self, delivery: Delivery) -> None:
         self.ledger.record_delivery(delivery)
         self._signal()
-        target = delivery.reply_to_message_id
+        target = delivery.replies_to
         about = f"reply to #{target}" if target is not None else "not a reply"
+        if delivery.reply_missing:
+            about += f"; #{delivery.reply_to_message_id} is not in this chat"
         self._on_line(
-            f"bot -> chat {delivery.chat_id} #{delivery.message_id} ({about}): {delivery.text!r}"
+            f"bot -> chat {delivery.chat_id} #{delivery.message_id} ({about}): "
+            f"{quoted(delivery.text)}"
         )

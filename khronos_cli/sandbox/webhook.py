@@ -1,5 +1,21 @@
 """Webhook mode of the sandbox Telegram: POST each update to the bot, the way Telegram does.
 
+``setWebhook`` checks the URL as Telegram does (:func:`url_error`, texts from
+``telegram-bot-api/WebhookActor.cpp`` and ``Client.cpp``): an unparsable URL is ``400 "Bad Request:
+invalid webhook URL specified"`` (a URL without a scheme is taken as https, as the server does);
+the URL must be https (``"Bad Request: bad webhook: An HTTPS URL must be provided for webhook"``)
+on port 80, 88, 443 or 8443 (``"... Webhook can be set up only on ports 80, 88, 443 or 8443"``).
+**Loopback URLs are the exception** (127.0.0.0/8, ``localhost``, ``::1``): they are accepted with
+http and any port, as a local Bot API server (``telegram-bot-api --local``) accepts any address,
+http and any port — that is how a bot on this machine takes the sandbox's webhook.
+
+**A URL that is not loopback is never contacted** (the sandbox has no network): it behaves as an
+unreachable endpoint. Each pending update is "tried" with the backoff below and fails with
+``last_error_message`` "Connection refused"; updates stay pending. That is a *leftover webhook*: a
+test sets one from any process with the Bot API's own call, ``POST /bot<token>/setWebhook
+{"url": "https://bot.example.com/hook"}``, and the bot's ``getUpdates`` then answers 409 until it
+calls ``deleteWebhook``.
+
 While a webhook is set, one background task takes the oldest pending update, POSTs it as JSON to
 the webhook URL (with ``X-Telegram-Bot-Api-Secret-Token`` when a secret was set) and forgets it
 once the bot answers 2xx. Any other answer, or a transport error, is recorded as the webhook's
@@ -13,17 +29,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["SECRET_HEADER", "WebhookSender"]
+__all__ = ["SECRET_HEADER", "WebhookSender", "is_loopback", "url_error"]
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+WEBHOOK_PORTS = (80, 88, 443, 8443)
+UNREACHABLE = "Connection refused"
 _POST_TIMEOUT = 10.0
 _MAX_RETRY_AFTER = 3600.0
+
+
+def is_loopback(url: str) -> bool:
+    """True when ``url``'s host is 127.0.0.0/8, ``::1`` or ``localhost``."""
+    host = urlsplit(url if "://" in url else f"https://{url}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_error(url: str) -> str | None:
+    """The Bot API's description of what is wrong with webhook ``url``; None when it is fine."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        return "Bad Request: invalid webhook URL specified"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "Bad Request: invalid webhook URL specified"
+    if is_loopback(url):
+        return None
+    if parts.scheme != "https":
+        return "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+    if (port or 443) not in WEBHOOK_PORTS:
+        return "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+    return None
 
 
 class _UpdateQueue(Protocol):
@@ -74,7 +123,7 @@ class WebhookSender:
             "pending_update_count": pending,
             "max_connections": 1,
         }
-        if self.url:
+        if self.url and is_loopback(self.url):  # an unreachable URL never resolved
             info["ip_address"] = "127.0.0.1"
         if self.last_error_date is not None:
             info["last_error_date"] = self.last_error_date
@@ -84,6 +133,7 @@ class WebhookSender:
     async def _run(self) -> None:
         headers = {SECRET_HEADER: self.secret} if self.secret else {}
         delay = self.retry_initial
+        reachable = is_loopback(self.url)
         async with httpx.AsyncClient(timeout=_POST_TIMEOUT, headers=headers) as client:
             while True:
                 arrival = self._queue.arrival()
@@ -91,7 +141,11 @@ class WebhookSender:
                 if update is None:
                     await arrival.wait()
                     continue
-                wait = await self._post(client, update)
+                if reachable:
+                    wait = await self._post(client, update)
+                else:  # no network in the sandbox: the endpoint never answers
+                    self._error(UNREACHABLE)
+                    wait = 0.0
                 if wait is None:
                     self.delivered += 1
                     self._queue.confirm(int(update["update_id"]) + 1)

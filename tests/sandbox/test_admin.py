@@ -139,3 +139,89 @@ async def test_bad_admin_requests_are_400_and_change_nothing(
     assert response.json()["error"]
     assert telegram.pushed == []
     assert telegram.failure.mode == "ok"
+
+
+async def test_users_actions_over_http(admin: httpx.AsyncClient, bot: httpx.AsyncClient) -> None:
+    """POST /_sandbox/messages (sticker, big voice, reply), /service (the bot added, a title) and
+    /updates (an edit, a callback query) queue the updates a bot then polls."""
+    group, user = -4001, 1001
+    added = await admin.post(
+        "/service",
+        json={"chat_id": group, "user_id": user, "kind": "new_chat_members", "bot": True},
+    )
+    title = await admin.post(
+        "/service",
+        json={"chat_id": group, "user_id": user, "kind": "new_chat_title", "title": "Nós"},
+    )
+    text = await admin.post("/messages", json={"chat_id": group, "user_id": user, "text": "oi"})
+    answer = (await bot.post("/sendMessage", json={"chat_id": group, "text": "olá"})).json()
+    bot_message = answer["result"]["message_id"]
+    reply = await admin.post(
+        "/messages",
+        json={"chat_id": group, "user_id": user, "text": "e aí", "reply_to": bot_message},
+    )
+    sticker = await admin.post("/messages", json={"chat_id": user, "sticker": "🐱"})
+    voice = await admin.post("/messages", json={"chat_id": user, "voice": "x", "file_size": 10**8})
+    edit = await admin.post(
+        "/updates",
+        json={
+            "kind": "edited_message",
+            "chat_id": group,
+            "message_id": text.json()["message_id"],
+            "text": "oi!",
+        },
+    )
+    press = await admin.post(
+        "/updates",
+        json={
+            "kind": "callback_query",
+            "chat_id": group,
+            "user_id": user,
+            "message_id": bot_message,
+        },
+    )
+    for answered in (added, title, text, reply, sticker, voice, edit, press):
+        assert answered.status_code == 200, answered.text
+    polled = (await bot.post("/getUpdates", json={})).json()["result"]
+    kinds = [next(k for k in u if k != "update_id") for u in polled]
+    assert kinds == ["my_chat_member"] + ["message"] * 6 + ["edited_message", "callback_query"]
+    messages = (await admin.get("/messages")).json()["items"]
+    assert [(m["kind"], m["expects_answer"]) for m in messages] == [
+        ("my_chat_member", False),
+        ("service", False),
+        ("service", False),
+        ("text", False),
+        ("text", True),
+        ("sticker", True),
+        ("voice", True),
+        ("edit", False),
+        ("callback_query", False),
+    ]
+    bad = await admin.post("/updates", json={"kind": "poll", "chat_id": group})
+    assert bad.status_code == 400 and "unknown update kind" in bad.json()["error"]
+
+
+async def test_block_and_migrate_over_http_reach_the_ledger(
+    admin: httpx.AsyncClient, bot: httpx.AsyncClient
+) -> None:
+    """POST /_sandbox/block makes the user's message undeliverable (not unanswered) and
+    /migrate moves a group; /chats and /ledger show both."""
+    await admin.post("/messages", json={"chat_id": 7, "text": "tchau"})
+    blocked = await admin.post("/block", json={"user_id": 7})
+    refused = await bot.post("/sendMessage", json={"chat_id": 7, "text": "r"})
+    asked = await admin.post("/messages", json={"chat_id": -55, "user_id": 7, "text": "/help"})
+    moved = (await admin.post("/migrate", json={"chat_id": -55})).json()
+    resent = await bot.post(
+        "/sendMessage", json={"chat_id": moved["migrate_to_chat_id"], "text": "ajuda"}
+    )
+    chats = (await admin.get("/chats")).json()
+    report = (await admin.get("/ledger")).json()
+    again = await admin.post("/migrate", json={"chat_id": -55})
+    assert blocked.json()["blocked"] is True and refused.status_code == 403
+    assert asked.status_code == resent.status_code == 200
+    assert moved["chat_id"] == -55 and moved["migrate_to_chat_id"] < -(10**12)
+    assert chats["migrations"] == {"-55": moved["migrate_to_chat_id"]}
+    assert chats["blocked"] == [7]
+    assert report["undeliverable"] == [1] and report["unanswered"] == []
+    assert report["answered"] == 1 and report["exactly_once"] is True
+    assert again.status_code == 400 and "already upgraded" in again.json()["error"]

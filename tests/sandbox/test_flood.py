@@ -125,3 +125,42 @@ async def test_default_limits_are_telegrams() -> None:
         second = await client.post("/sendMessage", json={"chat_id": PRIVATE, "text": "2"})
     assert (first.status_code, second.status_code) == (200, 429)
     assert second.json()["parameters"] == {"retry_after": 1}
+
+
+def test_a_forced_chat_is_refused_until_the_time_passes() -> None:
+    """force() refuses every send to that chat with the given retry_after for that long, while
+    other chats (and the same chat afterwards) are admitted."""
+    clock = Clock()
+    flood = FloodControl(FloodLimits.off(), clock=clock)
+    flood.force(PRIVATE, retry_after=7, seconds=5.0)
+    assert [flood.admit(PRIVATE) for _ in range(3)] == [7, 7, 7]
+    assert flood.admit(OTHER) is None
+    assert flood.admit(GROUP) is None
+    assert flood.forced() == {PRIVATE: {"retry_after": 7, "seconds_left": 5.0}}
+    clock.now += 5
+    assert flood.admit(PRIVATE) is None
+    assert flood.forced() == {}
+
+
+async def test_forced_flood_over_http_is_scoped_to_its_chat() -> None:
+    """POST /_sandbox/flood/force makes sendMessage to that chat a 429 with its retry_after and
+    leaves other chats alone."""
+    async with (
+        TelegramStandIn(flood_limits=FloodLimits.off()) as telegram,
+        httpx.AsyncClient(base_url=telegram.base_url) as http,
+    ):
+        forced = await http.post(
+            "/_sandbox/flood/force", json={"chat_id": GROUP, "retry_after": 13, "seconds": 60}
+        )
+        api = f"/bot{SANDBOX_TOKEN}/sendMessage"
+        refused = await http.post(api, json={"chat_id": GROUP, "text": "x"})
+        other = await http.post(api, json={"chat_id": OTHER, "text": "y"})
+        bad = await http.post(
+            "/_sandbox/flood/force", json={"chat_id": GROUP, "retry_after": 0, "seconds": 1}
+        )
+    assert forced.json()[str(GROUP)]["retry_after"] == 13
+    assert refused.status_code == 429
+    assert refused.json()["parameters"] == {"retry_after": 13}
+    assert other.status_code == 200
+    assert bad.status_code == 400
+    assert [d.chat_id for d in telegram.deliveries] == [OTHER]

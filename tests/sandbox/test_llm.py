@@ -23,9 +23,12 @@ def anthropic_request(text: str = "hello") -> dict[str, Any]:
     return {
         "url": "/v1/messages",
         "headers": ANTHROPIC_HEADERS,
-        "json": {"model": "claude-x", "max_tokens": 100,
-                 "messages": [{"role": "user", "content": text}]},
-    }  # fmt: skip
+        "json": {
+            "model": "claude-x",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": text}],
+        },
+    }
 
 
 def openai_request(text: str = "hello") -> dict[str, Any]:

@@ -60,10 +60,14 @@ async def test_stack_keys_are_checked() -> None:
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     async with SandboxStack() as stack, httpx.AsyncClient() as client:
         url = f"{stack.anthropic_base_url}/v1/messages"
-        good = await client.post(url, json=body, headers={
-            "x-api-key": stack.anthropic_api_key, "anthropic-version": "2023-06-01"})  # fmt: skip
-        bad = await client.post(url, json=body, headers={
-            "x-api-key": "stolen", "anthropic-version": "2023-06-01"})  # fmt: skip
+        good = await client.post(
+            url,
+            json=body,
+            headers={"x-api-key": stack.anthropic_api_key, "anthropic-version": "2023-06-01"},
+        )
+        bad = await client.post(
+            url, json=body, headers={"x-api-key": "stolen", "anthropic-version": "2023-06-01"}
+        )
     assert (good.status_code, bad.status_code) == (200, 401)
 
 

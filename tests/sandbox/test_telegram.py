@@ -160,9 +160,13 @@ async def test_send_message_records_the_delivery(
     asked = telegram.push_text(CHAT, CHAT, "hello?")
     response = await client.post(
         "/sendMessage",
-        json={"chat_id": CHAT, "text": "hi!", "reply_parameters": {"message_id": asked},
-              "parse_mode": "HTML"},
-    )  # fmt: skip
+        json={
+            "chat_id": CHAT,
+            "text": "hi!",
+            "reply_parameters": {"message_id": asked},
+            "parse_mode": "HTML",
+        },
+    )
     message = response.json()["result"]
     assert message["chat"] == {"id": CHAT, "type": "private", "first_name": f"User {CHAT}"}
     assert message["reply_to_message"]["text"] == "hello?"
@@ -176,11 +180,13 @@ async def test_send_message_accepts_form_bodies(
     telegram: TelegramStandIn, client: httpx.AsyncClient
 ) -> None:
     """A form-encoded sendMessage with reply_to_message_id is recorded like a JSON one."""
+    asked = telegram.push_text(-100, 7, "/start@khronos_sandbox_bot")
     response = await client.post(
-        "/sendMessage", data={"chat_id": "-100", "text": "grupo", "reply_to_message_id": "7"}
+        "/sendMessage",
+        data={"chat_id": "-100", "text": "grupo", "reply_to_message_id": str(asked)},
     )
     assert response.json()["result"]["chat"]["type"] == "group"
-    assert telegram.deliveries[0].reply_to_message_id == 7
+    assert telegram.deliveries[0].reply_to_message_id == asked
 
 
 @pytest.mark.parametrize(

@@ -152,3 +152,75 @@ async def test_set_webhook_rejects_a_bad_secret(client: httpx.AsyncClient) -> No
     )
     assert response.status_code == 400
     assert "secret token" in response.json()["description"]
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "description"),
+    [
+        ("http://bot.example.com/hook", None, "An HTTPS URL must be provided for webhook"),
+        ("https://bot.example.com:8080/hook", None, "only on ports 80, 88, 443 or 8443"),
+        ("ftp://bot.example.com/hook", None, "Bad Request: invalid webhook URL specified"),
+        ("https://bot.example.com:99999/hook", None, "invalid webhook URL specified"),
+        ("https://bot.example.com/hook", "x" * 257, "Bad Request: secret token is too long"),
+        ("https://bot.example.com/hook", "só-ascii", "secret token contains unallowed"),
+    ],
+)
+async def test_set_webhook_checks_telegrams_rules(
+    telegram: TelegramStandIn,
+    client: httpx.AsyncClient,
+    url: str,
+    secret: str | None,
+    description: str,
+) -> None:
+    """A non-loopback webhook must be https on 80/88/443/8443 with a valid secret; each
+    violation answers 400 with the Bot API server's text and sets nothing."""
+    params = {"url": url} if secret is None else {"url": url, "secret_token": secret}
+    response = await client.post("/setWebhook", json=params)
+    assert response.status_code == 400
+    assert description in response.json()["description"]
+    assert response.json()["description"].startswith("Bad Request: ")
+    assert telegram.webhook.url == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bot.example.com/hook",
+        "https://bot.example.com:8443/hook",
+        "bot.example.com:88/hook",  # no scheme: taken as https, as the server does
+        "http://127.0.0.1:9/hook",
+        "http://127.3.2.1:65000/hook",
+        "http://localhost:1234/hook",
+        "http://[::1]:5000/hook",
+    ],
+)
+async def test_set_webhook_accepts_https_on_webhook_ports_and_any_loopback_url(
+    telegram: TelegramStandIn, client: httpx.AsyncClient, url: str
+) -> None:
+    """https on an allowed port is accepted, and so is a loopback URL with http and any port (as
+    a local Bot API server accepts); an empty secret is no secret."""
+    response = await client.post("/setWebhook", json={"url": url, "secret_token": ""})
+    assert response.json() == {"ok": True, "result": True}
+    assert telegram.webhook.url == url
+    assert telegram.webhook.secret is None
+
+
+async def test_a_leftover_webhook_is_never_contacted_and_keeps_updates(
+    telegram: TelegramStandIn, client: httpx.AsyncClient
+) -> None:
+    """A webhook on a non-loopback URL (set with plain setWebhook) fails every delivery with
+    "Connection refused" without any connection; updates stay pending and getUpdates is 409."""
+    await client.post("/setWebhook", json={"url": "https://old-deploy.example.com/hook"})
+    telegram.push_text(CHAT, CHAT, "lost?")
+    await async_wait_for(lambda: telegram.webhook.failures >= 2)
+    info = (await client.get("/getWebhookInfo")).json()["result"]
+    conflict = await client.post("/getUpdates", json={})
+    assert info["url"] == "https://old-deploy.example.com/hook"
+    assert info["last_error_message"] == "Connection refused"
+    assert "ip_address" not in info
+    assert info["pending_update_count"] == 1
+    assert telegram.webhook.delivered == 0
+    assert conflict.status_code == 409
+    await client.post("/deleteWebhook", json={"drop_pending_updates": False})
+    kept = (await client.post("/getUpdates", json={})).json()["result"]
+    assert [u["message"]["text"] for u in kept] == ["lost?"]
