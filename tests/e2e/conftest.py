@@ -46,10 +46,12 @@ class Instance:
         port: int = 0,
         external_sandbox: bool = False,
         sandbox_of: Instance | None = None,
+        sandbox_args: tuple[str, ...] = ("--users", "0"),
     ) -> None:
         self.root = root
         self.sandbox_of = sandbox_of  # share another instance's external sandbox (replicas)
         self.external_sandbox = external_sandbox
+        self.sandbox_args = sandbox_args  # `python -m khronos_cli.sandbox` options (external)
         self.sandbox_process: subprocess.Popen[bytes] | None = None
         self.state_dir = root / "state"
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -93,7 +95,7 @@ class Instance:
             home.mkdir(mode=0o700, exist_ok=True)
             self.sandbox_process = subprocess.Popen(
                 [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(home),
-                 "--users", "0"],
+                 *self.sandbox_args],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             wait_for(lambda: (home / "sandbox.json").exists(), timeout=30)
