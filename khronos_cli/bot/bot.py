@@ -77,6 +77,7 @@ class Bot:
         self.identity: Identity | None = None
         self.answered = {"anthropic": 0, "openai": 0, "fallback": 0, "command": 0, "other": 0}
         self.skipped = 0
+        self.migrations: set[tuple[int, int]] = set()  # (old, new) chat ids seen here
 
     async def db(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run one store call through the ``database`` breaker."""
@@ -99,7 +100,9 @@ class Bot:
         if incoming.migration is not None:
             old, new = incoming.migration
             moved = await self.db(self.store.migrate_chat, old, new)
-            logger.info("chat %d became supergroup %d: moved %s", old, new, moved)
+            if (old, new) not in self.migrations:
+                self.migrations.add((old, new))
+                logger.info("chat %d became supergroup %d: moved %s", old, new, moved)
         me = None if incoming.private or incoming.message is None else await self.me()
         if not deserves_answer(incoming, me, self.groups):
             await self.db(self.store.skip, update_id)

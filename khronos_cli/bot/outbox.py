@@ -90,7 +90,7 @@ class Outbox:
         self.clock = clock
         self.sent = 0
         self.failed = 0
-        self.migrated = 0
+        self.migrations: set[tuple[int, int]] = set()  # (old, new) chat ids seen here
         self._chats: dict[int, _Chat] = {}
         self._known: set[int] = set()  # outbox ids queued in memory
         self._unmarked: dict[int, int | None] = {}  # accepted by Telegram, not yet marked sent
@@ -299,7 +299,7 @@ class Outbox:
             logger.warning("could not move chat %d to %d: %s", chat_id, new_chat_id, exc)
             chat.not_before = self.clock() + 1.0
             return
-        self.migrated += 1
+        self.migrations.add((chat_id, new_chat_id))
         logger.info("chat %d became supergroup %d: moved %s", chat_id, new_chat_id, moved)
         del self._chats[chat_id]
         target = self._chats.setdefault(new_chat_id, _Chat())

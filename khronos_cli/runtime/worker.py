@@ -326,7 +326,7 @@ class Worker:
             "messages_sent": parts.outbox.sent if parts else 0,
             "messages_failed": parts.outbox.failed if parts else 0,
             "messages_queued": parts.outbox.queued if parts else 0,
-            "chats_migrated": parts.outbox.migrated if parts else 0,
+            "chats_migrated": len(parts.bot.migrations | parts.outbox.migrations) if parts else 0,
             "answered": dict(parts.bot.answered) if parts else {},
             "updates_skipped": parts.bot.skipped if parts else 0,
             "bot_username": parts.bot.identity.username if parts and parts.bot.identity else None,

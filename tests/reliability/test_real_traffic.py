@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from khronos_cli.bot.messages import (
     CUT_NOTE,
@@ -471,6 +472,7 @@ def test_retention_prunes_the_database_on_a_schedule(
     assert "retention: pruned" in instance.log()
 
 
+@pytest.mark.timeout(size(120, 900))
 def test_the_sandbox_traffic_mix_is_answered_exactly_once(
     make_instance: Any, figures: Callable[..., None]
 ) -> None:
