@@ -22,12 +22,16 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from khronos_cli.sandbox.flood import FloodLimits
 from khronos_cli.sandbox.stack import SandboxStack
 
 STATE_FILE = "sandbox.json"
+IDS_FILE = "sandbox-ids.json"  # where update ids go on from, across restarts of the sandbox
+_IDS_EVERY = 2.0  # seconds between saves of the next update id
+_EPOCH = 1_700_000_000  # update ids never fall below 10 per second since then (a lost save)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -75,10 +79,10 @@ async def serve(options: argparse.Namespace) -> None:
             "admin_url": f"{stack.telegram_base_url}/_sandbox",
             "env": env,
         }
-        temporary = state.with_suffix(".tmp")
-        temporary.write_text(json.dumps(info, indent=1))
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, state)
+        _write(state, info)
+        ids = options.state_dir / IDS_FILE
+        stack.telegram.updates.continue_from(_first_update_id(ids))
+        saver = asyncio.create_task(_save_ids(stack, ids), name="sandbox-ids")
         log = logging.getLogger("khronos.sandbox")
         users = None
         if options.users > 0:
@@ -103,8 +107,36 @@ async def serve(options: argparse.Namespace) -> None:
             if users is not None:
                 log.info("sandbox users: %s", users.report().summary())
                 await users.aclose()
+            saver.cancel()
+            _write(ids, {"next_update_id": stack.telegram.updates.next_update_id})
             with contextlib.suppress(FileNotFoundError):
                 state.unlink()
+
+
+def _first_update_id(path: Path) -> int:
+    """Where this run's update ids start: after the last run's (Telegram's go on growing, so a
+    bot's journal never mistakes a new update for one it answered), and never below a floor that
+    grows with the clock, for a run that ended without saving."""
+    floor = max(1, (int(time.time()) - _EPOCH) * 10)
+    try:
+        saved = json.loads(path.read_text()).get("next_update_id")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    return max(floor, saved) if isinstance(saved, int) else floor
+
+
+async def _save_ids(stack: SandboxStack, path: Path) -> None:
+    while True:
+        await asyncio.sleep(_IDS_EVERY)
+        _write(path, {"next_update_id": stack.telegram.updates.next_update_id})
+
+
+def _write(path: Path, data: dict[str, object]) -> None:
+    """``data`` as JSON at ``path``, 0600, replaced atomically."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=1))
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,16 @@ class UpdateQueue:
         return len(self._updates)
 
     @property
+    def next_update_id(self) -> int:
+        """The id the next pushed update gets."""
+        return self._next_id
+
+    def continue_from(self, update_id: int) -> None:
+        """Give later updates ids from ``update_id`` on, as Telegram's keep growing across a
+        bot's restarts (never moves backwards)."""
+        self._next_id = max(self._next_id, update_id)
+
+    @property
     def allowed_updates(self) -> list[str]:
         """The update kinds asked for (empty: Telegram's default, all but
         :data:`DEFAULT_EXCLUDED`), remembered across polls as Telegram does."""

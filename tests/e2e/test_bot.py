@@ -123,3 +123,25 @@ def test_webhook_mode_takes_updates_with_the_secret(make_instance: object) -> No
     assert instance.ledger()["duplicates"] == []
     stranger = instance.public("POST", "/telegram/webhook", json={"update_id": 1})
     assert stranger.status_code == 403
+
+
+def test_a_second_run_on_the_same_state_dir_answers_its_users(make_instance: object) -> None:
+    """`khronos run --sandbox` twice in a row on one state dir: the sandbox's update ids go on
+    from the first run's, as Telegram's do, so the second run's users are answered too (the
+    journal does not take their updates for ones it already answered)."""
+    instance = make_instance().start()  # type: ignore[operator]
+    for i in range(3):
+        instance.push(9100 + i, f"first run {i}")
+    wait_for(lambda: answered(instance, 3), timeout=30)
+    first = max(m["update_id"] for m in instance.admin.get("/_sandbox/messages").json()["items"])
+    assert instance.khronos("stop").returncode == 0
+    instance.wait()
+    instance.admin.close()  # the new sandbox listens on new ports
+    instance._admin = None
+    instance.start()
+    for i in range(3):
+        instance.push(9200 + i, f"second run {i}")
+    wait_for(lambda: answered(instance, 3), timeout=30)
+    items = instance.admin.get("/_sandbox/messages").json()["items"]
+    assert min(m["update_id"] for m in items) > first
+    assert instance.status()["updates_duplicate"] == 0
