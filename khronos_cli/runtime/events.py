@@ -1,28 +1,115 @@
-"""The worker's event stream: breaker transitions, limiter drops and halts, outages.
+"""The worker's event stream and its log: breaker transitions, limiter drops and halts, outages.
 
 Publishers call :meth:`EventHub.publish` synchronously (from listeners); each subscriber of the
 control socket's ``GET /events`` has its own bounded queue. A slow subscriber loses its oldest
 events; it never slows the worker down.
+
+Every event is also a log line an operator can act on (:class:`EventLog`): a breaker opening is
+a warning with its reason, half-open and close are info (close says how long it was open),
+forcing is a warning with the operator's reason; a 429 halt says which chat (or every chat) and
+for how long; drops are counted and logged at most once per :data:`DROP_LOG_EVERY` seconds per
+limiter, so a flood of refusals is one line with a count, not a line each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["EventHub"]
+__all__ = ["DROP_LOG_EVERY", "EventHub", "EventLog"]
+
+DROP_LOG_EVERY = 10.0
+logger = logging.getLogger("khronos.events")
+
+
+class EventLog:
+    """Turns published events into log lines."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._opened: dict[str, float] = {}
+        self._drops: dict[str, int] = {}
+        self._drops_told: dict[str, float] = {}
+
+    def __call__(self, topic: str, fields: dict[str, Any]) -> None:
+        if topic == "breaker":
+            self._breaker(fields)
+        elif topic == "limiter":
+            self._limiter(fields)  # outages log themselves (upstream.faults)
+
+    def _breaker(self, event: dict[str, Any]) -> None:
+        name, kind = event.get("breaker", "?"), event.get("kind")
+        if kind == "open":
+            self._opened.setdefault(name, self._clock())
+            logger.warning("breaker %s opened: %s", name, event.get("reason") or "tripped")
+        elif kind == "half_open":
+            logger.info("breaker %s half-open: letting a trial call through", name)
+        elif kind == "close":
+            since = self._opened.pop(name, None)
+            took = "" if since is None else f" after {self._clock() - since:.1f}s open"
+            logger.info("breaker %s closed again%s", name, took)
+        elif kind == "forced":
+            forced = event.get("forced")
+            if forced is None:
+                logger.warning(
+                    "breaker %s: operator override ended (%s)", name, event.get("reason")
+                )
+            else:
+                logger.warning(
+                    "breaker %s forced %s for %ss by the operator: %s",
+                    name,
+                    forced,
+                    event.get("expires_in"),
+                    event.get("reason"),
+                )
+        elif kind == "storage_error":
+            logger.warning("breaker %s: shared state unreachable, deciding locally", name)
+        elif kind == "storage_ok":
+            logger.info("breaker %s: shared state reachable again", name)
+
+    def _limiter(self, event: dict[str, Any]) -> None:
+        name, kind = str(event.get("limiter", "?")), event.get("kind")
+        if kind == "halt":
+            key = event.get("key")
+            scope = "every key" if key in (None, "None") else f"key {key}"
+            logger.warning(
+                "limiter %s: %s halted for %.1fs (the upstream answered 429)",
+                name,
+                scope,
+                float(event.get("seconds") or 0.0),
+            )
+        elif kind == "dropped":
+            self._drops[name] = self._drops.get(name, 0) + 1
+            now = self._clock()
+            if now - self._drops_told.get(name, -DROP_LOG_EVERY) >= DROP_LOG_EVERY:
+                count = self._drops.pop(name)
+                self._drops_told[name] = now
+                logger.warning(
+                    "limiter %s dropped %d job%s (queue full; callers got 429)",
+                    name,
+                    count,
+                    "" if count == 1 else "s",
+                )
 
 
 class EventHub:
-    def __init__(self, *, capacity: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int = 1000,
+        log: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.capacity = capacity
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._log = log or EventLog()
         self.published = 0
 
     def publish(self, topic: str, /, **fields: Any) -> None:
         event = {"event": topic, "at": round(time.time(), 3), **fields}
+        self._log(topic, fields)
         self.published += 1
         for queue in self._queues:
             if queue.full():  # drop the oldest: a slow reader never slows the worker

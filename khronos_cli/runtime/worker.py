@@ -275,7 +275,8 @@ class Worker:
         transitions = ("open", "half_open", "close", "forced", "storage_error", "storage_ok")
 
         def on_breaker(e: Any) -> None:
-            publish("breaker", breaker=e.breaker, kind=e.kind, state=e.state)
+            detail = {k: v for k, v in e.detail.items() if isinstance(v, str | int | float | None)}
+            publish("breaker", breaker=e.breaker, kind=e.kind, state=e.state, **detail)
 
         def on_limiter(e: Any) -> None:
             publish("limiter", limiter=e.limiter, kind=e.event, key=str(e.key), seconds=e.seconds)

@@ -145,3 +145,26 @@ def test_a_second_run_on_the_same_state_dir_answers_its_users(make_instance: obj
     items = instance.admin.get("/_sandbox/messages").json()["items"]
     assert min(m["update_id"] for m in items) > first
     assert instance.status()["updates_duplicate"] == 0
+
+
+def test_breaker_transitions_and_halts_are_in_the_log(make_instance: object) -> None:
+    """The log says when a breaker opens (with why), goes half-open, closes (after how long),
+    is forced by the operator, and when a 429 halts a chat's sends: not only /events does."""
+    instance = make_instance().start()  # type: ignore[operator]
+    started = instance.khronos("outage", "start", "anthropic-api", "--mode", "down", "--for", "2s")
+    assert started.returncode == 0, started.stderr
+    for i in range(4):
+        instance.push(9300 + i, f"during the outage {i}")
+    wait_for(lambda: "breaker anthropic-api half-open" in instance.log(), timeout=30)
+    instance.push(9310, "after the outage")  # the trial call
+    wait_for(lambda: "breaker anthropic-api closed again after" in instance.log(), timeout=30)
+    forced = instance.khronos("breakers", "open", "openai-api", "--for", "5s", "--reason", "drill")
+    assert forced.returncode == 0, forced.stderr
+    instance.admin.post(
+        "/_sandbox/flood/force", json={"chat_id": 9400, "retry_after": 3, "seconds": 1}
+    ).raise_for_status()
+    instance.push(9400, "flooded")
+    wait_for(lambda: "limiter telegram: key 9400 halted for 3.0s" in instance.log(), timeout=30)
+    log = instance.log()
+    assert "WARNING khronos.events: breaker anthropic-api opened: " in log
+    assert "breaker openai-api forced open for 5.0s by the operator: drill" in log
