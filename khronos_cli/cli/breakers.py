@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from khronos_cli.cli import output
+from khronos_cli.cli import options, output
 from khronos_cli.cli.options import (
     AllOption,
     IntervalOption,
@@ -16,7 +16,6 @@ from khronos_cli.cli.options import (
     StateDirOption,
     client,
 )
-from khronos_cli.config import parse_duration
 
 app = typer.Typer(help="See the circuit breakers, force one open or closed.")
 
@@ -111,13 +110,13 @@ def breakers(
 
 
 DurationOption = Annotated[
-    str, typer.Option("--for", help="How long the force lasts before it heals itself.")
+    str, typer.Option("--for", help="How long the force lasts before it heals itself (max 15m).")
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (shown in the table).")]
 
 
 def _force(state_dir: Any, name: str, action: str, duration: str, reason: str) -> None:
-    seconds = parse_duration(duration, key="--for")
+    seconds = options.seconds(duration, "--for")
     with client(state_dir) as control:
         snap = control.post(f"/breakers/{name}/{action}", {"for": seconds, "reason": reason})
     output.stderr.print(f"{name}: {snap.get('state', action)}", markup=False)

@@ -43,7 +43,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from khronos_cli.cli import output
+from khronos_cli.cli import options, output
 from khronos_cli.cli.options import JSONOption, StateDirOption, client
 from khronos_cli.cli.outage import (
     Dependency,
@@ -52,11 +52,10 @@ from khronos_cli.cli.outage import (
     ProbabilityOption,
     StatusOption,
 )
-from khronos_cli.config import parse_duration
 from khronos_cli.control.client import ControlClient
+from khronos_cli.control.protocol import MAX_DURATION
 from khronos_cli.errors import KhronosError
 
-MAX_FOR = 15 * 60.0
 EXPIRY_GRACE = 5.0  # the outage expires this long after the drill means to end it: a net, no race
 POLL = 0.1  # seconds between reads of the control socket while waiting for a state
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -130,7 +129,7 @@ class Drill:
         self._started = False
         self._ended = False
         self._cleared = False  # the outage is known to be over
-        self.expiry = min(float(spec["for"]) + EXPIRY_GRACE, MAX_FOR)
+        self.expiry = min(float(spec["for"]) + EXPIRY_GRACE, MAX_DURATION)
 
     # -- the report -----------------------------------------------------------------------------
 
@@ -338,13 +337,6 @@ def render(report: dict[str, Any]) -> Table:
     return table
 
 
-def _seconds(value: str, key: str) -> float:
-    seconds = parse_duration(value, key=key)
-    if seconds <= 0:
-        raise typer.BadParameter("must be above zero", param_hint=key)
-    return seconds
-
-
 @output.command
 def drill(
     name: Dependency,
@@ -372,24 +364,22 @@ def drill(
     as_json: JSONOption = False,
 ) -> None:
     """Rehearse an outage of NAME: steady state, breaker opens, users served, recovery, verdict."""
-    hold = _seconds(duration, "--for")
-    if hold > MAX_FOR:
-        raise typer.BadParameter("at most 15m: every outage expires", param_hint="--for")
-    expect_open = min(_seconds(open_within, "--expect-open-within"), hold)
+    hold = options.seconds(duration, "--for")
+    expect_open = min(options.seconds(open_within, "--expect-open-within"), hold)
     spec = {
         "name": name.value,
         "mode": mode.value,
         "for": hold,
-        "probability": probability,
+        "probability": options.number(probability, "--probability", least=0.0, most=1.0),
         "status": status,
-        "latency": parse_duration(latency, key="--latency"),
+        "latency": options.seconds(latency, "--latency", zero=True),
     }
     with client(state_dir) as control, on_signals(_interrupt):
         run = Drill(
             control,
             spec,
             open_within=expect_open,
-            recovery_within=_seconds(recovery_within, "--expect-recovery-within"),
+            recovery_within=options.seconds(recovery_within, "--expect-recovery-within"),
             require_traffic=require_traffic,
             say=lambda line: output.stderr.print(line, markup=False),
         )

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from khronos_cli.cli import output
+from khronos_cli.cli import options, output
 from khronos_cli.cli.options import JSONOption, StateDirOption, client
-from khronos_cli.config import parse_duration
 
 app = typer.Typer(help="Inject test outages into the live bot so its breakers really trip.")
 
@@ -30,7 +29,7 @@ class Mode(enum.StrEnum):
 
 
 ProbabilityOption = Annotated[
-    float, typer.Option("--probability", min=0.0, max=1.0, help="Share of calls hit.")
+    float, typer.Option("--probability", help="Share of calls hit (0 to 1).")
 ]
 StatusOption = Annotated[
     int, typer.Option("--status", help="HTTP status for --mode errors (503, or 429).")
@@ -70,10 +69,10 @@ def start(
     spec = {
         "name": name.value,
         "mode": mode.value,
-        "for": parse_duration(duration, key="--for"),
-        "probability": probability,
+        "for": options.seconds(duration, "--for"),
+        "probability": options.number(probability, "--probability", least=0.0, most=1.0),
         "status": status,
-        "latency": parse_duration(latency, key="--latency"),
+        "latency": options.seconds(latency, "--latency", zero=True),
     }
     with client(state_dir) as control:
         outage = control.post("/outages", spec)

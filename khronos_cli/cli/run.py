@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from khronos_cli.cli import output
-from khronos_cli.cli.options import ConfigOption, StateDirOption, resolve_state_dir
+from khronos_cli.cli.options import ConfigOption, StateDirOption, number, resolve_state_dir
 
 
 @output.command
@@ -29,17 +29,22 @@ def run(
         bool,
         typer.Option("--no-supervise", help="Run the worker alone (systemd, pm2, k8s restart it)."),
     ] = False,
-    users: Annotated[int, typer.Option("--users", min=0, help="Sandbox: simulated users.")] = 5,
+    users: Annotated[
+        int, typer.Option("--users", min=0, max=10_000, help="Sandbox: simulated users.")
+    ] = 5,
     rate: Annotated[
-        float, typer.Option("--rate", min=0.01, help="Sandbox: their messages per second.")
+        float, typer.Option("--rate", help="Sandbox: their messages per second (0.01 to 1000).")
     ] = 0.5,
     state_dir: StateDirOption = None,
 ) -> None:
     """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log."""
     from khronos_cli import config as config_module
+    from khronos_cli import statedir
     from khronos_cli.runtime import launch
 
-    directory = resolve_state_dir(state_dir)
+    rate = number(rate, "--rate", least=0.01, most=1000.0)
+    # Ours or refused (exit 78) before anything in it is read, its khronos.toml included.
+    directory = statedir.prepare(resolve_state_dir(state_dir))
     settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
     if detach:
         argv = [arg for arg in sys.argv if arg != "--detach"]

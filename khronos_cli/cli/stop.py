@@ -19,9 +19,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from khronos_cli.cli import output
+from khronos_cli.cli import options, output
 from khronos_cli.cli.options import JSONOption, StateDirOption, client
-from khronos_cli.control.protocol import STEP_NAMES, STEP_TITLES
+from khronos_cli.control.protocol import MAX_DURATION, STEP_NAMES, STEP_TITLES
 
 _ICONS = {"done": ("✔", "green"), "skipped": ("↷", "yellow"), "cut": ("✂", "yellow"),
           "timeout": ("⏱", "red"), "deadline": ("⏱", "red"), "failed": ("✘", "red")}  # fmt: skip
@@ -104,7 +104,7 @@ def _follow(events: Iterator[dict[str, Any]], progress: Progress, *, live: bool)
 def stop(
     state_dir: StateDirOption = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1.0, help="Overall deadline for the stop, seconds.")
+        float, typer.Option("--timeout", help="Overall deadline for the stop, seconds (1 to 900).")
     ] = 30.0,
     force: Annotated[
         bool, typer.Option("--force", help="Quick stop: skip the waits, keep unfinished work.")
@@ -112,6 +112,7 @@ def stop(
     as_json: JSONOption = False,
 ) -> None:
     """Stop the bot gracefully, showing the seven steps live."""
+    timeout = options.number(timeout, "--timeout", least=1.0, most=MAX_DURATION)
     progress = Progress(timeout)
     with client(state_dir) as control:
         events = control.stream("POST", "/stop", {"force": force, "deadline": timeout})

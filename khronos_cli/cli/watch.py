@@ -14,6 +14,7 @@ from rich.console import RenderableType
 from rich.live import Live
 
 from khronos_cli.cli import output
+from khronos_cli.cli.options import MAX_INTERVAL, number
 
 
 def watch(
@@ -24,6 +25,7 @@ def watch(
     as_json: bool,
 ) -> None:
     """Poll ``fetch`` every ``interval`` seconds and show it until interrupted."""
+    interval = number(interval, "--interval", least=0.1, most=MAX_INTERVAL)
     live = not as_json and output.stdout.is_terminal
     try:
         if live:

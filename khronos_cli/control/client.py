@@ -4,17 +4,23 @@
 CLI then imports neither httpx nor aiohttp, and a run of ``khronos breakers --json`` costs little
 more than starting Python. Nothing listening there (no file, or a refused connect: a stale socket)
 is :class:`NotRunningError` (exit 3); an error answer is :class:`ControlError` with its message.
+
+Before a byte is sent, the server's peer credentials are read: a socket served by another uid
+(one swapped in by another user of the machine) is refused with :class:`ControlError` (exit 1),
+so nothing it says is believed and nothing we send reaches it.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from khronos_cli.control.peer import peer_uid
 from khronos_cli.control.protocol import decode_line, socket_path
 from khronos_cli.errors import ControlError, NotRunningError
 
@@ -31,9 +37,17 @@ class _UnixConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(self._path))
+            owner = peer_uid(sock)
         except BaseException:
             sock.close()
             raise
+        me = os.geteuid()
+        if owner is not None and owner != me:
+            sock.close()
+            raise ControlError(
+                f"the control socket {self._path} is served by uid {owner}, not by you (uid "
+                f"{me}): refusing to trust it; check who owns {self._path.parent}"
+            )
         self.sock = sock
 
 

@@ -9,12 +9,15 @@ Endpoints (all JSON; streams are NDJSON, one object per line)::
     POST   /breakers/{name}/reset  {}: clear the force, back to closed
     GET    /limiters               {name: snapshot}, as GET /limiter/stats on the public port
     GET    /outages                [outage, ...] with their remaining seconds
-    POST   /outages                {"name", "mode", "for", "probability", "status"}
+    POST   /outages                {"name", "mode", "for", "probability", "status", "latency"}
     DELETE /outages[/{name}]       end one outage, or all
     GET    /events                 NDJSON stream of breaker, limiter and outage events
     POST   /stop                   {"force": bool, "deadline": s} -> NDJSON shutdown events
 
-Errors are ``{"error": {"status": 4xx, "message": "..."}}`` with that HTTP status.
+Every duration on the socket (a force's or an outage's ``for``, ``latency``, a stop's
+``deadline``) is a finite number of seconds above zero and at most :data:`MAX_DURATION` (15 min):
+whatever is forced or injected ends by itself. Errors are ``{"error": {"status": 4xx, "message":
+"...", "field": "for"}}`` with that HTTP status (``field`` when one field is to blame).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "MAX_BODY",
+    "MAX_DURATION",
     "OUTAGE_MODES",
     "SOCKET_NAME",
     "STEP_NAMES",
@@ -38,6 +42,9 @@ __all__ = [
 
 SOCKET_NAME = "khronos.sock"
 MAX_BODY = 64 * 1024
+# The longest anything an operator forces or injects may last (breakers, outages, latencies, a
+# stop's deadline): a forgotten drill heals itself. The CLI checks it before asking.
+MAX_DURATION = 15 * 60.0
 OUTAGE_MODES = ("down", "timeout", "slow", "errors")
 DEPENDENCIES = ("anthropic-api", "telegram-api", "openai-api", "database")
 # The seven shutdown steps, in order (DESIGN.md); `khronos stop` draws one row for each.
@@ -74,5 +81,8 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     return value
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"error": {"status": status, "message": message}}
+def error_body(status: int, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}

@@ -1,13 +1,16 @@
 """The control socket server, in the worker: aiohttp on a unix socket only its owner can use.
 
-Security (DESIGN.md): the socket is 0600 in a 0700 directory, bound under a temporary name and
-renamed into place (no window where it exists with looser modes); a socket file left by a crash
-(nothing answers on it) is replaced; a live one means another instance owns the state dir, and we
-refuse. Every request's peer credentials are checked: only our own uid is served.
+Security (DESIGN.md): the socket is 0600 in a 0700 directory that is ours (``statedir.prepare``:
+a foreign, shared or symlinked-away directory is refused), bound under a private temporary name
+and renamed into place (no window where it exists with looser modes); a socket file left by a
+crash (nothing answers on it) is replaced; a live one means another instance owns the state dir,
+and we refuse. Every request's peer credentials are checked: only our own uid is served.
 
-The server knows nothing of breakers or limiters: it calls a :class:`ControlTarget` (the worker).
-Malformed requests get a 4xx JSON error and change nothing; a client that vanishes mid-stream costs
-the worker nothing.
+The server knows nothing of breakers or limiters: it calls a :class:`ControlTarget` (the worker)
+with arguments already checked (:mod:`.inputs`: JSON depth, finite numbers, every duration above
+zero and at most ``MAX_DURATION``, Unicode text, no unknown field). Malformed requests get a 4xx
+JSON error naming the field and change nothing; a client that vanishes mid-stream costs the worker
+nothing.
 """
 
 from __future__ import annotations
@@ -17,23 +20,31 @@ import errno
 import logging
 import os
 import socket
-import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from khronos_cli import statedir
+from khronos_cli.control import inputs
 from khronos_cli.control.jsonapi import Handler, dumps, error, json_errors, read_object
-from khronos_cli.control.protocol import MAX_BODY, encode_line
+from khronos_cli.control.peer import peer_uid
+from khronos_cli.control.protocol import (
+    DEPENDENCIES,
+    MAX_BODY,
+    MAX_DURATION,
+    OUTAGE_MODES,
+    encode_line,
+)
+from khronos_cli.control.repeats import Repeats
 from khronos_cli.errors import AlreadyRunningError, ControlError
 
 __all__ = ["ControlServer", "ControlTarget", "bind_unix_socket"]
 
 logger = logging.getLogger("khronos.control")
 
-_SUN_PATH_MAX = 107
-_PEERCRED = struct.Struct("3i")
+MAX_REASON = 200
 
 
 class ControlTarget(Protocol):
@@ -59,21 +70,16 @@ class ControlTarget(Protocol):
 def bind_unix_socket(path: Path) -> socket.socket:
     """A listening unix socket at ``path``: mode 0600, directory 0700, bound atomically.
 
-    Raises AlreadyRunningError when a live server answers there; a stale file is replaced.
+    Raises AlreadyRunningError when a live server answers there; a stale file is replaced;
+    StateDirError when the directory is not ours (or the path too long for a socket).
     """
-    if len(os.fsencode(path)) > _SUN_PATH_MAX:
-        raise ControlError(
-            f"socket path {path} is too long for a unix socket; use a shorter --state-dir"
-        )
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    statedir.prepare(path.parent)
     if path.exists() or path.is_symlink():
         if _answers(path):
             raise AlreadyRunningError(str(path))
         logger.info("replacing a stale control socket at %s", path)
         path.unlink()
-    temporary = directory / f".{path.name}.{os.getpid()}"
+    temporary = statedir.socket_temporary(path)
     temporary.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous = os.umask(0o177)
@@ -106,18 +112,11 @@ def _answers(path: Path) -> bool:
     return True
 
 
-def _peer_uid(request: web.Request) -> int | None:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or not hasattr(socket, "SO_PEERCRED"):
-        return None
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    return int(_PEERCRED.unpack(raw)[1])
-
-
 @web.middleware
 async def _owner_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    uid = _peer_uid(request)
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    uid = None if sock is None else peer_uid(sock)
     if uid is not None and uid != os.getuid():
         logger.warning("refused a control request from uid %s", uid)
         return error(403, "only the user that runs khronos may use its control socket")
@@ -132,12 +131,15 @@ class ControlServer:
         self.target = target
         self._runner: web.AppRunner | None = None
         self._inode: int | None = None
+        self.repeats = Repeats(logger)
 
     async def startup(self) -> None:
         sock = bind_unix_socket(self.path)
         self._inode = os.stat(self.path).st_ino
         try:
-            app = web.Application(middlewares=[_owner_only, json_errors], client_max_size=MAX_BODY)
+            app = web.Application(
+                middlewares=[_owner_only, json_errors(self.repeats)], client_max_size=MAX_BODY
+            )
             app.add_routes(self._routes())
             self._runner = web.AppRunner(
                 app, access_log=None, handle_signals=False, shutdown_timeout=1.0
@@ -154,6 +156,7 @@ class ControlServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self.repeats.flush()
         with contextlib.suppress(FileNotFoundError):
             if os.stat(self.path).st_ino == self._inode:
                 self.path.unlink()
@@ -189,14 +192,10 @@ class ControlServer:
                 reason=f"unknown breaker action {action!r}: open, close or reset"
             )
         body = await read_object(request)
-        reason = body.get("reason", "operator")
-        duration = body.get("for")
-        if not isinstance(reason, str) or len(reason) > 200:
-            raise ValueError("'reason' must be a string of at most 200 characters")
-        if duration is not None and (
-            isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
-        ):
-            raise ValueError("'for' must be a number of seconds above zero")
+        inputs.only(body, ("for", "reason"))
+        reason = inputs.text(body, "reason", most=MAX_REASON, required=False, default="operator")
+        duration = inputs.seconds(body, "for")
+        assert reason is not None
         name = request.match_info["name"]
         result = await self.target.force_breaker(
             name, states[action], reason=reason, duration=duration
@@ -204,7 +203,18 @@ class ControlServer:
         return web.json_response(result, dumps=dumps)
 
     async def _start_outage(self, request: web.Request) -> web.Response:
-        return web.json_response(self.target.start_outage(await read_object(request)), dumps=dumps)
+        body = await read_object(request)
+        inputs.only(body, ("name", "mode", "for", "probability", "status", "latency"))
+        checked = {
+            "name": inputs.choice(body, "name", DEPENDENCIES, default=""),
+            "mode": inputs.choice(body, "mode", OUTAGE_MODES, default="down"),
+            "for": inputs.seconds(body, "for"),
+            "probability": inputs.number(body, "probability", lo=0.0, hi=1.0),
+            "status": inputs.integer(body, "status", lo=429, hi=599, required=False),
+            "latency": inputs.number(body, "latency", lo=0.0, hi=MAX_DURATION),
+        }
+        spec = {key: value for key, value in checked.items() if value is not None}
+        return web.json_response(self.target.start_outage(spec), dumps=dumps)
 
     async def _replicas(self, request: web.Request) -> web.Response:
         return web.json_response(await self.target.replica_list(), dumps=dumps)
@@ -214,14 +224,9 @@ class ControlServer:
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
         body = await read_object(request)
-        force = body.get("force", False)
-        deadline = body.get("deadline")
-        if not isinstance(force, bool):
-            raise ValueError("'force' must be true or false")
-        if deadline is not None and (
-            isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
-        ):
-            raise ValueError("'deadline' must be a number of seconds above zero")
+        inputs.only(body, ("force", "deadline"))
+        force = inputs.boolean(body, "force", default=False)
+        deadline = inputs.seconds(body, "deadline")
         return await self._stream(request, self.target.stop_stream(force=force, deadline=deadline))
 
     async def _stream(

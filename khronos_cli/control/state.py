@@ -1,19 +1,20 @@
 """What ``khronos status`` reports: the supervisor's state file and the worker's own view, merged.
 
-Standard library and the control client only, so the CLI's fast path can use it too.
+Standard library and the control client only, so the CLI's fast path can use it too. Nothing in a
+state directory another user controls is believed: its files could say anything (exit 1).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from khronos_cli import statedir
 from khronos_cli.control.client import ControlClient
 from khronos_cli.control.protocol import socket_path
-from khronos_cli.errors import NotRunningError
+from khronos_cli.errors import ControlError, NotRunningError
 
 __all__ = ["gather"]
 
@@ -32,15 +33,15 @@ def _alive(pid: object) -> bool:
 
 def gather(state_dir: Path) -> dict[str, Any]:
     """What `status --json` prints; raises NotRunningError when nothing runs there."""
+    try:
+        statedir.check(state_dir)
+    except statedir.StateDirError as exc:
+        raise ControlError(f"not trusting it: {exc}") from None
 
     def read(name: str) -> dict[str, Any] | None:
-        try:
-            data = json.loads((state_dir / name).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return statedir.read_json(state_dir / name)
 
-    supervisor = read("supervisor.json")
+    supervisor = read(statedir.SUPERVISOR_FILE)
     if supervisor and (supervisor.get("state") == "stopped" or not _alive(supervisor.get("pid"))):
         supervisor = None
     worker: dict[str, Any] | None = None
@@ -68,7 +69,7 @@ def gather(state_dir: Path) -> dict[str, Any]:
         "state_dir": str(state_dir),
         "backend": worker.get("backend"),
         "poll_problem": worker.get("poll_problem"),
-        "last_shutdown": worker.get("last_shutdown") or read("last-shutdown.json"),
+        "last_shutdown": worker.get("last_shutdown") or read(statedir.REPORT_FILE),
         "last_exit": (supervisor or {}).get("last_exit"),
         "next_start_at": (supervisor or {}).get("next_start_at"),
         "last_lines": (supervisor or {}).get("last_lines", []) if state == "crashloop" else [],

@@ -4,6 +4,10 @@ The sandbox runs as a process of its own beside the supervisor (see ``sandbox/__
 its stand-ins — and the updates its Telegram still holds — survive a worker crash, as the real
 Telegram would. ``--detach`` starts the same command in a new session, with its output in
 ``<state-dir>/run.log``, and returns once the worker is ready.
+
+The state directory is checked first (``statedir.prepare``: ours, private, writable, short enough
+for the socket; exit 78 otherwise), and the process tree runs with umask 077: every file anyone of
+ours creates there (SQLite's too, and the sandbox's) is private to us.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from khronos_cli import statedir
 from khronos_cli.config import Settings
 from khronos_cli.errors import ExitCode, KhronosError
 from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent, read_state
@@ -25,7 +30,7 @@ from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent,
 __all__ = ["detach", "launch", "worker_argv"]
 
 SANDBOX_FILE = "sandbox.json"
-RUN_LOG = "run.log"
+PRIVATE_UMASK = 0o077
 
 
 def worker_argv(state_dir: Path, config: Path | None) -> list[str]:
@@ -75,8 +80,8 @@ def launch(
     rate: float = 0.5,
 ) -> int:
     """Run in the foreground until stopped; the process's exit code."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
+    os.umask(PRIVATE_UMASK)
+    statedir.prepare(state_dir)
     env = dict(os.environ)
     if port is not None:
         env["KHRONOS_HTTP_PORT"] = str(port)
@@ -105,8 +110,10 @@ def launch(
 
 def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
     """Start ``argv`` (``khronos run`` without ``--detach``) in the background; wait for ready."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log = (state_dir / RUN_LOG).open("ab")
+    os.umask(PRIVATE_UMASK)
+    statedir.prepare(state_dir)
+    run_log = state_dir / statedir.RUN_LOG
+    log = statedir.append_private(run_log)
     process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
     )
@@ -116,10 +123,8 @@ def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
         code = process.poll()
         state = read_state(state_dir) or {}
         if code is not None:
-            raise KhronosError(
-                f"khronos exited with code {code} while starting; see {state_dir / RUN_LOG}"
-            )
+            raise KhronosError(f"khronos exited with code {code} while starting; see {run_log}")
         if state.get("pid") == process.pid and state.get("state") in ("ready", "degraded"):
             return process.pid
         time.sleep(0.05)
-    raise KhronosError(f"khronos did not become ready in {timeout:g}s; see {state_dir / RUN_LOG}")
+    raise KhronosError(f"khronos did not become ready in {timeout:g}s; see {run_log}")

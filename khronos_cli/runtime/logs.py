@@ -3,19 +3,26 @@
 httpx logs every request URL at INFO, and Telegram's URLs carry the bot token, so httpx and
 httpcore are held at WARNING. As a second line of defence a filter replaces every configured
 secret (bot token, API keys, webhook secret) with ``***`` in every record, whatever its source.
+
+The log file is ours alone: created 0600 and opened with ``O_NOFOLLOW`` (``statedir``), so a
+symlink planted under its name is refused, never appended through.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
 import sys
+from pathlib import Path
 
+from khronos_cli import statedir
 from khronos_cli.config import Settings
+from khronos_cli.statedir import LOG_FILE
 
 __all__ = ["LOG_FILE", "SecretFilter", "setup_logging"]
 
-LOG_FILE = "khronos.log"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -42,6 +49,15 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class _PrivateLogFile(logging.handlers.RotatingFileHandler):
+    """The rotating log, each file opened by ``statedir.open_private`` (0600, no symlink)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        fd = statedir.open_private(Path(self.baseFilename), flags)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     secrets = [
         settings.telegram_token.reveal(),
@@ -52,7 +68,7 @@ def setup_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     scrub = SecretFilter(secrets)
     formatter = logging.Formatter(FORMAT)
     console = logging.StreamHandler(sys.stderr)
-    file = logging.handlers.RotatingFileHandler(
+    file = _PrivateLogFile(
         settings.state_dir / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8"
     )
     root = logging.getLogger()

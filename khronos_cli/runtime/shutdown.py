@@ -11,7 +11,8 @@ the result is ``forced``, naming the step that hung.
 within ``quick_budget`` more seconds. What was cut is not lost: the actions keep it for the next
 start and say how much in their detail (``kept_jobs``, ``kept_messages``).
 
-The final report (``done`` event) is also written to ``<state-dir>/last-shutdown.json``.
+The final report (``done`` event) is also written to ``<state-dir>/last-shutdown.json`` (0600,
+never through a symlink).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from khronos_cli import statedir
 from khronos_cli.control.protocol import STEP_NAMES
+from khronos_cli.statedir import REPORT_FILE
 
 __all__ = ["REPORT_FILE", "STEP_NAMES", "Shutdown", "Step", "read_report"]
 
 logger = logging.getLogger("khronos.shutdown")
-
-REPORT_FILE = "last-shutdown.json"
 
 Detail = dict[str, Any]
 
@@ -54,11 +55,7 @@ class Step:
 
 
 def read_report(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((state_dir / REPORT_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return statedir.read_json(state_dir / REPORT_FILE)
 
 
 class Shutdown:
@@ -233,9 +230,7 @@ class Shutdown:
         if self.state_dir is None:
             return
         path = self.state_dir / REPORT_FILE
-        temporary = path.with_suffix(".tmp")
         try:
-            temporary.write_text(json.dumps(report, indent=1))
-            os.replace(temporary, path)
-        except OSError:
-            logger.exception("could not write %s", path)
+            statedir.write_private(path, json.dumps(report, indent=1))
+        except (OSError, statedir.StateDirError) as exc:
+            logger.error("could not write %s: %s", path, exc)

@@ -16,7 +16,9 @@ Rules (DESIGN.md, Supervisor):
 - exit code 78 (configuration) is not restarted: we exit 78 too;
 - a worker still alive ``kill_after`` seconds after a stop was requested is SIGKILLed (exit 1).
 
-Every transition is written to ``<state-dir>/supervisor.json`` (atomically) for ``khronos status``.
+Every transition is written to ``<state-dir>/supervisor.json`` (atomically, 0600, never through a
+symlink: see ``statedir``) for ``khronos status``. The state directory is ours or refused
+(``statedir.prepare``, exit 78) before anything is written there.
 """
 
 from __future__ import annotations
@@ -39,14 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from khronos_cli import statedir
 from khronos_cli.errors import AlreadyRunningError, ExitCode
 from khronos_cli.runtime.notify import notify, parse_notify
 
-__all__ = ["STATE_FILE", "Backoff", "Supervisor", "die_with_parent", "read_state"]
+__all__ = ["Backoff", "Supervisor", "die_with_parent", "read_state"]
 
-STATE_FILE = "supervisor.json"
-LOCK_FILE = "khronos.lock"
-NOTIFY_NAME = "notify.sock"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -68,11 +68,7 @@ class Backoff:
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
     """The supervisor's last written state, or None when there is none."""
-    try:
-        data = json.loads((state_dir / STATE_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return statedir.read_json(state_dir / statedir.SUPERVISOR_FILE)
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:
@@ -131,7 +127,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until a requested stop; return the exit code for the process."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        statedir.prepare(self.state_dir)
         lock = self._lock()
         if self.prepare is not None:
             try:
@@ -139,7 +135,7 @@ class Supervisor:
             except BaseException:
                 lock.close()
                 raise
-        notify_path = self.state_dir / NOTIFY_NAME
+        notify_path = self.state_dir / statedir.NOTIFY_SOCKET
         listener = self._listen(notify_path)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous_wakeup = signal.set_wakeup_fd(wfd)
@@ -163,7 +159,7 @@ class Supervisor:
         self._signals.append(signum)
 
     def _lock(self) -> IO[bytes]:
-        lock = (self.state_dir / LOCK_FILE).open("ab")
+        lock = statedir.append_private(self.state_dir / statedir.LOCK_FILE)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -357,7 +353,6 @@ class Supervisor:
     def _write(self, **changes: Any) -> None:
         self.state.update(changes)
         self.state["last_lines"] = list(self.lines)
-        path = self.state_dir / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.state, indent=1))
-        os.replace(temporary, path)
+        statedir.write_private(
+            self.state_dir / statedir.SUPERVISOR_FILE, json.dumps(self.state, indent=1)
+        )

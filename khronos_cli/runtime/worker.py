@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from khronos_cli import config as config_module
+from khronos_cli import statedir
 from khronos_cli.bot.messages import CUT_NOTE
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
@@ -40,15 +41,15 @@ from khronos_cli.runtime.logs import setup_logging
 from khronos_cli.runtime.metrics import Metrics
 from khronos_cli.runtime.notify import notify
 from khronos_cli.runtime.replicas import Replicas
-from khronos_cli.runtime.shutdown import REPORT_FILE, Shutdown, read_report
+from khronos_cli.runtime.shutdown import Shutdown, read_report
 from khronos_cli.runtime.steps import seven_steps
 from khronos_cli.runtime.wiring import Parts, build, guard
+from khronos_cli.statedir import PREVIOUS_RUN_FILE, REPORT_FILE, RUN_MARKER
+from khronos_cli.upstream.faults import DEFAULT_DURATION
 
 __all__ = ["Worker", "main"]
 
 logger = logging.getLogger("khronos.worker")
-
-RUN_MARKER = "run.json"
 
 
 class Worker:
@@ -255,20 +256,21 @@ class Worker:
     # -- run marker: how the previous run ended -------------------------------------------------
 
     def _previous_run(self) -> dict[str, Any] | None:
-        marker = self.state_dir / RUN_MARKER
-        try:
-            data = json.loads(marker.read_text())
-        except (OSError, ValueError):
+        data = statedir.read_json(self.state_dir / RUN_MARKER)
+        if data is None:
             return read_report(self.state_dir)
         return {"result": "killed", "exit_code": None, "pid": data.get("pid"),
                 "started_at": data.get("started_at")}  # fmt: skip
 
     def _write_marker(self) -> None:
-        marker = self.state_dir / RUN_MARKER
-        marker.write_text(json.dumps({"pid": os.getpid(), "started_at": self.started_at}))
+        """run.json says this run is on; previous-run.json keeps how a killed one ended (both
+        0600, never written through a symlink)."""
+        marker = json.dumps({"pid": os.getpid(), "started_at": self.started_at})
+        statedir.write_private(self.state_dir / RUN_MARKER, marker)
         (self.state_dir / REPORT_FILE).unlink(missing_ok=True)
         if self.previous is not None and self.previous.get("result") == "killed":
-            (self.state_dir / "previous-run.json").write_text(json.dumps(self.previous))
+            previous = json.dumps(self.previous)
+            statedir.write_private(self.state_dir / PREVIOUS_RUN_FILE, previous)
 
     def _listen(self, parts: Parts) -> None:
         publish = self.events.publish
@@ -330,6 +332,7 @@ class Worker:
             "chats_migrated": len(parts.bot.migrations | parts.outbox.migrations) if parts else 0,
             "answered": dict(parts.bot.answered) if parts else {},
             "updates_skipped": parts.bot.skipped if parts else 0,
+            "updates_rejected": self.public.updates_rejected if self.public else 0,
             "bot_username": parts.bot.identity.username if parts and parts.bot.identity else None,
             "poll_problem": parts.poller.problem if parts else None,
             "offset": parts.poller.offset if parts else None,
@@ -375,9 +378,8 @@ class Worker:
         if name not in DEPENDENCIES:
             raise ValueError(f"'name' must be one of {', '.join(DEPENDENCIES)}")
         options = {k: spec[k] for k in ("probability", "status", "latency") if k in spec}
-        outage = self._parts().faults.start(
-            name, str(spec.get("mode", "down")), duration=spec.get("for", 60.0), **options
-        )
+        mode, duration = str(spec.get("mode", "down")), spec.get("for", DEFAULT_DURATION)
+        outage = self._parts().faults.start(name, mode, duration=duration, **options)
         logger.warning("outage started on %s: %s for %gs", name, outage.mode, outage.duration)
         return outage.to_dict()
 

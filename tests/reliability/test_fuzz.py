@@ -1,9 +1,13 @@
 """Bad input, property-based (hypothesis): the control socket's protocol, every public endpoint,
 and config files. Every case answers a 4xx (or a valid 2xx) or a clear config error, never a 5xx
-or another exception, and one worker per module keeps serving after each batch.
+or another exception, and one worker per module keeps serving after each batch. The values
+include what JSON parsers let through and our dependencies cannot take: NaN and Infinity, numbers
+past int64 and past float, lone surrogates, nesting 100,000 deep.
 
-Not fuzzed on the socket: ``POST /stop`` (a valid body *is* a stop) and ``GET /events`` (an
-endless stream); their bad bodies are covered by the control server's unit tests.
+Not fuzzed on the socket with valid bodies: ``POST /stop`` (a valid body *is* a stop) and
+``GET /events`` (an endless stream). ``POST /stop`` gets hostile bodies only (each holds a value
+no request may hold), as every other door does in the breaker check: after them every breaker is
+still closed with no new failure, and the bot answers.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from khronos_cli.resilience.breakers import build_breakers
 from khronos_cli.resilience.limiters import Limiters
 from tests.e2e.conftest import Instance
 from tests.reliability.conftest import FULL, size
+from tests.reliability.harm import failures, unharmed
 
 EXAMPLES = size(50, 1000)
 FUZZ = settings(
@@ -40,9 +45,16 @@ pytestmark = pytest.mark.timeout(1800 if FULL else 120)
 
 NAMES = ["anthropic-api", "telegram-api", "openai-api", "database", "nope", "", "..", "%00"]
 
+surrogates = st.builds(
+    lambda before, lone, after: before + lone + after,
+    st.text(max_size=5),
+    st.characters(categories=["Cs"]),
+    st.text(max_size=5),
+)
 scalars = (
     st.none() | st.booleans() | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
+    | st.integers(-(10**60), 10**60) | surrogates
 )  # fmt: skip
 json_values = st.recursive(
     scalars,
@@ -61,8 +73,13 @@ def _encode(value: object) -> bytes:
     return json.dumps(value, allow_nan=True).encode()
 
 
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
 bodies = st.one_of(
     st.binary(max_size=300),
+    st.integers(30, 100_000).map(_nested),
     json_values.map(_encode),
     _field_dicts(["for", "reason", "name", "mode", "probability", "status", "latency",
                   "message", "chat_id", "text", "force", "deadline"]).map(_encode),
@@ -96,12 +113,15 @@ def still_serving(instance: Instance) -> None:
         assert instance.khronos("breakers", "reset", name).returncode == 0
 
 
-def _raw(path: Path, request: bytes) -> bytes:
+def _raw(path: Path, request: bytes, *, half_close: bool = True) -> bytes:
+    """Send ``request`` on the unix socket and read until the server closes. A half close
+    (``half_close``) may end the connection before the answer: aiohttp closes on EOF."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(10)
         client.connect(str(path))
         client.sendall(request)
-        client.shutdown(socket.SHUT_WR)
+        if half_close:
+            client.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := client.recv(65536):
             chunks.append(chunk)
@@ -204,6 +224,70 @@ def test_every_public_endpoint_answers_random_input_with_a_4xx_or_a_valid_answer
     finally:
         client.close()
     still_serving(worker)
+
+
+# -- hostile values: refused at every door, no breaker failure -----------------------------------
+
+hostile = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 2**63, -(2**63) - 1, 10**60]),
+    surrogates,
+    st.integers(33, 300).map(lambda depth: json.loads(_nested(depth))),
+)
+DOORS = {
+    **{
+        f"/breakers/{name}/{action}": ["for", "reason"]
+        for name in NAMES[:4]
+        for action in ("open", "close")
+    },
+    "/outages": ["name", "mode", "for", "probability", "status", "latency"],
+    "/stop": ["force", "deadline"],
+    "/chat": ["message", "user"],
+    "/messages": ["chat_id", "text"],
+}
+
+
+def _hostile_body(keys: list[str]) -> st.SearchStrategy[bytes]:
+    """A body for a door with its own keys and one hostile value (or nesting 100,000 deep)."""
+    spoiled = st.builds(
+        lambda body, key, bad: _encode({**body, key: bad}),
+        _field_dicts(keys),
+        st.sampled_from(keys) | st.text(max_size=8),
+        hostile,
+    )
+    return spoiled | st.integers(33, 100_000).map(_nested)
+
+
+def test_hostile_values_at_every_door_open_no_breaker(worker: Instance) -> None:
+    """Each door (the control socket's writes, /stop included, and /chat, /messages) gets bodies
+    holding NaN, Infinity, 1e308, integers past int64, lone surrogates or deep nesting: the
+    socket answers 4xx (nothing forced, started or stopped), the port never 5xx; afterwards every
+    breaker is closed with no new failure and the bot answers."""
+    sock = socket_path(worker.state_dir)
+    port = worker.status()["http_port"]
+    before = failures(worker)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    @FUZZ
+    @given(data=st.data(), door=st.sampled_from(sorted(DOORS)))
+    def case(data: st.DataObject, door: str) -> None:
+        body = data.draw(_hostile_body(DOORS[door]))
+        if door in ("/chat", "/messages"):
+            status = client.post(door, content=body).status_code
+            assert status < 500, (door, body[:80], status)
+            return
+        request = (
+            f"POST {door} HTTP/1.1\r\nHost: khronos\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode() + body
+        status = _status(_raw(sock, request, half_close=False))
+        assert status is not None and 400 <= status < 500, (door, body[:80], status)
+
+    try:
+        case()
+    finally:
+        client.close()
+    assert worker.status()["state"] == "ready"
+    unharmed(worker, before)
 
 
 # -- config files --------------------------------------------------------------------------------
