@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from khronos_cli import config as config_module
+from khronos_cli import preflight
 from khronos_cli.bot.messages import CUT_NOTE
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
@@ -98,7 +99,13 @@ class Worker:
         self._listen(parts)
         await parts.breakers.startup()
         self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
-        await self.public.startup()
+        try:
+            await self.public.startup()
+        except OSError as exc:  # a host that does not resolve, a port taken: exit 78, not 1
+            refused = preflight.bind_error(self.settings, exc)
+            if refused is None:
+                raise
+            raise refused from exc
         self._write_marker()
         kept = await parts.outbox.load()  # first, so no new answer overtakes a kept one
         resumed = await parts.poller.resume()
@@ -445,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         settings = config_module.load(options.config, state_dir=options.state_dir)
+        preflight.require_credentials(settings)
     except KhronosError as exc:
         print(f"khronos: {exc}", file=sys.stderr)
         return int(exc.exit_code)
