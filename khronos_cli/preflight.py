@@ -2,8 +2,8 @@
 secrets it needs are there, and the public port's host resolves and its address can be bound.
 
 A failure is a :class:`ConfigError` (exit 78: a supervisor must not restart-loop on it). The
-worker runs both checks and maps a bind failure of its own with :func:`bind_error`;
-``khronos run`` may run them before it forks anything.
+worker requires the credentials and maps a bind failure of its own with :func:`bind_error`;
+``khronos run`` may run both checks before it forks anything.
 
 This module is imported by the CLI, so it uses the standard library only.
 """
@@ -39,37 +39,34 @@ def require_credentials(settings: Settings) -> None:
 
 
 def bind_error(
-    settings: Settings, exc: OSError, env: Mapping[str, str] | None = None
+    settings: Settings, exc: Exception, env: Mapping[str, str] | None = None
 ) -> ConfigError | None:
     """What a failure to bind the public port says about the configuration: the ConfigError
-    naming ``http.host`` or the port's key, or None when it is not the configuration's fault
-    (a DNS server that does not answer right now, out of file descriptors)."""
-    env = os.environ if env is None else env
-    host, port = settings.http_host, settings.http_port
-    from_env = "KHRONOS_HTTP_PORT" in env
+    naming ``http.host`` or the port's key, or None when it is not the configuration's fault —
+    a DNS server that does not answer right now, or a port another process holds: that one may
+    free up (an old worker still exiting), so a worker meeting it exits 1 and is retried;
+    :func:`check_http` refuses it before anything starts."""
+    host = settings.http_host
     source = str(settings.config_path) if settings.config_path else "environment"
-    port_source, port_key = (
-        ("environment", "KHRONOS_HTTP_PORT") if from_env else (source, "http.port")
-    )
+    if isinstance(exc, UnicodeError):  # a host name IDNA cannot encode
+        return ConfigError(source, "http.host", host, "a host name this machine can resolve")
     if isinstance(exc, socket.gaierror):
         if exc.errno == socket.EAI_AGAIN:
             return None
         return ConfigError(source, "http.host", host, "a host name this machine can resolve")
-    if exc.errno == errno.EADDRNOTAVAIL:
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
         return ConfigError(source, "http.host", host, "an address of this machine, or 0.0.0.0")
-    if exc.errno == errno.EADDRINUSE:
-        expected = "a free port (another process listens on it; stop it or choose another port)"
-        return ConfigError(port_source, port_key, port, expected)
-    if exc.errno == errno.EACCES:
+    if isinstance(exc, OSError) and exc.errno == errno.EACCES:
         expected = "a port this user may bind (1024 or above, unless it may bind privileged ones)"
-        return ConfigError(port_source, port_key, port, expected)
+        return ConfigError(*_port(settings, env), settings.http_port, expected)
     return None
 
 
 def check_http(settings: Settings, env: Mapping[str, str] | None = None) -> None:
     """Raise the ConfigError the worker would meet binding the public port (an ``http.host``
-    that does not resolve or is not this machine's, a port taken or privileged), so that
-    ``khronos run`` can refuse before it forks anything. Binds and closes at once."""
+    that does not resolve or is not this machine's, a privileged port), and one for a port
+    another process holds, so that ``khronos run`` can refuse before it forks anything. Binds
+    and closes at once."""
     try:
         found = socket.getaddrinfo(
             settings.http_host, settings.http_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -90,8 +87,16 @@ def check_http(settings: Settings, env: Mapping[str, str] | None = None) -> None
         if not bound and failure is not None:
             raise failure
     except (OSError, UnicodeError) as exc:
-        if isinstance(exc, UnicodeError):  # a host name IDNA cannot encode
-            exc = socket.gaierror(socket.EAI_NONAME, str(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            expected = "a free port (another process listens on it: stop it or choose another)"
+            raise ConfigError(*_port(settings, env), settings.http_port, expected) from None
         refused = bind_error(settings, exc, env)
         if refused is not None:
             raise refused from None
+
+
+def _port(settings: Settings, env: Mapping[str, str] | None) -> tuple[str, str]:
+    """The source and key the port came from: ``KHRONOS_HTTP_PORT`` (``--port``) or the file."""
+    if "KHRONOS_HTTP_PORT" in (os.environ if env is None else env):
+        return "environment", "KHRONOS_HTTP_PORT"
+    return str(settings.config_path) if settings.config_path else "defaults", "http.port"

@@ -101,7 +101,7 @@ class Worker:
         self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
         try:
             await self.public.startup()
-        except OSError as exc:  # a host that does not resolve, a port taken: exit 78, not 1
+        except (OSError, UnicodeError) as exc:  # a host that cannot work: exit 78, not 1
             refused = preflight.bind_error(self.settings, exc)
             if refused is None:
                 raise

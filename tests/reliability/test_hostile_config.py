@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -78,33 +77,26 @@ def test_a_config_that_cannot_work_is_refused_by_khronos_run_in_one_line(
 def test_what_only_the_worker_can_find_out_exits_78_not_a_restart_loop(
     tmp_path: Path, figures: Callable[..., None]
 ) -> None:
-    """An http.host that does not resolve, a port another process holds, and no bot token
-    outside the sandbox: the worker exits 78, the supervisor does not restart it, and the
-    output names the key."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = str(taken.getsockname()[1])
-        cases = {
-            "http.host": (
-                ["--sandbox", "--users", "0", "--port", "0"],
-                '[http]\nhost = "no.such.host.invalid"\n',
-                {},
-            ),
-            "KHRONOS_HTTP_PORT": (["--sandbox", "--users", "0", "--port", port], "", {}),
-            "TELEGRAM_BOT_TOKEN": (["--port", "0"], "", {"TELEGRAM_BOT_TOKEN": ""}),
-        }
-        outcome = {}
-        for key, (args, text, env) in cases.items():
-            state = tmp_path / key.replace(".", "-")
-            state.mkdir(mode=0o700)
-            (state / "khronos.toml").write_text(text)
-            done = run(state, *args, env=env)
-            assert done.returncode == 78, (key, done.stderr[-2000:])
-            assert key in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
-            supervisor = json.loads((state / "supervisor.json").read_text())
-            assert supervisor.get("restarts", 0) == 0, supervisor
-            outcome[key] = next(line for line in done.stderr.splitlines() if key in line)
+    """An http.host that does not resolve or is not this machine's, and no bot token outside
+    the sandbox: the worker exits 78, the supervisor does not restart it, and the output names
+    the key."""
+    sandbox = ["--sandbox", "--users", "0", "--port", "0"]
+    cases = {
+        "no.such.host.invalid": (sandbox, '[http]\nhost = "no.such.host.invalid"\n', {}),
+        "192.0.2.1": (sandbox, '[http]\nhost = "192.0.2.1"\n', {}),  # TEST-NET-1: nobody's
+        "TELEGRAM_BOT_TOKEN": (["--port", "0"], "", {"TELEGRAM_BOT_TOKEN": ""}),
+    }
+    outcome = {}
+    for key, (args, text, env) in cases.items():
+        state = tmp_path / key.replace(".", "-")
+        state.mkdir(mode=0o700)
+        (state / "khronos.toml").write_text(text)
+        done = run(state, *args, env=env)
+        assert done.returncode == 78, (key, done.stderr[-2000:])
+        assert key in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+        supervisor = json.loads((state / "supervisor.json").read_text())
+        assert supervisor.get("restarts", 0) == 0, supervisor
+        outcome[key] = next(line for line in done.stderr.splitlines() if key in line)
     figures("hostile config: refused by the worker", lines=outcome)
 
 
