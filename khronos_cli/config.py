@@ -1,8 +1,15 @@
-"""Settings: DESIGN.md's defaults, overridden by ``khronos.toml`` and the environment.
+"""Loading the settings: DESIGN.md's defaults, overridden by ``khronos.toml`` and the environment.
 
 ``load()`` is the one entry point. Every bad value raises :class:`ConfigError` naming the file,
-the key, the value and what was expected; the CLI turns it into exit code 78. Secrets live only
-in the environment and are wrapped in :class:`Secret`, whose ``repr`` never shows them.
+the key, the value and what was expected, on one line; the CLI turns it into exit code 78. The
+settings themselves are :mod:`khronos_cli.settings`; what each key may hold (kinds and ranges)
+is :mod:`khronos_cli.config_values`; what needs more than the file (credentials, the public
+port's address) is :mod:`khronos_cli.preflight`.
+
+Only the breakers and limiters khronos wires into its calls may be configured: another name (a
+typo such as ``[breakers.anthropic_api]``) would configure nothing, so it is refused with the
+known names. Secrets live only in the environment, wrapped in :class:`Secret`, and are never
+echoed in an error: neither a bad token nor a string under a key khronos does not know.
 
 This module is imported by the CLI, so it uses the standard library only.
 """
@@ -10,19 +17,34 @@ This module is imported by the CLI, so it uses the standard library only.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
+from khronos_cli.redaction import Secret
+from khronos_cli.settings import (
+    BREAKER_DEFAULTS,
+    DEFAULT_HTTP_PORT,
+    LIMITER_DEFAULTS,
+    BotSettings,
+    BreakerSettings,
+    LimiterSettings,
+    Rate,
+    RetentionSettings,
+    Settings,
+    ShutdownSettings,
+    SupervisorSettings,
+    default_state_dir,
+    llm_timeout,
+)
 
-__all__ = [
+__all__ = [  # the settings are re-exported: ``from khronos_cli.config import Settings`` works
     "BREAKER_DEFAULTS",
     "DEFAULT_HTTP_PORT",
     "LIMITER_DEFAULTS",
@@ -42,274 +64,14 @@ __all__ = [
     "parse_rate",
 ]
 
-DEFAULT_HTTP_PORT = 18789
 CONFIG_NAME = "khronos.toml"
+MAX_CONFIG_BYTES = 1024 * 1024  # a khronos.toml is a few hundred bytes
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
 WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
-_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{16,256}$")  # Telegram: 1-256 of these; ours: 16+
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of these; ours: 16+
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|second|m|min|minute|h|hour)\s*$")
-_RATE_UNITS = {
-    "ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0,
-    "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
-}  # fmt: skip
-
-
-class Secret:
-    """A token or key from the environment; ``str()``/``repr()`` never reveal it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that must send it."""
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class Rate:
-    """``limit`` events per ``period`` seconds, e.g. ``Rate(20, 60.0)`` for 20/min."""
-
-    limit: int
-    period: float
-
-    def __str__(self) -> str:
-        for unit, seconds in (("h", 3600.0), ("min", 60.0), ("s", 1.0)):
-            if self.period >= seconds and self.period % seconds == 0:
-                count = int(self.period // seconds)
-                return f"{self.limit}/{'' if count == 1 else count}{unit}"
-        return f"{self.limit}/{self.period * 1000:g}ms"
-
-
-@dataclass(frozen=True)
-class BreakerSettings:
-    """One circuit breaker. Times are seconds, ``error_threshold`` a percentage."""
-
-    name: str
-    timeout: float = 10.0
-    error_threshold: float = 50.0
-    reset_timeout: float = 30.0
-    volume_threshold: int = 5
-    rolling_window: float = 10.0
-    buckets: int = 10
-    half_open_max_calls: int = 1
-    half_open_max_wait: float | None = None  # None: the breaker's timeout plus one second
-    health_check_interval: float = 5.0
-    policy: Literal["error_rate", "consecutive"] = "error_rate"
-    fail_max: int = 5  # the consecutive-failure policy's threshold (pybreaker's rule)
-
-
-@dataclass(frozen=True)
-class LimiterSettings:
-    """One limiter. With ``group_by`` set, the plain fields apply to each key (Bottleneck's
-    Group semantics) and the ``global_*`` fields to all keys together."""
-
-    name: str
-    group_by: str | None = None
-    max_concurrent: int | None = None
-    min_time: float = 0.0
-    max_queued: int | None = None
-    rates: tuple[Rate, ...] = ()
-    group_rates: tuple[Rate, ...] = ()  # keys that are group chats (negative Telegram chat ids)
-    global_max_concurrent: int | None = None
-    global_min_time: float = 0.0
-    global_rates: tuple[Rate, ...] = ()
-    strategy: Literal["reject", "drop-oldest", "drop-lowest"] = "reject"
-    idle_timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class ShutdownSettings:
-    """The stop's budgets (DESIGN.md: 30 s overall, 10 s for active jobs, 2 s for a quick stop)."""
-
-    deadline: float = 30.0
-    jobs_timeout: float = 10.0
-    outbox_timeout: float = 5.0
-    quick_budget: float = 2.0
-
-
-@dataclass(frozen=True)
-class SupervisorSettings:
-    """Restart backoff: ``restart_delay`` doubling, capped, reset after ``healthy_after`` up."""
-
-    restart_delay: float = 1.0
-    max_restart_delay: float = 60.0
-    healthy_after: float = 60.0
-    crashloop_after: int = 10
-    kill_after: float = 40.0
-
-
-@dataclass(frozen=True)
-class BotSettings:
-    """How the bot answers: which group messages (``addressed``: commands to it, mentions of
-    it, replies to it; ``all``; ``off``), how much history it sends, and its output caps."""
-
-    groups: Literal["addressed", "all", "off"] = "addressed"
-    history_turns: int = 20
-    anthropic_max_tokens: int = 1024
-    openai_max_tokens: int = 1024
-    poll_timeout: float = 30.0  # getUpdates' long poll (Telegram caps it at 50 s)
-
-
-@dataclass(frozen=True)
-class RetentionSettings:
-    """How long finished rows stay in ``khronos.db``, and how often they are pruned.
-
-    ``journal`` keeps done update ids (the dedup of redelivered updates: keep them longer than
-    the 24 h Telegram keeps updates), ``outbox`` sent or given-up messages, ``history`` the
-    conversation turns (and at most ``history_turns`` per chat).
-    """
-
-    journal: float = 48 * 3600.0
-    outbox: float = 48 * 3600.0
-    history: float = 30 * 24 * 3600.0
-    history_turns: int = 200
-    interval: float = 600.0
-
-
-def llm_timeout(max_tokens: int) -> float:
-    """The default timeout of an LLM call that may write ``max_tokens`` tokens, non-streamed:
-    10 s to the first token plus the tokens at 50 per second (a 1,024-token answer: 30.5 s;
-    Anthropic's SDK budgets 28.8 s for it)."""
-    return 10.0 + max_tokens / 50.0
-
-
-BREAKER_DEFAULTS: Mapping[str, BreakerSettings] = {
-    "anthropic-api": BreakerSettings("anthropic-api", timeout=llm_timeout(1024)),
-    "telegram-api": BreakerSettings("telegram-api", timeout=5.0, reset_timeout=30.0),
-    # getUpdates alone: a long poll of 30 s plus a margin; a few failed polls in a row open it.
-    "telegram-updates": BreakerSettings(
-        "telegram-updates", timeout=40.0, reset_timeout=5.0, policy="consecutive", fail_max=3
-    ),
-    "openai-api": BreakerSettings("openai-api", timeout=llm_timeout(1024)),
-    # Voice notes: each call's own deadline grows with the note's duration; this is the cap.
-    "openai-transcription": BreakerSettings(
-        "openai-transcription", timeout=120.0, reset_timeout=30.0
-    ),
-    "database": BreakerSettings("database", timeout=5.0, error_threshold=30.0, reset_timeout=15.0),
-}
-
-LIMITER_DEFAULTS: Mapping[str, LimiterSettings] = {
-    # Telegram: ~1 msg/s per chat, 20 msg/min per group, ~30 msg/s for the bot overall.
-    "telegram": LimiterSettings(
-        "telegram",
-        group_by="chat",
-        max_concurrent=1,
-        max_queued=100,
-        rates=(Rate(1, 1.0),),
-        group_rates=(Rate(20, 60.0),),
-        # DESIGN.md says 35 ms, which caps the bot at 28.6 msg/s (95 % of Telegram's 30/s);
-        # the sliding 30/s window is what holds the budget, so the spacing only smooths bursts.
-        global_min_time=0.030,
-        global_rates=(Rate(30, 1.0),),
-    ),
-    "global": LimiterSettings("global", max_concurrent=100, min_time=0.010),
-    "anthropic": LimiterSettings(
-        "anthropic", group_by="user", max_concurrent=3, min_time=0.5, max_queued=50
-    ),
-    "whisper": LimiterSettings("whisper", max_concurrent=2, min_time=1.0, max_queued=10),
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a khronos process is configured with."""
-
-    state_dir: Path
-    config_path: Path | None = None
-    http_host: str = "127.0.0.1"
-    http_port: int = DEFAULT_HTTP_PORT
-    redis_url: str | None = None
-    telegram_token: Secret = field(default_factory=lambda: Secret(""))
-    anthropic_api_key: Secret = field(default_factory=lambda: Secret(""))
-    openai_api_key: Secret = field(default_factory=lambda: Secret(""))
-    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
-    telegram_base_url: str = "https://api.telegram.org"
-    telegram_mode: Literal["polling", "webhook"] = "polling"
-    webhook_url: str | None = None  # the public https URL Telegram posts to (webhook mode)
-    anthropic_base_url: str = "https://api.anthropic.com"
-    openai_base_url: str = "https://api.openai.com"
-    anthropic_model: str = "claude-sonnet-4-5"
-    openai_model: str = "gpt-4o-mini"
-    bot: BotSettings = field(default_factory=lambda: BotSettings())
-    retention: RetentionSettings = field(default_factory=lambda: RetentionSettings())
-    shutdown: ShutdownSettings = field(default_factory=lambda: ShutdownSettings())
-    supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
-    breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
-    limiters: Mapping[str, LimiterSettings] = field(default_factory=lambda: dict(LIMITER_DEFAULTS))
-
-    def to_json(self) -> dict[str, Any]:
-        """The effective settings as JSON-ready data; secrets show only as "set" or "unset"."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _jsonable(value: object) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, Rate | type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Rate | Path):
-        return str(value)
-    if isinstance(value, Secret):
-        return "set" if value else "unset"
-    return value
-
-
-def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``$KHRONOS_STATE_DIR``, else ``$XDG_STATE_HOME/khronos``, else ``~/.local/state/khronos``."""
-    env = os.environ if env is None else env
-    if env.get("KHRONOS_STATE_DIR"):
-        return Path(env["KHRONOS_STATE_DIR"]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base).expanduser() / "khronos"
-
-
-def parse_duration(value: object, *, source: str = "argument", key: str = "duration") -> float:
-    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"2m"`` or ``"1h"``."""
-    if isinstance(value, bool):
-        raise ConfigError(source, key, value, "seconds or a duration like '500ms', '30s', '2m'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ConfigError(source, key, value, "seconds or a duration like '500ms', '30s', '2m'")
-        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(source, key, value, "a duration of zero or more seconds")
-    return seconds
-
-
-def parse_rate(value: object, *, source: str = "argument", key: str = "rate") -> Rate:
-    """A :class:`Rate` from ``"30/s"``, ``"20/min"`` or ``"100/10s"``."""
-    match = _RATE.match(value) if isinstance(value, str) else None
-    if not match or int(match[1]) < 1:
-        raise ConfigError(source, key, value, "a rate like '30/s', '20/min' or '100/10s'")
-    period = float(match[2] or 1) * _RATE_UNITS[match[3]]
-    if period <= 0:
-        raise ConfigError(source, key, value, "a rate with a period above zero")
-    return Rate(int(match[1]), period)
+_BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")  # what @BotFather issues: <bot id>:<secret>
+_API_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what fits a header
 
 
 def load(
@@ -337,17 +99,33 @@ def load(
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's tables; every way a file can be unreadable is one ConfigError."""
+    source = str(path)
     try:
         with path.open("rb") as file:
-            return tomllib.load(file)
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(str(path), "(file)", str(path), "an existing TOML file") from None
+        raise ConfigError(source, "(file)", source, "an existing TOML file") from None
     except OSError as exc:
+        raise ConfigError(source, "(file)", source, f"a readable file ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        expected = f"a TOML file of at most {MAX_CONFIG_BYTES // 1024} KiB"
+        raise ConfigError(source, "(file)", source, expected)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"byte {raw[exc.start]:#04x} at offset {exc.start}"
+        raise ConfigError(source, "(encoding)", where, "a UTF-8 text file") from None
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
         raise ConfigError(
-            str(path), "(file)", str(path), f"a readable file ({exc.strerror})"
+            source, "(syntax)", "tables or arrays nested too deep", "valid TOML of sane depth"
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "(syntax)", str(exc), "valid TOML") from None
+        raise ConfigError(source, "(syntax)", str(exc), "valid TOML") from None
+    except ValueError:  # an integer of thousands of digits (Python's int conversion limit)
+        raise ConfigError(source, "(syntax)", "a number too long to read", "valid TOML") from None
 
 
 class _Parser:
@@ -388,15 +166,15 @@ class _Parser:
         bot = self.bot(data, tables)
         port_key = "KHRONOS_HTTP_PORT" if "KHRONOS_HTTP_PORT" in env else "http.port"
         port = env.get("KHRONOS_HTTP_PORT", tables["http"].get("port", d.http_port))
-        return dataclasses.replace(
+        settings = dataclasses.replace(
             d,
             config_path=path,
             http_host=self.string(tables, "http.host", d.http_host),
             http_port=self.port(port, port_key),
-            redis_url=env.get("REDIS_URL") or self.optional_url(data, "redis_url"),
-            telegram_token=Secret(env.get("TELEGRAM_BOT_TOKEN", "")),
-            anthropic_api_key=Secret(env.get("ANTHROPIC_API_KEY", "")),
-            openai_api_key=Secret(env.get("OPENAI_API_KEY", "")),
+            redis_url=self.redis_url(data, env),
+            telegram_token=self.token(env),
+            anthropic_api_key=self.api_key(env, "ANTHROPIC_API_KEY"),
+            openai_api_key=self.api_key(env, "OPENAI_API_KEY"),
             webhook_secret=Secret(env.get("KHRONOS_WEBHOOK_SECRET", "")),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
             telegram_mode=self.mode(tables["telegram"], env),
@@ -412,6 +190,8 @@ class _Parser:
             breakers=self.breakers(data.get("breakers", {}), bot),
             limiters=self.limiters(data.get("limiters", {})),
         )
+        self.relations(settings)
+        return settings
 
     def bot(self, data: Mapping[str, Any], tables: Mapping[str, Any]) -> BotSettings:
         """``[bot]``, plus the output caps of ``[anthropic]``/``[openai]`` and the long poll."""
@@ -438,9 +218,13 @@ class _Parser:
     # -- tables -------------------------------------------------------------------------------
 
     def known(self, table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-        for key in table:
+        """Refuse an unknown key. Its value is shown only when it is a number or a boolean: a
+        string under a key khronos does not know may be a token put in the wrong place."""
+        for key, value in table.items():
             if key not in allowed:
-                raise self.fail(prefix + key, table[key], "one of " + ", ".join(sorted(allowed)))
+                shown = isinstance(value, int | float)
+                expected = "one of " + ", ".join(sorted(allowed))
+                raise ConfigError(self.source, prefix + key, value, expected, hidden=not shown)
 
     def table(self, data: Mapping[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
         value = data.get(name, {})
@@ -462,14 +246,13 @@ class _Parser:
             "openai-api": llm_timeout(bot.openai_max_tokens),
             "telegram-updates": bot.poll_timeout + 10.0,
         }
-        tables = self.named_tables(raw, "breakers")
+        tables = self.named_tables(raw, "breakers", BREAKER_DEFAULTS)
         for name, timeout in derived.items():
             if "timeout" not in tables.get(name, {}):
                 result[name] = dataclasses.replace(result[name], timeout=timeout)
         for name, table in tables.items():
-            base = result.get(name, BreakerSettings(name))
             result[name] = dataclasses.replace(
-                base, **self.fields(BreakerSettings, table, f"breakers.{name}.")
+                result[name], **self.fields(BreakerSettings, table, f"breakers.{name}.")
             )
         updates = result["telegram-updates"]
         if updates.timeout < bot.poll_timeout + 1:
@@ -482,17 +265,24 @@ class _Parser:
 
     def limiters(self, raw: object) -> dict[str, LimiterSettings]:
         result = dict(LIMITER_DEFAULTS)
-        for name, table in self.named_tables(raw, "limiters").items():
-            base = result.get(name, LimiterSettings(name))
+        for name, table in self.named_tables(raw, "limiters", LIMITER_DEFAULTS).items():
             result[name] = dataclasses.replace(
-                base, **self.fields(LimiterSettings, table, f"limiters.{name}.")
+                result[name], **self.fields(LimiterSettings, table, f"limiters.{name}.")
             )
         return result
 
-    def named_tables(self, raw: object, prefix: str) -> dict[str, dict[str, Any]]:
+    def named_tables(
+        self, raw: object, prefix: str, known: Mapping[str, object]
+    ) -> dict[str, dict[str, Any]]:
+        """``[breakers.NAME]`` or ``[limiters.NAME]`` tables. Only the names khronos wires into
+        its calls exist: any other (a typo such as ``anthropic_api``) would configure nothing."""
         if not isinstance(raw, dict):
             raise self.fail(prefix, raw, "a table of named tables")
         for name, table in raw.items():
+            if name not in known:
+                kind = prefix.rstrip("s")
+                expected = f"a known {kind}: one of {', '.join(known)}"
+                raise ConfigError(self.source, f"{prefix}.{name}", None, expected, hidden=True)
             if not isinstance(table, dict):
                 raise self.fail(f"{prefix}.{name}", table, "a table")
         return raw
@@ -505,43 +295,7 @@ class _Parser:
     # -- values -------------------------------------------------------------------------------
 
     def field(self, full: str, key: str, value: object) -> object:
-        if key in _DURATIONS:
-            seconds = parse_duration(value, source=self.source, key=full)
-            if seconds == 0 and key in _POSITIVE_DURATIONS:
-                raise self.fail(full, value, "a duration above zero")
-            return seconds
-        if key in _OPTIONAL_DURATIONS:
-            return None if value == "none" else parse_duration(value, source=self.source, key=full)
-        if key in _RATES:
-            if not isinstance(value, list):
-                raise self.fail(full, value, "a list of rates like ['1/s', '20/min']")
-            return tuple(parse_rate(v, source=self.source, key=full) for v in value)
-        if key in _COUNTS or key in _OPTIONAL_COUNTS:
-            if key in _OPTIONAL_COUNTS and value == "none":
-                return None
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                expected = "a whole number of 1 or more" + (
-                    " or 'none'" if key in _OPTIONAL_COUNTS else ""
-                )
-                raise self.fail(full, value, expected)
-            return value
-        if key == "error_threshold":
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 < value <= 100
-            ):
-                raise self.fail(full, value, "a percentage above 0 and at most 100")
-            return float(value)
-        return self.choice(full, key, value)
-
-    def choice(self, full: str, key: str, value: object) -> object:
-        choices = _CHOICES[key]
-        if key == "group_by" and value == "none":
-            return None
-        if value not in choices:
-            raise self.fail(full, value, "one of " + ", ".join(repr(c) for c in choices))
-        return value
+        return check(self.source, full, key, value)
 
     def string(self, tables: Mapping[str, Any], dotted: str, default: str) -> str:
         table, key = dotted.split(".")
@@ -559,22 +313,24 @@ class _Parser:
             value, key = env[variable], variable
         else:
             value, key = self.string(tables, dotted, default), dotted
-        if not value.startswith(("http://", "https://")):
-            raise self.fail(key, value, "an http:// or https:// URL")
+        if not value.startswith(("http://", "https://")) or not _clean_url(value):
+            raise self.fail(key, value, "an http:// or https:// URL with a valid host and port")
         return value.rstrip("/")
 
     def mode(
         self, telegram: Mapping[str, Any], env: Mapping[str, str]
     ) -> Literal["polling", "webhook"]:
-        if self.choice("telegram.mode", "mode", telegram.get("mode", "polling")) == "polling":
+        mode = telegram.get("mode", "polling")
+        if choice(self.source, "telegram.mode", "mode", mode) == "polling":
             return "polling"
-        if not _WEBHOOK_SECRET.match(env.get("KHRONOS_WEBHOOK_SECRET", "")):
+        if not _WEBHOOK_SECRET.fullmatch(env.get("KHRONOS_WEBHOOK_SECRET", "")):
             raise ConfigError(
                 "environment",
                 "KHRONOS_WEBHOOK_SECRET",
-                "(hidden)",
+                None,
                 "16 to 256 characters of A-Z, a-z, 0-9, _ and - in webhook mode "
                 "(Telegram refuses any other secret_token)",
+                hidden=True,
             )
         return "webhook"
 
@@ -608,64 +364,80 @@ class _Parser:
             raise self.fail(key, value, expected + " (Telegram posts to no other port)")
         return value
 
-    def optional_url(self, data: Mapping[str, Any], key: str) -> str | None:
-        value = data.get(key)
+    def redis_url(self, data: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+        """``REDIS_URL`` (which wins) or ``redis_url``; a password in it is never echoed."""
+        key = "REDIS_URL" if env.get("REDIS_URL") else "redis_url"
+        value = env.get("REDIS_URL") or data.get("redis_url")
         if value is None:
             return None
+        expected = "a redis://, rediss:// or unix:// URL"
         if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-            raise self.fail(key, value, "a redis://, rediss:// or unix:// URL")
+            raise self.fail(key, value, expected)
+        if not _clean_url(value):
+            raise self.fail(key, value, expected + " with a valid host and port")
         return value
+
+    def token(self, env: Mapping[str, str]) -> Secret:
+        """``TELEGRAM_BOT_TOKEN``: empty (``--sandbox`` brings its own; :func:`require_credentials`
+        refuses it elsewhere) or ``<bot id>:<secret>`` as @BotFather issues it. Never echoed."""
+        value = env.get("TELEGRAM_BOT_TOKEN", "")
+        if value and not _BOT_TOKEN.fullmatch(value):
+            hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
+            expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
+            raise ConfigError(
+                "environment", "TELEGRAM_BOT_TOKEN", None, expected + hint, hidden=True
+            )
+        return Secret(value)
+
+    def api_key(self, env: Mapping[str, str], variable: str) -> Secret:
+        """An API key: printable characters without spaces (it travels in an HTTP header)."""
+        value = env.get(variable, "")
+        if value and not _API_KEY.fullmatch(value):
+            hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
+            expected = "an API key of printable characters without spaces"
+            raise ConfigError("environment", variable, None, expected + hint, hidden=True)
+        return Secret(value)
+
+    def relations(self, settings: Settings) -> None:
+        """Values that are each in range but cannot work together."""
+        stop, restart = settings.shutdown, settings.supervisor
+        if restart.max_restart_delay < restart.restart_delay:
+            raise self.fail(
+                "supervisor.max_restart_delay",
+                restart.max_restart_delay,
+                f"at least supervisor.restart_delay ({seconds_text(restart.restart_delay)})",
+            )
+        for key in ("jobs_timeout", "outbox_timeout"):
+            if getattr(stop, key) > stop.deadline:
+                raise self.fail(
+                    f"shutdown.{key}",
+                    getattr(stop, key),
+                    f"at most shutdown.deadline ({seconds_text(stop.deadline)})",
+                )
+        if restart.kill_after <= stop.deadline:
+            raise self.fail(
+                "supervisor.kill_after",
+                restart.kill_after,
+                f"more than shutdown.deadline ({seconds_text(stop.deadline)}), or the "
+                "supervisor kills a stop that is still within its deadline",
+            )
 
     def port(self, value: object, key: str) -> int:
         text = str(value).strip() if isinstance(value, int | str) else ""
-        if isinstance(value, bool) or not text.isdigit() or not 0 <= int(text) <= 65535:
+        digits = text.isascii() and text.isdigit() and len(text) <= 5
+        if isinstance(value, bool) or not digits or not 0 <= int(text) <= 65535:
             raise self.fail(key, value, "a port number from 0 to 65535")
         return int(text)
 
 
-_SHUTDOWN = {"deadline", "jobs_timeout", "outbox_timeout", "quick_budget"}
-_SUPERVISOR = {"restart_delay", "max_restart_delay", "healthy_after", "kill_after"}
-_RETENTION = {"journal", "outbox", "history", "interval"}
-_DURATIONS = {
-    "timeout",
-    "reset_timeout",
-    "rolling_window",
-    "health_check_interval",
-    "min_time",
-    "global_min_time",
-    "idle_timeout",
-    "poll_timeout",
-    *_SHUTDOWN,
-    *_SUPERVISOR,
-    *_RETENTION,
-}
-_POSITIVE_DURATIONS = {
-    "timeout",
-    "reset_timeout",
-    "rolling_window",
-    "health_check_interval",
-    "idle_timeout",
-    "poll_timeout",
-    *_SHUTDOWN,
-    *_SUPERVISOR,
-    *_RETENTION,
-}
-_OPTIONAL_DURATIONS = {"half_open_max_wait"}
-_RATES = {"rates", "group_rates", "global_rates"}
-_COUNTS = {
-    "volume_threshold",
-    "buckets",
-    "half_open_max_calls",
-    "fail_max",
-    "crashloop_after",
-    "history_turns",
-    "max_tokens",
-}
-_OPTIONAL_COUNTS = {"max_concurrent", "max_queued", "global_max_concurrent"}
-_CHOICES: dict[str, tuple[object, ...]] = {
-    "policy": ("error_rate", "consecutive"),
-    "strategy": ("reject", "drop-oldest", "drop-lowest"),
-    "group_by": ("chat", "user", "none"),
-    "mode": ("polling", "webhook"),
-    "groups": ("addressed", "all", "off"),
-}
+def _clean_url(value: str) -> bool:
+    """Whether ``value`` parses as a URL with a host (or a unix path) and a valid port, and
+    holds no whitespace or control character."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    try:
+        url = urllib.parse.urlsplit(value)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return bool(url.hostname) or (url.scheme == "unix" and bool(url.path))

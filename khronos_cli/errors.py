@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import enum
 
+from khronos_cli.redaction import scrub
+
 __all__ = [
     "AlreadyRunningError",
     "BreakerError",
@@ -64,16 +66,36 @@ class KhronosError(Exception):
 
 
 class ConfigError(KhronosError):
-    """The configuration file or environment holds a value khronos cannot use."""
+    """The configuration file or environment holds a value khronos cannot use.
+
+    The message names the source, the key, the value and what was expected, on one line. The
+    value is shown scrubbed of anything shaped like a secret and cut to :data:`SHOWN_VALUE`
+    characters; with ``hidden=True`` (a token, a key, an unknown key's string that may be one) it
+    is neither shown nor kept.
+    """
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, source: str, key: str, value: object, expected: str) -> None:
+    def __init__(
+        self, source: str, key: str, value: object, expected: str, *, hidden: bool = False
+    ) -> None:
         self.source = source
         self.key = key
-        self.value = value
+        self.value = None if hidden else value
         self.expected = expected
-        super().__init__(f"config {source}: {key} = {value!r}: expected {expected}")
+        shown = "" if hidden else f" = {_shown(value)}"
+        super().__init__(f"config {source}: {key}{shown}: expected {expected}")
+
+
+SHOWN_VALUE = 120  # characters of a bad value quoted in a ConfigError
+
+
+def _shown(value: object) -> str:
+    try:
+        text = scrub(repr(value)[: SHOWN_VALUE * 4])  # scrubbed before the cut: no half secrets
+    except (RecursionError, ValueError):  # nested too deep, or an int of 4,300+ digits
+        return "(a value too big or too deeply nested to show)"
+    return text if len(text) <= SHOWN_VALUE else text[: SHOWN_VALUE - 1] + "…"
 
 
 class BreakerError(KhronosError):

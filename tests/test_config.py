@@ -55,7 +55,7 @@ def test_file_overrides_one_breaker_and_keeps_the_rest(tmp_path: Path) -> None:
         tmp_path,
         '[breakers.anthropic-api]\ntimeout = "2.5s"\nvolume_threshold = 20\n'
         '[limiters.telegram]\nrates = ["2/s"]\nstrategy = "drop-oldest"\n'
-        '[limiters.custom]\nmax_concurrent = 4\nmin_time = "250ms"\n',
+        '[limiters.whisper]\nmax_concurrent = 4\nmin_time = "250ms"\n',
     )
     settings = load(path, env={}, state_dir=tmp_path)
     assert settings.config_path == path
@@ -66,7 +66,7 @@ def test_file_overrides_one_breaker_and_keeps_the_rest(tmp_path: Path) -> None:
     assert settings.limiters["telegram"].rates == (Rate(2, 1.0),)
     assert settings.limiters["telegram"].strategy == "drop-oldest"
     assert settings.limiters["telegram"].max_concurrent == 1
-    assert settings.limiters["custom"].min_time == 0.25
+    assert settings.limiters["whisper"].min_time == 0.25
 
 
 def test_state_dir_file_is_found_without_config_flag(tmp_path: Path) -> None:

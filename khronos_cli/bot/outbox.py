@@ -12,7 +12,8 @@ stays in the outbox: the sender retries the chat's first message after a backoff
 ``retry_after``), and the next start picks up what a stop left. An answer Telegram refuses for
 good (400, 403: the user blocked the bot) is marked failed with the rest of its parts. A group
 that became a supergroup (:class:`ChatMigratedError`) is moved, history and pending messages, to
-its new chat id, and the message is sent there.
+its new chat id, and the message is sent there. A failure's text is kept in ``last_error`` only
+after the scrubber the log uses has masked any secret in it.
 
 A message Telegram accepted is never sent again by this process: when marking it sent fails (the
 database is down) it is kept aside and marked later. The one window nobody can close: a crash
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 from khronos_cli.bot.store import OutboxMessage, Store
 from khronos_cli.errors import ChatMigratedError, KhronosError, UpstreamError
+from khronos_cli.redaction import Scrubber
 from khronos_cli.upstream.base import Guard, through
 from khronos_cli.upstream.telegram import PRIORITY_BULK, PRIORITY_REPLY, TelegramClient
 
@@ -40,6 +42,7 @@ __all__ = ["Outbox"]
 logger = logging.getLogger("khronos.outbox")
 
 MAX_BACKOFF = 30.0
+MAX_ERROR = 300  # characters of a send's error kept in ``outbox.last_error`` (scrubbed first)
 
 
 @dataclass
@@ -82,10 +85,12 @@ class Outbox:
         db_guard: Guard | None = None,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        scrub: Scrubber | None = None,
     ) -> None:
         self.store = store
         self.telegram = telegram
         self._db_guard = db_guard
+        self._scrub = scrub or Scrubber()  # what a failed send's error may quote (a token)
         self.interval = interval
         self.clock = clock
         self.sent = 0
@@ -265,7 +270,11 @@ class Outbox:
         final = isinstance(exc, UpstreamError) and not exc.is_outage
         try:
             attempts = await through(
-                self._db_guard, self.store.mark_failed, message.id, str(exc)[:300], final=final
+                self._db_guard,
+                self.store.mark_failed,
+                message.id,
+                self._scrub(str(exc))[:MAX_ERROR],
+                final=final,
             )
         except KhronosError as store_error:
             logger.warning("message %d: could not record the failure: %s", message.id, store_error)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from khronos_cli import statedir
 from khronos_cli.config import Settings
+from khronos_cli.redaction import Scrubber
 from khronos_cli.statedir import LOG_FILE
 
 __all__ = ["LOG_FILE", "SecretFilter", "setup_logging"]
@@ -27,25 +28,23 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class SecretFilter(logging.Filter):
-    """Replaces each secret by ``***`` in the rendered message (and drops the args)."""
+    """Passes every record's rendered message (and traceback) through the
+    :class:`~khronos_cli.redaction.Scrubber` the outbox and the upstream clients use too: each
+    secret, and anything shaped like one, becomes ``***`` (the args are dropped once the
+    message is rendered)."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 6]
+        self.scrub = Scrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        scrubbed = self.scrub(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            for secret in self.secrets:
-                text = text.replace(secret, "***")
-            record.exc_text, record.exc_info = text, None
+            record.exc_text, record.exc_info = self.scrub(text), None
         return True
 
 

@@ -3,7 +3,15 @@
 - **The poller lease.** In polling mode only one replica may call ``getUpdates`` (Telegram answers
   409 otherwise). The lease is a Redis key set with ``NX`` and a TTL, renewed well before it lapses;
   a standby tries to take it every second, so it takes over a few seconds after the poller dies. A
-  graceful stop releases it at step 2, so the hand-over is immediate.
+  graceful stop releases it at step 2, so the hand-over is immediate. While Redis is unreachable
+  the poller keeps polling and a standby stays put: each knows who polled last.
+- **Redis unreachable at start.** A replica that has never reached Redis cannot know whether
+  another one holds the lease. It waits one lease (5 s: any lease held by a replica that lost
+  Redis too has lapsed by then), then polls **alone**: its claims fall back to its own journal's
+  dedup. Telegram is the arbiter Redis cannot be: should another process poll the same token
+  (Telegram answers 409 "terminated by other getUpdates request"), the lone replica stands down
+  and waits for Redis (:meth:`Replicas.stand_down`). When Redis answers it takes the lease like
+  any replica, or hands over to the holder.
 - **Update claims.** Each replica journals into its own SQLite, so the dedup of an update that two
   replicas fetched (the poller died before Telegram confirmed it) must be shared: a replica claims
   an update id (``pending``) before journaling it and marks it ``owned`` once journaled. Another
@@ -81,6 +89,10 @@ class Replicas:
         self.count = 1  # live replicas last seen (at least this one)
         self.leader = False
         self.lease_changes = 0
+        self.reached = False  # Redis answered since this replica started
+        self.alone = False  # polling without the lease: Redis unreachable since the start
+        self._stood_down = False  # another process polls: no polling alone until Redis answers
+        self._started = time.monotonic()
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._claim = redis.register_script(_CLAIM)
@@ -100,13 +112,38 @@ class Replicas:
                 held = bool(await self.redis.set(key, self.id, nx=True, px=ttl))
         except (RedisError, OSError) as exc:
             self._lost(exc)
-            return self.leader  # Redis is gone: the poller keeps polling, standbys stay put
+            return self.leader or self._poll_alone()  # the poller keeps polling, standbys wait
         self._ok()
+        if self.alone:
+            logger.info(
+                "redis answers: the lone poller %s the lease", "takes" if held else "hands over"
+            )
+        self.reached, self.alone, self._stood_down = True, False, False
         if held != self.leader:
             self.lease_changes += 1
             logger.info("poller lease %s (replica %s)", "taken" if held else "lost", self.id)
         self.leader = held
         return held
+
+    def _poll_alone(self) -> bool:
+        """Redis has not answered since the start: poll alone once a lease would have lapsed."""
+        if self.reached or self._stood_down:
+            return False
+        if not self.alone and time.monotonic() - self._started >= self.lease_ttl:
+            logger.warning(
+                "redis unreachable since the start (%gs): polling alone on local limits, "
+                "deduplicating with the local journal, until redis answers",
+                self.lease_ttl,
+            )
+            self.alone = True
+        return self.alone
+
+    def stand_down(self) -> None:
+        """Another process polls the same token (Telegram's 409): stop polling alone, and wait
+        for Redis to elect the poller."""
+        if self.alone:
+            logger.warning("another process polls this bot's token: the lone poller stands down")
+        self.alone, self._stood_down = False, True
 
     async def release_lease(self) -> None:
         if not self.leader:

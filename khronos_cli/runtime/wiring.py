@@ -34,6 +34,7 @@ from khronos_cli.bot.poller import Poller
 from khronos_cli.bot.store import Store
 from khronos_cli.config import Settings
 from khronos_cli.errors import UpstreamError
+from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.breaker import CircuitBreaker
 from khronos_cli.resilience.breakers import BreakerRegistry, build_breakers
 from khronos_cli.resilience.limiter import Limiter
@@ -139,6 +140,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
     redis = None
     if settings.redis_url:  # short timeouts: a dead Redis must fail fast, never hang the bot
         redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    scrub = Scrubber(settings.secrets)  # the log's too: what an upstream says may quote one
     checks: dict[str, Callable[[], Awaitable[object]]] = {}  # filled once the clients exist
     health = {name: _later(checks, check) for name, check in HEALTH.items()}
     breakers = build_breakers(settings, health_checks=health)
@@ -152,6 +154,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         transport=_transport(faults, "telegram-api"),
         guard=guard(b["telegram-api"], lim["telegram"], on_429=limiters.telegram_429),
         poll_guard=guard(b["telegram-updates"]),
+        scrub=scrub,
     )
     anthropic = AnthropicClient(
         settings.anthropic_api_key,
@@ -161,6 +164,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         timeout=b["anthropic-api"].settings.timeout,
         transport=_transport(faults, "anthropic-api"),
         guard=guard(b["anthropic-api"], lim["anthropic"]),
+        scrub=scrub,
     )
     openai = OpenAIClient(
         settings.openai_api_key,
@@ -171,6 +175,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         transport=_transport(faults, "openai-api"),
         guard=guard(b["openai-api"]),
         transcription_guard=guard(b["openai-transcription"], lim["whisper"]),
+        scrub=scrub,
     )
     try:
         store = await Store.open(settings.state_dir / DB_FILE, faults=faults)
@@ -199,7 +204,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         groups=settings.bot.groups,
         may_type=may_type,
     )
-    outbox = Outbox(store, telegram, db_guard=db_guard)
+    outbox = Outbox(store, telegram, db_guard=db_guard, scrub=scrub)
     jobs = JobTracker()
     poll = poll_timeout if poll_timeout is not None else int(settings.bot.poll_timeout)
     poller = Poller(telegram, bot, outbox, jobs, poll_timeout=poll)

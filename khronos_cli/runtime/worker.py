@@ -28,8 +28,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from khronos_cli import config as config_module
-from khronos_cli import statedir
+from khronos_cli import preflight, statedir
 from khronos_cli.bot.messages import CUT_NOTE
+from khronos_cli.bot.poller import OTHER_POLLER
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
 from khronos_cli.control.protocol import DEPENDENCIES, socket_path
@@ -99,7 +100,13 @@ class Worker:
         self._listen(parts)
         await parts.breakers.startup()
         self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
-        await self.public.startup()
+        try:
+            await self.public.startup()
+        except (OSError, UnicodeError) as exc:  # a host that cannot work: exit 78, not 1
+            refused = preflight.bind_error(self.settings, exc)
+            if refused is None:
+                raise
+            raise refused from exc
         self._write_marker()
         kept = await parts.outbox.load()  # first, so no new answer overtakes a kept one
         resumed = await parts.poller.resume()
@@ -126,7 +133,7 @@ class Worker:
             self._on_lease(True)
         self.state = "ready"
         notify("READY=1")
-        notify("STATUS=ready")
+        self._tell_state()
         logger.info(
             "ready: http %s:%d, socket %s, backend %s; resumed %d journaled updates, %d kept "
             "messages queued",
@@ -161,9 +168,15 @@ class Worker:
 
     def _on_tick(self, held: bool | None) -> None:
         """Each second with replicas: Redis answered the publish, so limiters that fell back to
-        local limits may rejoin; poll only while holding the lease."""
-        if self.replicas is not None and self.replicas.healthy and self.parts is not None:
-            self.parts.limiters.recovered()
+        local limits may rejoin; poll only while holding the lease, or alone while Redis has
+        not answered since the start — until another process is seen polling the token."""
+        replicas, parts = self.replicas, self.parts
+        if replicas is not None and parts is not None:
+            if replicas.healthy:
+                parts.limiters.recovered()
+            if replicas.alone and parts.poller.problem == OTHER_POLLER:
+                replicas.stand_down()
+                held = False
         if held is not None:
             self._on_lease(held)
         else:
@@ -188,11 +201,28 @@ class Worker:
 
     @property
     def current_state(self) -> str:
-        if self.state == "ready" and self.replicas is not None:
-            lost = not self.replicas.healthy or (self.parts and self.parts.limiters.degraded)
-            if lost:
-                return "degraded"
+        """``ready``, or ``degraded`` while :attr:`reasons` names something that does not work
+        as designed; else the lifecycle state (``starting``, ``stopping``)."""
+        if self.state == "ready" and self.reasons:
+            return "degraded"
         return self.state
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the worker is degraded: every open breaker (each guards something users wait on:
+        answers, the other provider, voice notes, sends, updates, the journal), Redis lost, and
+        a poll that Telegram refuses. Empty when all is well."""
+        parts, replicas = self.parts, self.replicas
+        if parts is None:
+            return []
+        found = [f"breaker {name} open" for name, b in parts.breakers.items() if b.state == "open"]
+        if replicas is not None and not replicas.healthy:
+            found.append("redis unreachable: local limits" + (", polling alone" * replicas.alone))
+        elif parts.limiters.degraded:
+            found.append("limiters on local limits: redis did not answer")
+        if parts.poller.problem:
+            found.append(f"polling: {parts.poller.problem}")
+        return found
 
     def _replica_snapshot(self) -> dict[str, Any]:
         return {"status": self.status(), "breakers": self.breakers(), "limiters": self.limiters()}
@@ -279,6 +309,7 @@ class Worker:
         def on_breaker(e: Any) -> None:
             detail = {k: v for k, v in e.detail.items() if isinstance(v, str | int | float | None)}
             publish("breaker", breaker=e.breaker, kind=e.kind, state=e.state, **detail)
+            self._tell_state()  # an open breaker makes the worker degraded
 
         def on_limiter(e: Any) -> None:
             publish("limiter", limiter=e.limiter, kind=e.event, key=str(e.key), seconds=e.seconds)
@@ -340,7 +371,17 @@ class Worker:
             "poller": self._poll_task is not None and not self._poll_task.done(),
             "replicas": self.replicas.count if self.replicas else 1,
             "redis": None if self.replicas is None else ("ok" if self.replicas.healthy else "lost"),
+            "lease": self._lease(),
+            "reasons": self.reasons,
         }
+
+    def _lease(self) -> str | None:
+        """The poller lease: ``held``, ``standby``, ``alone`` (polling while Redis has not
+        answered since the start), or None (no Redis, or webhook mode)."""
+        replicas = self.replicas
+        if replicas is None or self.settings.telegram_mode != "polling":
+            return None
+        return "alone" if replicas.alone else "held" if replicas.leader else "standby"
 
     def breakers(self) -> dict[str, Any]:
         return self.parts.breakers.snapshot() if self.parts else {}
@@ -448,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         settings = config_module.load(options.config, state_dir=options.state_dir)
+        preflight.require_credentials(settings)
     except KhronosError as exc:
         print(f"khronos: {exc}", file=sys.stderr)
         return int(exc.exit_code)

@@ -6,7 +6,10 @@ dependency's limiter and circuit breaker. The attempt raises inside the guard, s
 real failures; there are no hidden retries below it. Without a guard the attempt runs as is.
 
 httpx errors are translated here and only here, and never carry the URL (Telegram puts the bot
-token in the path) into a message.
+token in the path) into a message. Whatever text an upstream or a transport error supplies (a
+description, a reason) passes the client's :class:`~khronos_cli.redaction.Scrubber` before it
+becomes part of an error: a proxy that quotes the request path must not put the token into the
+outbox, the log or an HTTP answer.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from khronos_cli.errors import UpstreamError
+from khronos_cli.redaction import Scrubber
 
 __all__ = ["Guard", "UpstreamClient", "parse_retry_after", "through", "unguarded"]
 
@@ -91,7 +95,9 @@ class UpstreamClient:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
+        scrub: Scrubber | None = None,
     ) -> None:
+        self._scrub = scrub or Scrubber()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -142,7 +148,7 @@ class UpstreamClient:
         except httpx.TimeoutException as exc:
             raise UpstreamError(self.dependency, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = self._scrub(str(exc)) or type(exc).__name__
             raise UpstreamError(self.dependency, f"unreachable: {reason}", code="network") from None
 
     def _json(self, response: httpx.Response) -> Any:

@@ -23,6 +23,7 @@ import httpx
 
 from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
+from khronos_cli.redaction import Scrubber
 from khronos_cli.upstream.base import Guard, UpstreamClient, parse_retry_after
 
 __all__ = ["Answer", "AnthropicClient", "OpenAIClient", "Turn", "transcription_timeout"]
@@ -76,7 +77,7 @@ class _LLMClient(UpstreamClient):
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             kind = str(error.get("type") or error.get("code") or kind)
-            message = str(error.get("message") or message)[:200]
+            message = self._scrub(str(error.get("message") or message))[:200]
         raise UpstreamError(
             self.dependency,
             f"answered {response.status_code} {kind}: {message}",
@@ -114,10 +115,16 @@ class AnthropicClient(_LLMClient):
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
+        scrub: Scrubber | None = None,
     ) -> None:
         headers = {"x-api-key": api_key.reveal(), "anthropic-version": ANTHROPIC_VERSION}
         super().__init__(
-            base_url, headers=headers, timeout=timeout, transport=transport, guard=guard
+            base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            guard=guard,
+            scrub=scrub or Scrubber([api_key]),
         )
         self.model = model
         self.max_tokens = max_tokens
@@ -171,10 +178,16 @@ class OpenAIClient(_LLMClient):
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
         transcription_guard: Guard | None = None,
+        scrub: Scrubber | None = None,
     ) -> None:
         headers = {"authorization": f"Bearer {api_key.reveal()}"}
         super().__init__(
-            base_url, headers=headers, timeout=timeout, transport=transport, guard=guard
+            base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            guard=guard,
+            scrub=scrub or Scrubber([api_key]),
         )
         self.model = model
         self.transcription_model = transcription_model

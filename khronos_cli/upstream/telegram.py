@@ -8,7 +8,8 @@ becomes :class:`ChatMigratedError`. ``getUpdates`` is never throttled: it has a 
 key and a priority. ``sendChatAction`` ("typing…") takes no guard at all: it is a hint, never
 retried, never counted against the breaker.
 
-The bot token is part of every URL path; no message raised here contains a URL.
+The bot token is part of every URL path; no message raised here contains a URL, and Telegram's
+description (or a proxy's, which may quote the path) passes the scrubber first.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 
 from khronos_cli.config import Secret
 from khronos_cli.errors import ChatMigratedError, UpstreamError
+from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.limiters import PRIORITY_BULK, PRIORITY_REPLY
 from khronos_cli.upstream.base import Guard, UpstreamClient, unguarded
 
@@ -45,8 +47,15 @@ class TelegramClient(UpstreamClient):
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
         poll_guard: Guard | None = None,
+        scrub: Scrubber | None = None,
     ) -> None:
-        super().__init__(base_url, timeout=timeout, transport=transport, guard=guard)
+        super().__init__(
+            base_url,
+            timeout=timeout,
+            transport=transport,
+            guard=guard,
+            scrub=scrub or Scrubber([token]),
+        )
         self._token = token
         self._poll_guard = poll_guard
         self.timeout = timeout
@@ -163,7 +172,7 @@ class TelegramClient(UpstreamClient):
         if not isinstance(parameters, dict):
             parameters = {}
         retry_after = parameters.get("retry_after")
-        description = str(body.get("description", "no description"))[:200]
+        description = self._scrub(str(body.get("description", "no description")))[:200]
         migrated = parameters.get("migrate_to_chat_id")
         if isinstance(migrated, int) and not isinstance(migrated, bool):
             raise ChatMigratedError(

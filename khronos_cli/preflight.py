@@ -1,0 +1,102 @@
+"""What must hold before the bot starts that the configuration file alone cannot tell: the
+secrets it needs are there, and the public port's host resolves and its address can be bound.
+
+A failure is a :class:`ConfigError` (exit 78: a supervisor must not restart-loop on it). The
+worker requires the credentials and maps a bind failure of its own with :func:`bind_error`;
+``khronos run`` may run both checks before it forks anything.
+
+This module is imported by the CLI, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Mapping
+
+from khronos_cli.errors import ConfigError
+from khronos_cli.settings import Settings
+
+__all__ = ["bind_error", "check_http", "require_credentials"]
+
+
+def require_credentials(settings: Settings) -> None:
+    """Refuse to run the bot without what it cannot work without: the bot token, and a key for
+    at least one of the two LLMs (``khronos run --sandbox`` brings its own)."""
+    if not settings.telegram_token:
+        expected = "the bot's token from @BotFather (or `khronos run --sandbox`, which needs none)"
+        raise ConfigError("environment", "TELEGRAM_BOT_TOKEN", None, expected, hidden=True)
+    if not settings.anthropic_api_key and not settings.openai_api_key:
+        raise ConfigError(
+            "environment",
+            "ANTHROPIC_API_KEY",
+            None,
+            "an Anthropic key, or OPENAI_API_KEY, or both: with neither every answer is the "
+            "fallback text",
+            hidden=True,
+        )
+
+
+def bind_error(
+    settings: Settings, exc: Exception, env: Mapping[str, str] | None = None
+) -> ConfigError | None:
+    """What a failure to bind the public port says about the configuration: the ConfigError
+    naming ``http.host`` or the port's key, or None when it is not the configuration's fault —
+    a DNS server that does not answer right now, or a port another process holds: that one may
+    free up (an old worker still exiting), so a worker meeting it exits 1 and is retried;
+    :func:`check_http` refuses it before anything starts."""
+    host = settings.http_host
+    source = str(settings.config_path) if settings.config_path else "environment"
+    if isinstance(exc, UnicodeError):  # a host name IDNA cannot encode
+        return ConfigError(source, "http.host", host, "a host name this machine can resolve")
+    if isinstance(exc, socket.gaierror):
+        if exc.errno == socket.EAI_AGAIN:
+            return None
+        return ConfigError(source, "http.host", host, "a host name this machine can resolve")
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(source, "http.host", host, "an address of this machine, or 0.0.0.0")
+    if isinstance(exc, OSError) and exc.errno == errno.EACCES:
+        expected = "a port this user may bind (1024 or above, unless it may bind privileged ones)"
+        return ConfigError(*_port(settings, env), settings.http_port, expected)
+    return None
+
+
+def check_http(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """Raise the ConfigError the worker would meet binding the public port (an ``http.host``
+    that does not resolve or is not this machine's, a privileged port), and one for a port
+    another process holds, so that ``khronos run`` can refuse before it forks anything. Binds
+    and closes at once."""
+    try:
+        found = socket.getaddrinfo(
+            settings.http_host, settings.http_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        bound = 0
+        failure: OSError | None = None
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:  # asyncio skips a family the host has not enabled
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+                    failure = exc
+                else:
+                    bound += 1
+        if not bound and failure is not None:
+            raise failure
+    except (OSError, UnicodeError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            expected = "a free port (another process listens on it: stop it or choose another)"
+            raise ConfigError(*_port(settings, env), settings.http_port, expected) from None
+        refused = bind_error(settings, exc, env)
+        if refused is not None:
+            raise refused from None
+
+
+def _port(settings: Settings, env: Mapping[str, str] | None) -> tuple[str, str]:
+    """The source and key the port came from: ``KHRONOS_HTTP_PORT`` (``--port``) or the file."""
+    if "KHRONOS_HTTP_PORT" in (os.environ if env is None else env):
+        return "environment", "KHRONOS_HTTP_PORT"
+    return str(settings.config_path) if settings.config_path else "defaults", "http.port"

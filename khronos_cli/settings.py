@@ -1,0 +1,250 @@
+"""What a khronos process is configured with: frozen settings and DESIGN.md's defaults.
+
+:func:`khronos_cli.config.load` builds a :class:`Settings` from these defaults, ``khronos.toml``
+and the environment; everything else only reads one.
+
+This module is imported by the CLI, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from khronos_cli.redaction import Secret, scrub
+
+__all__ = [
+    "BREAKER_DEFAULTS",
+    "DEFAULT_HTTP_PORT",
+    "LIMITER_DEFAULTS",
+    "BotSettings",
+    "BreakerSettings",
+    "LimiterSettings",
+    "Rate",
+    "RetentionSettings",
+    "Settings",
+    "ShutdownSettings",
+    "SupervisorSettings",
+    "default_state_dir",
+    "llm_timeout",
+]
+
+DEFAULT_HTTP_PORT = 18789
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``limit`` events per ``period`` seconds, e.g. ``Rate(20, 60.0)`` for 20/min."""
+
+    limit: int
+    period: float
+
+    def __str__(self) -> str:
+        for unit, seconds in (("h", 3600.0), ("min", 60.0), ("s", 1.0)):
+            if self.period >= seconds and self.period % seconds == 0:
+                count = int(self.period // seconds)
+                return f"{self.limit}/{'' if count == 1 else count}{unit}"
+        return f"{self.limit}/{self.period * 1000:g}ms"
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """One circuit breaker. Times are seconds, ``error_threshold`` a percentage."""
+
+    name: str
+    timeout: float = 10.0
+    error_threshold: float = 50.0
+    reset_timeout: float = 30.0
+    volume_threshold: int = 5
+    rolling_window: float = 10.0
+    buckets: int = 10
+    half_open_max_calls: int = 1
+    half_open_max_wait: float | None = None  # None: the breaker's timeout plus one second
+    health_check_interval: float = 5.0
+    policy: Literal["error_rate", "consecutive"] = "error_rate"
+    fail_max: int = 5  # the consecutive-failure policy's threshold (pybreaker's rule)
+
+
+@dataclass(frozen=True)
+class LimiterSettings:
+    """One limiter. With ``group_by`` set, the plain fields apply to each key (Bottleneck's
+    Group semantics) and the ``global_*`` fields to all keys together."""
+
+    name: str
+    group_by: str | None = None
+    max_concurrent: int | None = None
+    min_time: float = 0.0
+    max_queued: int | None = None
+    rates: tuple[Rate, ...] = ()
+    group_rates: tuple[Rate, ...] = ()  # keys that are group chats (negative Telegram chat ids)
+    global_max_concurrent: int | None = None
+    global_min_time: float = 0.0
+    global_rates: tuple[Rate, ...] = ()
+    strategy: Literal["reject", "drop-oldest", "drop-lowest"] = "reject"
+    idle_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ShutdownSettings:
+    """The stop's budgets (DESIGN.md: 30 s overall, 10 s for active jobs, 2 s for a quick stop)."""
+
+    deadline: float = 30.0
+    jobs_timeout: float = 10.0
+    outbox_timeout: float = 5.0
+    quick_budget: float = 2.0
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    """Restart backoff: ``restart_delay`` doubling, capped, reset after ``healthy_after`` up."""
+
+    restart_delay: float = 1.0
+    max_restart_delay: float = 60.0
+    healthy_after: float = 60.0
+    crashloop_after: int = 10
+    kill_after: float = 40.0
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """How the bot answers: which group messages (``addressed``: commands to it, mentions of
+    it, replies to it; ``all``; ``off``), how much history it sends, and its output caps."""
+
+    groups: Literal["addressed", "all", "off"] = "addressed"
+    history_turns: int = 20
+    anthropic_max_tokens: int = 1024
+    openai_max_tokens: int = 1024
+    poll_timeout: float = 30.0  # getUpdates' long poll (Telegram caps it at 50 s)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long finished rows stay in ``khronos.db``, and how often they are pruned.
+
+    ``journal`` keeps done update ids (the dedup of redelivered updates: keep them longer than
+    the 24 h Telegram keeps updates), ``outbox`` sent or given-up messages, ``history`` the
+    conversation turns (and at most ``history_turns`` per chat).
+    """
+
+    journal: float = 48 * 3600.0
+    outbox: float = 48 * 3600.0
+    history: float = 30 * 24 * 3600.0
+    history_turns: int = 200
+    interval: float = 600.0
+
+
+def llm_timeout(max_tokens: int) -> float:
+    """The default timeout of an LLM call that may write ``max_tokens`` tokens, non-streamed:
+    10 s to the first token plus the tokens at 50 per second (a 1,024-token answer: 30.5 s;
+    Anthropic's SDK budgets 28.8 s for it)."""
+    return 10.0 + max_tokens / 50.0
+
+
+BREAKER_DEFAULTS: Mapping[str, BreakerSettings] = {
+    "anthropic-api": BreakerSettings("anthropic-api", timeout=llm_timeout(1024)),
+    "telegram-api": BreakerSettings("telegram-api", timeout=5.0, reset_timeout=30.0),
+    # getUpdates alone: a long poll of 30 s plus a margin; a few failed polls in a row open it.
+    "telegram-updates": BreakerSettings(
+        "telegram-updates", timeout=40.0, reset_timeout=5.0, policy="consecutive", fail_max=3
+    ),
+    "openai-api": BreakerSettings("openai-api", timeout=llm_timeout(1024)),
+    # Voice notes: each call's own deadline grows with the note's duration; this is the cap.
+    "openai-transcription": BreakerSettings(
+        "openai-transcription", timeout=120.0, reset_timeout=30.0
+    ),
+    "database": BreakerSettings("database", timeout=5.0, error_threshold=30.0, reset_timeout=15.0),
+}
+
+LIMITER_DEFAULTS: Mapping[str, LimiterSettings] = {
+    # Telegram: ~1 msg/s per chat, 20 msg/min per group, ~30 msg/s for the bot overall.
+    "telegram": LimiterSettings(
+        "telegram",
+        group_by="chat",
+        max_concurrent=1,
+        max_queued=100,
+        rates=(Rate(1, 1.0),),
+        group_rates=(Rate(20, 60.0),),
+        # DESIGN.md says 35 ms, which caps the bot at 28.6 msg/s (95 % of Telegram's 30/s);
+        # the sliding 30/s window is what holds the budget, so the spacing only smooths bursts.
+        global_min_time=0.030,
+        global_rates=(Rate(30, 1.0),),
+    ),
+    "global": LimiterSettings("global", max_concurrent=100, min_time=0.010),
+    "anthropic": LimiterSettings(
+        "anthropic", group_by="user", max_concurrent=3, min_time=0.5, max_queued=50
+    ),
+    "whisper": LimiterSettings("whisper", max_concurrent=2, min_time=1.0, max_queued=10),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a khronos process is configured with."""
+
+    state_dir: Path
+    config_path: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    redis_url: str | None = None
+    telegram_token: Secret = field(default_factory=lambda: Secret(""))
+    anthropic_api_key: Secret = field(default_factory=lambda: Secret(""))
+    openai_api_key: Secret = field(default_factory=lambda: Secret(""))
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    telegram_base_url: str = "https://api.telegram.org"
+    telegram_mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None  # the public https URL Telegram posts to (webhook mode)
+    anthropic_base_url: str = "https://api.anthropic.com"
+    openai_base_url: str = "https://api.openai.com"
+    anthropic_model: str = "claude-sonnet-4-5"
+    openai_model: str = "gpt-4o-mini"
+    bot: BotSettings = field(default_factory=lambda: BotSettings())
+    retention: RetentionSettings = field(default_factory=lambda: RetentionSettings())
+    shutdown: ShutdownSettings = field(default_factory=lambda: ShutdownSettings())
+    supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
+    breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
+    limiters: Mapping[str, LimiterSettings] = field(default_factory=lambda: dict(LIMITER_DEFAULTS))
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every secret the process holds, for the :class:`~khronos_cli.redaction.Scrubber`."""
+        return (
+            self.telegram_token,
+            self.anthropic_api_key,
+            self.openai_api_key,
+            self.webhook_secret,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The effective settings as JSON-ready data; secrets show only as "set" or "unset",
+        and a password in ``redis_url`` as ``***``."""
+        data = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if self.redis_url:
+            data["redis_url"] = scrub(self.redis_url)
+        return data
+
+
+def _jsonable(value: object) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, Rate | type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Rate | Path):
+        return str(value)
+    if isinstance(value, Secret):
+        return "set" if value else "unset"
+    return value
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$KHRONOS_STATE_DIR``, else ``$XDG_STATE_HOME/khronos``, else ``~/.local/state/khronos``."""
+    env = os.environ if env is None else env
+    if env.get("KHRONOS_STATE_DIR"):
+        return Path(env["KHRONOS_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser() / "khronos"
