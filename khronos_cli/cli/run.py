@@ -39,13 +39,15 @@ def run(
 ) -> None:
     """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log."""
     from khronos_cli import config as config_module
-    from khronos_cli import statedir
+    from khronos_cli import preflight, statedir
     from khronos_cli.runtime import launch
 
     rate = number(rate, "--rate", least=0.01, most=1000.0)
     # Ours or refused (exit 78) before anything in it is read, its khronos.toml included.
     directory = statedir.prepare(resolve_state_dir(state_dir))
     settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
+    if not sandbox:  # no token or no key: refused now, not a worker polling with nothing
+        preflight.require_credentials(settings)
     if detach:
         argv = [arg for arg in sys.argv if arg != "--detach"]
         command = [sys.executable, "-m", "khronos_cli", *argv[1:]]

@@ -37,8 +37,8 @@ def render(data: dict[str, Any]) -> Table:
         table.add_row("http", f"{data.get('http_host') or '127.0.0.1'}:{data['http_port']}")
     table.add_row("socket", data["socket"])
     table.add_row("backend", str(data["backend"] or "—"))
-    if data.get("poll_problem"):
-        table.add_row("telegram", Text(str(data["poll_problem"]), "bold red"))
+    for reason in data.get("reasons") or []:  # why it is degraded: open breakers, Redis, polling
+        table.add_row("why", Text(str(reason), "bold red"))
     last = data.get("last_shutdown") or {}
     if last:
         table.add_row("last stop", f"{last.get('result', '?')} (exit {last.get('exit_code', '?')})")

@@ -69,6 +69,8 @@ def gather(state_dir: Path) -> dict[str, Any]:
         "state_dir": str(state_dir),
         "backend": worker.get("backend"),
         "poll_problem": worker.get("poll_problem"),
+        "reasons": worker.get("reasons") or [],
+        "lease": worker.get("lease"),
         "last_shutdown": worker.get("last_shutdown") or read(statedir.REPORT_FILE),
         "last_exit": (supervisor or {}).get("last_exit"),
         "next_start_at": (supervisor or {}).get("next_start_at"),

@@ -66,6 +66,9 @@ def test_status_is_degraded_while_any_breaker_is_open(instance: Instance) -> Non
     seen = status(instance)
     assert seen["state"] == "degraded"
     assert seen["worker"]["reasons"] == ["breaker telegram-api open", "breaker database open"]
+    assert seen["reasons"] == seen["worker"]["reasons"]
+    shown = " ".join(instance.khronos("status").stdout.split())
+    assert "state degraded" in shown and "why breaker database open" in shown, shown
     for name in ("database", "telegram-api"):
         assert instance.khronos("breakers", "reset", name).returncode == 0
     assert status(instance)["state"] == "ready"
