@@ -8,9 +8,11 @@ one transaction with the update (``Store.record_reply``), split into parts that 
 (:mod:`.messages`), and the caller delivers them. A group's upgrade to a supergroup moves its
 history to the new chat id.
 
-Answers: Anthropic first; when it fails, its breaker rejects, or it answers nothing or refuses,
-OpenAI; when both fail the user gets the seed's fallback text, never silence. An answer the model
-cut at its output cap is marked as cut. The conversation sent to a model always starts with a
+Answers (:meth:`Bot.ask`, the chain ``POST /chat`` shares): Anthropic first; when it fails, its
+breaker rejects, or it answers nothing or refuses, OpenAI; when both fail the user gets the
+seed's fallback text, never silence. A failed or rejected provider that another way served
+counts as a fallback of its breaker (the ``fb`` column of ``khronos breakers``). An answer the
+model cut at its output cap is marked as cut. The conversation sent to a model always starts with a
 user turn and alternates (consecutive turns of one role are merged). While a model writes, the
 chat shows "typing…" (``sendChatAction`` every 4.5 s, never retried, never counted against a
 breaker, skipped while Telegram is unhealthy or the chat is halted by a 429).
@@ -23,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from khronos_cli.bot import messages as say
 from khronos_cli.bot.store import OutboxMessage, Store
@@ -34,7 +37,7 @@ from khronos_cli.upstream.base import Guard, through
 from khronos_cli.upstream.llm import Answer, AnthropicClient, OpenAIClient, Turn
 from khronos_cli.upstream.telegram import MAX_DOWNLOAD, TelegramClient
 
-__all__ = ["FALLBACK_TEXT", "HELP_TEXT", "RESET_TEXT", "Bot"]
+__all__ = ["FALLBACK_TEXT", "HELP_TEXT", "RESET_TEXT", "Bot", "Reply"]
 
 logger = logging.getLogger("khronos.bot")
 
@@ -48,9 +51,18 @@ TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
 COMMANDS = ("/start", "/help", "/reset")
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What the chain answered, and who: ``anthropic``, ``openai``, or the ``fallback`` text."""
+
+    text: str
+    answered_by: Literal["anthropic", "openai", "fallback"]
+
+
 class Bot:
     """Answers updates. ``db_guard`` is the ``database`` breaker's guard for store calls;
-    ``may_type(chat_id)`` says whether a "typing…" action may be sent now."""
+    ``may_type(chat_id)`` says whether a "typing…" action may be sent now;
+    ``on_fallback(breaker, error)`` hears each provider another way had to stand in for."""
 
     def __init__(
         self,
@@ -64,6 +76,7 @@ class Bot:
         groups: GroupPolicy = "addressed",
         system_prompt: str = SYSTEM_PROMPT,
         may_type: Callable[[int], bool] | None = None,
+        on_fallback: Callable[[str, BaseException], object] | None = None,
     ) -> None:
         self.store = store
         self.telegram = telegram
@@ -74,6 +87,7 @@ class Bot:
         self.groups = groups
         self.system_prompt = system_prompt
         self._may_type = may_type
+        self._on_fallback = on_fallback
         self.identity: Identity | None = None
         self.answered = {"anthropic": 0, "openai": 0, "fallback": 0, "command": 0, "other": 0}
         self.skipped = 0
@@ -181,33 +195,45 @@ class Bot:
         return None
 
     async def reply(self, chat_id: int, user_id: int, text: str) -> str:
-        """Anthropic, else OpenAI, else the fallback text."""
+        """The answer to ``text`` in ``chat_id``, with the chat's history, showing "typing…"."""
         past = await self.db(self.store.history, chat_id, self.history_turns)
         turns = conversation([(t.role, t.text) for t in past], text)
         async with self.typing(chat_id):
-            try:
-                answer = await self.anthropic.reply(turns, system=self.system_prompt, key=user_id)
-            except KhronosError as exc:  # an open breaker is expected news, not a new warning
-                log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
-                log("anthropic failed, asking openai: %s", exc)
-            else:
-                if answer.text and not answer.refused:
-                    self.answered["anthropic"] += 1
-                    return _shown(answer)
-                why = "refused" if answer.refused else "answered nothing"
-                logger.info("anthropic %s, asking openai", why)
-            try:
-                answer = await self.openai.reply(turns, system=self.system_prompt, key=user_id)
-            except KhronosError as exc:
-                log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
-                log("openai failed too, answering the fallback text: %s", exc)
-            else:
-                if answer.text:
-                    self.answered["openai"] += 1
-                    return _shown(answer)
-                logger.info("openai answered nothing too, answering the fallback text")
+            return (await self.ask(turns, key=user_id)).text
+
+    async def ask(self, turns: Sequence[Turn], *, key: Hashable) -> Reply:
+        """Anthropic, else OpenAI, else the fallback text; counted in :attr:`answered`."""
+        try:
+            answer = await self.anthropic.reply(turns, system=self.system_prompt, key=key)
+        except KhronosError as exc:  # an open breaker is expected news, not a new warning
+            log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
+            log("anthropic failed, asking openai: %s", exc)
+            self._fell_back("anthropic-api", exc)  # whatever answers now stands in for it
+        else:
+            if answer.text and not answer.refused:
+                return self._answered("anthropic", answer)
+            why = "refused" if answer.refused else "answered nothing"
+            logger.info("anthropic %s, asking openai", why)
+        try:
+            answer = await self.openai.reply(turns, system=self.system_prompt, key=key)
+        except KhronosError as exc:
+            log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
+            log("openai failed too, answering the fallback text: %s", exc)
+            self._fell_back("openai-api", exc)
+        else:
+            if answer.text:
+                return self._answered("openai", answer)
+            logger.info("openai answered nothing too, answering the fallback text")
         self.answered["fallback"] += 1
-        return say.FALLBACK_TEXT
+        return Reply(say.FALLBACK_TEXT, "fallback")
+
+    def _answered(self, provider: Literal["anthropic", "openai"], answer: Answer) -> Reply:
+        self.answered[provider] += 1
+        return Reply(_shown(answer), provider)
+
+    def _fell_back(self, breaker: str, error: BaseException) -> None:
+        if self._on_fallback is not None:
+            self._on_fallback(breaker, error)
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: int, action: str = "typing") -> AsyncIterator[None]:

@@ -413,10 +413,17 @@ class CircuitBreaker(BreakerStateMachine):
             return False
         return not (self._exclude is not None and self._exclude(exc))
 
-    async def _fall_back(self, args: Any, kwargs: dict[str, Any], error: BaseException) -> Any:
-        assert self._fallback is not None
+    def record_fallback(self, error: BaseException | None = None) -> None:
+        """Someone served the caller another way after this breaker's call failed or was
+        rejected (the bot asking OpenAI, or answering the fallback text): counted in
+        ``fallbacks`` (the ``fb`` column) and emitted as ``fallback``, as the breaker's own
+        fallback path counts itself."""
         self._fallbacks += 1
         self._emit("fallback", error=error)
+
+    async def _fall_back(self, args: Any, kwargs: dict[str, Any], error: BaseException) -> Any:
+        assert self._fallback is not None
+        self.record_fallback(error)
         result = self._fallback(*args, error=error, **kwargs)
         return await result if inspect.isawaitable(result) else result
 

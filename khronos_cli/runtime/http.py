@@ -51,11 +51,9 @@ from khronos_cli.control.protocol import error_body
 from khronos_cli.control.repeats import Repeats
 from khronos_cli.errors import (
     BreakerError,
-    CallTimeoutError,
     CircuitOpenError,
     JobDroppedError,
     KhronosError,
-    UpstreamError,
 )
 from khronos_cli.runtime.listener import (
     OVERFLOW_TIMEOUT,
@@ -88,7 +86,7 @@ class PublicAPI(Protocol):
     def breakers(self) -> dict[str, Any]: ...
     def limiters(self) -> dict[str, Any]: ...
     def metrics(self) -> bytes: ...
-    async def chat(self, message: str, *, user: str) -> str: ...
+    async def chat(self, message: str, *, user: str) -> dict[str, str]: ...
     async def send(self, chat_id: int, text: str) -> dict[str, Any]: ...
     async def webhook(self, update: dict[str, Any]) -> None: ...
 
@@ -221,15 +219,13 @@ class PublicServer:
         user = _user(body, request.remote)
         try:
             reply = await self.api.chat(message, user=f"chat:{user}")
-        except CircuitOpenError as exc:
-            return _unavailable(exc)
         except JobDroppedError as exc:
             return error(429, str(exc), headers=_retry_after(exc.retry_after))
-        except CallTimeoutError as exc:
-            return error(504, str(exc))
-        except UpstreamError as exc:
-            return error(502, str(exc), headers=_retry_after(exc.retry_after))
-        return web.json_response({"reply": reply})
+        if reply["answered_by"] == "fallback":  # neither model answered: say so, and when
+            trial = self.api.breakers().get("anthropic-api", {}).get("next_trial_in")
+            body = {**error_body(503, "no model answered; try again later"), **reply}
+            return web.json_response(body, status=503, headers=_retry_after(trial))
+        return web.json_response(reply)
 
     async def _messages(self, request: web.Request) -> web.Response:
         body = await read_object(request)

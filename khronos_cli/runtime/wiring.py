@@ -203,6 +203,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         history_turns=settings.bot.history_turns,
         groups=settings.bot.groups,
         may_type=may_type,
+        on_fallback=lambda name, error: b[name].record_fallback(error),
     )
     outbox = Outbox(store, telegram, db_guard=db_guard, scrub=scrub)
     jobs = JobTracker()

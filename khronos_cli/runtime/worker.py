@@ -29,7 +29,6 @@ from redis.exceptions import RedisError
 
 from khronos_cli import config as config_module
 from khronos_cli import preflight, statedir
-from khronos_cli.bot.messages import CUT_NOTE
 from khronos_cli.bot.poller import OTHER_POLLER
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
@@ -47,6 +46,7 @@ from khronos_cli.runtime.steps import seven_steps
 from khronos_cli.runtime.wiring import Parts, build, guard
 from khronos_cli.statedir import PREVIOUS_RUN_FILE, REPORT_FILE, RUN_MARKER
 from khronos_cli.upstream.faults import DEFAULT_DURATION
+from khronos_cli.upstream.llm import Turn
 
 __all__ = ["Worker", "main"]
 
@@ -442,12 +442,21 @@ class Worker:
 
     # -- public API -----------------------------------------------------------------------------
 
-    async def chat(self, message: str, *, user: str) -> str:
+    async def chat(self, message: str, *, user: str) -> dict[str, str]:
+        """``POST /chat``: the bot's own chain (Anthropic, OpenAI, the fallback text), through
+        the ``global`` limiter that guards the public port's work (the seed's middleware);
+        ``{"reply", "answered_by"}``."""
         parts = self._parts()
-        answer = await parts.anthropic.reply([{"role": "user", "content": message}], key=user)
-        return answer.text + CUT_NOTE if answer.cut else answer.text
+        turns: list[Turn] = [{"role": "user", "content": message}]
+        reply = await parts.limiters["global"].schedule(lambda: parts.bot.ask(turns, key=user))
+        return {"reply": reply.text, "answered_by": reply.answered_by}
 
     async def send(self, chat_id: int, text: str) -> dict[str, Any]:
+        """``POST /messages``: queued durably, then sent through the outbox (and the
+        ``telegram`` limiter); the request itself goes through the ``global`` limiter."""
+        return await self._parts().limiters["global"].schedule(lambda: self._send(chat_id, text))
+
+    async def _send(self, chat_id: int, text: str) -> dict[str, Any]:
         parts = self._parts()
         wait = parts.limiters["telegram"].room(chat_id, waiting=parts.outbox.queued_in(chat_id))
         if wait is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -53,16 +54,31 @@ def test_both_down_gives_the_fallback_text(instance: Instance) -> None:
     assert [d["text"] for d in instance.deliveries()] == [FALLBACK_TEXT]
 
 
-def test_chat_503s_while_the_anthropic_breaker_is_open(instance: Instance) -> None:
-    """POST /chat answers; forced open, it returns 503 JSON with Retry-After."""
+def test_chat_fails_over_like_the_bot_and_503s_when_no_model_answers(instance: Instance) -> None:
+    """POST /chat says who answered; with Anthropic's breaker forced open OpenAI answers (and the
+    breaker counts a fallback); with both open the fallback text comes with a 503 and a
+    Retry-After."""
     assert instance.public("POST", "/chat", json={"message": "hi"}).json() == {
-        "reply": "anthropic echo: hi"
+        "reply": "anthropic echo: hi",
+        "answered_by": "anthropic",
     }
     forced = instance.khronos("breakers", "open", "anthropic-api", "--for", "30s")
     assert forced.returncode == 0, forced.stderr
+    assert instance.public("POST", "/chat", json={"message": "hi"}).json() == {
+        "reply": "openai echo: hi",
+        "answered_by": "openai",
+    }
+    assert instance.khronos("breakers", "open", "openai-api", "--for", "30s").returncode == 0
     answer = instance.public("POST", "/chat", json={"message": "hi"})
     assert answer.status_code == 503 and int(answer.headers["retry-after"]) >= 1
     assert answer.json()["error"]["status"] == 503
+    assert (answer.json()["reply"], answer.json()["answered_by"]) == (FALLBACK_TEXT, "fallback")
+    breakers = json.loads(instance.khronos("breakers", "--json").stdout)
+    assert breakers["anthropic-api"]["stats"]["fallbacks"] == 2
+    assert breakers["openai-api"]["stats"]["fallbacks"] == 1
+    table = instance.khronos("breakers").stdout
+    row = next(line for line in table.splitlines() if "anthropic-api" in line)
+    assert " 2 " in row  # the fb column
     bad = instance.public("POST", "/chat", content=b"{nope")
     assert bad.status_code == 400 and bad.json()["error"]["status"] == 400
     assert instance.public("GET", "/health").status_code == 200

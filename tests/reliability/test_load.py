@@ -99,8 +99,9 @@ def test_concurrent_chats_are_each_answered_once_with_their_own_reply(
 def test_concurrent_chats_under_default_limits_get_an_answer_or_a_429(
     make_instance: Any, figures: Callable[..., None]
 ) -> None:
-    """N concurrent POST /chat with the default limiter: each gets its echo or a 429 with
-    Retry-After (the shared queue is full); nothing else, nothing lost."""
+    """N concurrent POST /chat with the default limiters: each gets its echo — Anthropic's, or
+    OpenAI's once Anthropic's queue is full, as the bot's own chain does — or a 429 with
+    Retry-After; nothing else, nothing lost."""
     # The short run spaces Anthropic calls 50 ms apart instead of 500 ms (the queue drains in
     # 2.5 s, not 25 s); the full run keeps the default.
     spacing = "" if FULL else '[limiters.anthropic]\nmin_time = "50ms"\n'
@@ -118,8 +119,9 @@ def test_concurrent_chats_under_default_limits_get_an_answer_or_a_429(
         latency_429=percentiles(results[i][2] for i in refused),
     )  # fmt: skip
     assert len(ok) + len(refused) == CHATS and ok
-    for i in ok:
-        assert results[i][1] == {"reply": f"anthropic echo: default limits {i}"}
+    for i in ok:  # past the anthropic limiter's queue, OpenAI answers: the bot's own chain
+        who = results[i][1]["answered_by"]
+        assert results[i][1] == {"reply": f"{who} echo: default limits {i}", "answered_by": who}
     for i in refused:
         assert results[i][1]["error"]["status"] == 429
 

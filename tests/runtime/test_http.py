@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from khronos_cli.errors import CircuitOpenError, JobDroppedError
+from khronos_cli.errors import JobDroppedError
 from khronos_cli.runtime.http import WEBHOOK_PATH, PublicServer
 
 
@@ -26,7 +26,8 @@ class API:
         self.chat_users: list[str] = []
 
     def breakers(self) -> dict[str, Any]:
-        return {"anthropic-api": {"state": "open" if self.open else "closed", "stats": {}}}
+        state, trial = ("open", 12.5) if self.open else ("closed", None)
+        return {"anthropic-api": {"state": state, "stats": {}, "next_trial_in": trial}}
 
     def limiters(self) -> dict[str, Any]:
         return {"telegram": {"executing": 0, "queued": 0, "done": 3, "dropped": 0}}
@@ -34,11 +35,11 @@ class API:
     def metrics(self) -> bytes:
         return b"# TYPE khronos_up gauge\nkhronos_up 1\n"
 
-    async def chat(self, message: str, *, user: str) -> str:
+    async def chat(self, message: str, *, user: str) -> dict[str, str]:
         self.chat_users.append(user)
-        if self.open:
-            raise CircuitOpenError("anthropic-api", 12.5)
-        return f"echo: {message}"
+        if self.open:  # neither model answered: the chain's last resort
+            return {"reply": "IA indisponível agora.", "answered_by": "fallback"}
+        return {"reply": f"echo: {message}", "answered_by": "anthropic"}
 
     async def send(self, chat_id: int, text: str) -> dict[str, Any]:
         if self.full:
@@ -79,15 +80,20 @@ async def test_reads_and_health(served: tuple[API, httpx.AsyncClient]) -> None:
 
 
 async def test_chat_answers_and_503s_while_open(served: tuple[API, httpx.AsyncClient]) -> None:
-    """/chat returns the reply; while the breaker is open, 503 JSON with Retry-After."""
+    """/chat returns the reply and who answered; when only the fallback text is left, 503 JSON
+    with it and a Retry-After of the breaker's next trial."""
     api, http = served
-    assert (await http.post("/chat", json={"message": "hi"})).json() == {"reply": "echo: hi"}
+    assert (await http.post("/chat", json={"message": "hi"})).json() == {
+        "reply": "echo: hi",
+        "answered_by": "anthropic",
+    }
     await http.post("/chat", json={"message": "hi", "user": 42})
     assert api.chat_users == ["chat:127.0.0.1", "chat:42"]  # one limiter group per caller
     api.open = True
     answer = await http.post("/chat", json={"message": "hi"})
     assert answer.status_code == 503 and answer.headers["retry-after"] == "13"
-    assert answer.json()["breaker"] == "anthropic-api" and "error" in answer.json()
+    assert answer.json()["answered_by"] == "fallback" and "error" in answer.json()
+    assert answer.json()["reply"] == "IA indisponível agora."
 
 
 async def test_messages_queue_and_429_when_full(served: tuple[API, httpx.AsyncClient]) -> None:
