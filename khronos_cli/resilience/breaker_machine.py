@@ -53,6 +53,10 @@ EVENTS = frozenset(
      "forced", "health_check_failed", "storage_error", "storage_ok"}
 )  # fmt: skip
 DEFAULT_FORCE_EXPIRY = 900.0  # a forgotten drill heals itself after 15 minutes
+# A health check is a cheap probe (getMe, a GET of the API's root, SELECT 1): it gets at most
+# this long even when the calls it stands for may take far longer (an LLM answer: 30 s), so a
+# hang is seen within an interval and this, not within a long answer's timeout.
+HEALTH_CHECK_TIMEOUT = 5.0
 
 log = logging.getLogger("khronos.breaker")
 Listener = Callable[["BreakerEvent"], object]
@@ -358,7 +362,7 @@ class BreakerStateMachine:
             return True
         error: Exception | None = None
         try:
-            async with asyncio.timeout(self.settings.timeout):
+            async with asyncio.timeout(min(self.settings.timeout, HEALTH_CHECK_TIMEOUT)):
                 healthy = await self._health_check() is not False
         except Exception as exc:
             healthy, error = False, exc

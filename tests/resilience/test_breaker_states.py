@@ -252,6 +252,19 @@ async def test_a_failing_health_check_opens_and_a_passing_one_half_opens() -> No
     assert [e.kind for e in events] == ["health_check_failed", "open", "half_open"]
 
 
+async def test_a_hanging_health_check_opens_without_waiting_for_a_long_call_timeout() -> None:
+    """A probe that never answers fails after the health check's own short timeout, not after
+    the breaker's call timeout (an hour here: an LLM answer may take long, a ping may not)."""
+    clock = Clock()
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    breaker = make(clock, health_check=hang, timeout=3600)
+    assert await breaker.check_health() is False
+    assert breaker.state == "open"
+
+
 async def test_the_health_check_runs_periodically() -> None:
     """startup() runs the health check every interval until aclose()."""
     calls: list[int] = []
