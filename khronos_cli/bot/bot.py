@@ -14,8 +14,9 @@ seed's fallback text, never silence. A failed or rejected provider that another 
 counts as a fallback of its breaker (the ``fb`` column of ``khronos breakers``). An answer the
 model cut at its output cap is marked as cut. The conversation sent to a model always starts with a
 user turn and alternates (consecutive turns of one role are merged). While a model writes, the
-chat shows "typing…" (``sendChatAction`` every 4.5 s, never retried, never counted against a
-breaker, skipped while Telegram is unhealthy or the chat is halted by a 429).
+chat shows "typing…" (``sendChatAction`` once the answer has taken a second, then every 4.5 s;
+never retried, never counted against a breaker, skipped while Telegram is unhealthy or the chat
+is halted by a 429).
 
 User text is data: it is sent as plain text (no ``parse_mode``) and never logged in full.
 """
@@ -47,6 +48,7 @@ FALLBACK_TEXT = say.FALLBACK_TEXT
 HELP_TEXT = say.HELP_TEXT
 RESET_TEXT = say.RESET_TEXT
 SYSTEM_PROMPT = "You are a helpful assistant in a Telegram chat. Answer briefly and plainly."
+TYPING_AFTER = 1.0  # an answer quicker than this needs no "typing…" (one request saved)
 TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
 COMMANDS = ("/start", "/help", "/reset")
 
@@ -247,6 +249,7 @@ class Bot:
             task.cancel()
 
     async def _keep_typing(self, chat_id: int, action: str) -> None:
+        await asyncio.sleep(TYPING_AFTER)
         while True:
             if self._may_type is None or self._may_type(chat_id):
                 try:
