@@ -44,10 +44,17 @@ class Node:
 
 
 def _choices(parameter: Any) -> list[str]:
+    """The values an enum-typed parameter takes (also in ``X | None`` and ``list[X]``)."""
     annotation = getattr(getattr(parameter, "type_descriptor", None), "annotation", None)
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
-            return [str(member.value) for member in candidate]
+    return _enum_values(annotation)
+
+
+def _enum_values(annotation: Any) -> list[str]:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    for inner in typing.get_args(annotation):
+        if values := _enum_values(inner):
+            return values
     return []
 
 
