@@ -36,8 +36,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str | None]] = {
     ("limiter",): ("/limiters", "limiters"),
     ("outage", "list"): ("/outages", None),
 }
-_STATUS_SUMS = ("updates_accepted", "updates_duplicate", "messages_sent", "messages_queued",
-                "jobs_active")  # fmt: skip
+_STATUS_SUMS = (
+    "updates_accepted",
+    "updates_duplicate",
+    "messages_sent",
+    "messages_queued",
+    "jobs_active",
+)
 _BREAKER_SUMS = ("fires", "successes", "failures", "timeouts", "rejects", "fallbacks")
 _LIMITER_SUMS = ("executing", "queued", "done", "dropped", "failed")
 

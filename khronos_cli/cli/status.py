@@ -139,7 +139,8 @@ def render(data: dict[str, Any]) -> Table:
             row("breakers", _breakers(data["breakers"]))
         if data.get("worker"):
             row("outages", _outages(data.get("outages") or {}))
-            row("outbox", f"{data.get('messages_queued') or 0} messages queued")
+            queued = int(data.get("messages_queued") or 0)
+            row("outbox", f"{queued} message{'s' * (queued != 1)} queued")
             row("jobs", f"{data.get('jobs_active') or 0} running")
         if data.get("backend") == "redis":
             lease = data.get("lease")

@@ -77,7 +77,7 @@ def _change(before: Any, after: Any) -> str:
     if after is None:
         return f"the worker (pid {before}) is gone; waiting for one to answer (Ctrl-C to quit)"
     if before is None:
-        return f"a worker answers again (pid {after})"
+        return f"a worker runs again (pid {after})"
     return f"the worker restarted: pid {before} -> {after}"
 
 

@@ -98,12 +98,12 @@ def waiting_for(worker: Readable) -> str | None:
     redis = worker.settings.redis_url is not None
     if state == "starting":
         if parts is None:
-            return "opening the database" + (", Redis" if redis else "") + " and the clients"
+            return "the database" + (", Redis" if redis else "") + " and the clients to open"
         if worker.public is None:
-            return "loading the breakers' state" + (" from Redis" if redis else "")
+            return "the breakers' state to load" + (" from Redis" if redis else "")
         webhook = worker.settings.telegram_mode == "webhook"
-        return "loading kept messages and journaled updates" + (
-            ", setting the webhook" if webhook else ""
+        return "kept messages and journaled updates to load" + (
+            ", then the webhook to be set" if webhook else ""
         )
     if state == "stopping" and worker.shutdown is not None:
         started = [e for e in worker.shutdown.events if e.get("event") == "step_started"]
@@ -111,10 +111,11 @@ def waiting_for(worker: Readable) -> str | None:
             return "the stop to begin"
         step = started[-1]
         name = str(step.get("name"))
-        doing = f"step {step.get('step')}, {STEP_TITLES.get(name, name)}"
+        doing = f"step {step.get('step')} ({STEP_TITLES.get(name, name)}) to end"
         if parts is None:
             return doing
-        return f"{doing}: {parts.jobs.active} jobs running, {parts.outbox.queued} messages queued"
+        jobs, queued = parts.jobs.active, parts.outbox.queued
+        return f"{doing}: {jobs} job{'s' * (jobs != 1)} running, {queued} queued to send"
     return None
 
 
