@@ -128,7 +128,7 @@ def test_status_sums_up_health_and_says_why_it_is_not_ready(
     outbox backlog, jobs, Redis and the lease; after the stop, the kept messages."""
     config = (
         f'redis_url = "{redis_url}"\n{FAST_CONFIG}'
-        '[supervisor]\nrestart_delay = "3s"\n[shutdown]\noutbox_timeout = "1s"\n'
+        '[supervisor]\nrestart_delay = "4s"\n[shutdown]\noutbox_timeout = "1s"\n'
     )
     instance: Instance = make_instance(config=config).start()
     worker = instance.supervisor()["worker_pid"]
