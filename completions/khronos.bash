@@ -11,12 +11,12 @@ _khronos_options() {
     case "$1" in
         "") echo "--version --help" ;;
         "breakers") echo "--state-dir --json --watch --check --interval --all --help" ;;
-        "breakers close") echo "--state-dir --for --reason --help" ;;
-        "breakers open") echo "--state-dir --for --reason --help" ;;
-        "breakers reset") echo "--state-dir --help" ;;
+        "breakers close") echo "--state-dir --for --reason --json --help" ;;
+        "breakers open") echo "--state-dir --for --reason --json --help" ;;
+        "breakers reset") echo "--state-dir --json --help" ;;
         "completion") echo "--help" ;;
         "config") echo "--config --state-dir --json --help" ;;
-        "limiter") echo "--state-dir --json --help" ;;
+        "limiter") echo "--state-dir --json --all --help" ;;
         "limiter watch") echo "--state-dir --json --interval --all --help" ;;
         "outage") echo "--help" ;;
         "outage drill") echo "--mode --for --expect-open-within --expect-recovery-within --require-traffic --probability --status --latency --state-dir --json --help" ;;
@@ -24,7 +24,7 @@ _khronos_options() {
         "outage start") echo "--mode --for --probability --status --latency --state-dir --json --help" ;;
         "outage stop") echo "--state-dir --json --help" ;;
         "run") echo "--sandbox --config --port --detach --no-supervise --users --rate --state-dir --help" ;;
-        "status") echo "--state-dir --json --all --help" ;;
+        "status") echo "--state-dir --json --all --watch --interval --help" ;;
         "stop") echo "--state-dir --timeout --force --json --help" ;;
     esac
 }
@@ -42,7 +42,7 @@ _khronos_valued() {
         "outage start") echo "--mode --for --probability --status --latency --state-dir" ;;
         "outage stop") echo "--state-dir" ;;
         "run") echo "--config --port --users --rate --state-dir" ;;
-        "status") echo "--state-dir" ;;
+        "status") echo "--state-dir --interval" ;;
         "stop") echo "--state-dir --timeout" ;;
     esac
 }
@@ -54,7 +54,11 @@ _khronos_values() {
 }
 _khronos_arguments() {
     case "$1" in
+        "breakers close") echo "anthropic-api telegram-api telegram-updates openai-api openai-transcription database" ;;
+        "breakers open") echo "anthropic-api telegram-api telegram-updates openai-api openai-transcription database" ;;
+        "breakers reset") echo "anthropic-api telegram-api telegram-updates openai-api openai-transcription database" ;;
         "completion") echo "bash zsh fish" ;;
+        "limiter watch") echo "telegram global anthropic whisper" ;;
         "outage drill") echo "anthropic-api telegram-api openai-api database" ;;
         "outage start") echo "anthropic-api telegram-api openai-api database" ;;
         "outage stop") echo "anthropic-api telegram-api openai-api database" ;;

@@ -56,20 +56,23 @@ def config_command(
 
 
 def _print_settings(data: dict[str, Any]) -> None:
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     general = Table("setting", "value", title="khronos", title_justify="left")
     for key, value in data.items():
         if key not in ("breakers", "limiters"):
-            general.add_row(key, str(value))
-    output.stdout.print(general)
+            general.add_row(key, Text(_cell(value)))
+    tables = [general]
     for group in ("breakers", "limiters"):
         items = data[group]
         table = Table("", *items, title=group, title_justify="left")
         fields = [key for key in next(iter(items.values())) if key != "name"]
         for key in fields:
-            table.add_row(key, *(_cell(item[key]) for item in items.values()))
-        output.stdout.print(table)
+            table.add_row(key, *(Text(_cell(item[key])) for item in items.values()))
+        tables.append(table)
+    output.show(Group(*tables))
 
 
 def _cell(value: Any) -> str:

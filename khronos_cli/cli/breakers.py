@@ -8,24 +8,22 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from khronos_cli.cli import options, output
+from khronos_cli.cli import options, output, reads
 from khronos_cli.cli.options import (
     AllOption,
+    Breaker,
     IntervalOption,
     JSONOption,
     StateDirOption,
+    WatchOption,
     client,
+    resolve_state_dir,
 )
 
 app = typer.Typer(help="See the circuit breakers, force one open or closed.")
 
 _STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
-
-
-def _fetch(state_dir: Any) -> dict[str, Any]:
-    with client(state_dir) as control:
-        data: dict[str, Any] = control.get("/breakers")
-        return data
+_COUNTS = ("successes", "failures", "timeouts", "rejects")
 
 
 def render(breakers: dict[str, Any]) -> Table:
@@ -33,9 +31,9 @@ def render(breakers: dict[str, Any]) -> Table:
     table.add_column("name", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("err %", justify="right")
-    table.add_column("ok/fail/tmo/rej", justify="right")
+    table.add_column("ok/fail/tmo/rej", justify="right", no_wrap=True)
     table.add_column("fb", justify="right")
-    table.add_column("p50/p99 ms", justify="right")
+    table.add_column("p50/p99 ms", justify="right", no_wrap=True)
     table.add_column("trial in", justify="right")
     table.add_column("forced")
     for name, snap in breakers.items():
@@ -43,13 +41,11 @@ def render(breakers: dict[str, Any]) -> Table:
         latency = stats.get("latency_ms") or {}
         state = str(snap.get("state", "?"))
         next_trial = snap.get("next_trial_in")
-        counts = "/".join(str(stats.get(k, 0)) for k in ("successes", "failures", "timeouts",
-                                                         "rejects"))  # fmt: skip
         table.add_row(
             Text(name),
             Text(state, style=_STYLE.get(state, "")),
-            f"{stats.get('error_percentage', 0):.1f}",
-            counts,
+            f"{float(stats.get('error_percentage') or 0):.1f}",
+            "/".join(str(stats.get(k, 0)) for k in _COUNTS),
             str(stats.get("fallbacks", 0)),
             f"{_ms(latency.get('p50'))}/{_ms(latency.get('p99'))}",
             "—" if next_trial is None else f"{next_trial:.1f}s",
@@ -69,13 +65,19 @@ def _ms(value: Any) -> str:
     return "—" if value is None else f"{float(value):.0f}"
 
 
+def _render_all(data: dict[str, Any]) -> Any:
+    from khronos_cli.cli import replicas
+
+    return replicas.render_each(data["replicas"], "breakers", render, data["totals"])
+
+
 @app.callback(invoke_without_command=True)
 @output.command
 def breakers(
     ctx: typer.Context,
     state_dir: StateDirOption = None,
     as_json: JSONOption = False,
-    watch_: Annotated[bool, typer.Option("--watch", help="Redraw live until Ctrl-C.")] = False,
+    watch_: WatchOption = False,
     check: Annotated[
         bool, typer.Option("--check", help="Exit 1 when any breaker is open (for monitoring).")
     ] = False,
@@ -85,27 +87,24 @@ def breakers(
     """Every breaker: state, error %, counts, latency, next trial, forced."""
     if ctx.invoked_subcommand is not None:
         return
-    if every:
-        from khronos_cli.cli import replicas
+    directory = resolve_state_dir(state_dir)
 
-        found = replicas.fetch(state_dir)
-        totals = replicas.breaker_totals(found)
-        if as_json:
-            output.print_json({"replicas": found, "totals": totals})
-        else:
-            output.stdout.print(replicas.render_each(found, "breakers", render, totals))
-        return
+    def fetch() -> dict[str, Any]:
+        data: dict[str, Any] = reads.read(directory, ("breakers",), every=every)
+        return data
+
+    draw = _render_all if every else render
     if watch_:
         from khronos_cli.cli.watch import watch
 
-        watch(lambda: _fetch(state_dir), render, interval=interval, as_json=as_json)
+        watch(fetch, draw, interval=interval, as_json=as_json)
         return
-    data = _fetch(state_dir)
+    data = fetch()
     if as_json:
         output.print_json(data)
     else:
-        output.stdout.print(render(data))
-    if check and any(snap.get("state") == "open" for snap in data.values()):
+        output.show(draw(data))
+    if check and reads.any_open(data):
         raise typer.Exit(1)
 
 
@@ -113,43 +112,54 @@ DurationOption = Annotated[
     str, typer.Option("--for", help="How long the force lasts before it heals itself (max 15m).")
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (shown in the table).")]
+NameArgument = Annotated[Breaker, typer.Argument(help="The breaker.", show_default=False)]
 
 
-def _force(state_dir: Any, name: str, action: str, duration: str, reason: str) -> None:
-    seconds = options.seconds(duration, "--for")
+def _force(state_dir: Any, name: Breaker, action: str, body: dict[str, Any], as_json: bool) -> None:
     with client(state_dir) as control:
-        snap = control.post(f"/breakers/{name}/{action}", {"for": seconds, "reason": reason})
-    output.stderr.print(f"{name}: {snap.get('state', action)}", markup=False)
+        snap = control.post(f"/breakers/{name.value}/{action}", body)
+    if as_json:
+        output.print_json({name.value: snap})
+        return
+    forced = snap.get("forced") or {}
+    until = f" for {forced['expires_in']:.0f}s" if forced.get("expires_in") else ""
+    state = snap.get("state", "?")
+    done = f"reset, now {state}" if action == "reset" else f"{state}{until}"
+    output.stderr.print(f"{name.value}: {done}", markup=False)
 
 
 @app.command("open")
 @output.command
 def force_open(
-    name: str,
+    name: NameArgument,
     state_dir: StateDirOption = None,
     duration: DurationOption = "5m",
     reason: ReasonOption = "operator",
+    as_json: JSONOption = False,
 ) -> None:
     """Force a breaker open (calls fail fast) until --for runs out."""
-    _force(state_dir, name, "open", duration, reason)
+    body = {"for": options.seconds(duration, "--for"), "reason": reason}
+    _force(state_dir, name, "open", body, as_json)
 
 
 @app.command("close")
 @output.command
 def force_close(
-    name: str,
+    name: NameArgument,
     state_dir: StateDirOption = None,
     duration: DurationOption = "5m",
     reason: ReasonOption = "operator",
+    as_json: JSONOption = False,
 ) -> None:
     """Force a breaker closed (calls go through) until --for runs out."""
-    _force(state_dir, name, "close", duration, reason)
+    body = {"for": options.seconds(duration, "--for"), "reason": reason}
+    _force(state_dir, name, "close", body, as_json)
 
 
 @app.command("reset")
 @output.command
-def reset(name: str, state_dir: StateDirOption = None) -> None:
+def reset(
+    name: NameArgument, state_dir: StateDirOption = None, as_json: JSONOption = False
+) -> None:
     """Clear a forced state and close the breaker."""
-    with client(state_dir) as control:
-        control.post(f"/breakers/{name}/reset", {})
-    output.stderr.print(f"{name}: reset", markup=False)
+    _force(state_dir, name, "reset", {}, as_json)

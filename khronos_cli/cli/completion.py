@@ -44,10 +44,17 @@ class Node:
 
 
 def _choices(parameter: Any) -> list[str]:
+    """The values an enum-typed parameter takes (also in ``X | None`` and ``list[X]``)."""
     annotation = getattr(getattr(parameter, "type_descriptor", None), "annotation", None)
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
-            return [str(member.value) for member in candidate]
+    return _enum_values(annotation)
+
+
+def _enum_values(annotation: Any) -> list[str]:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    for inner in typing.get_args(annotation):
+        if values := _enum_values(inner):
+            return values
     return []
 
 
@@ -91,15 +98,26 @@ def bash(root: Node) -> str:
     nodes = list(root.walk())
     commands = [(" ".join(n.path), _words(list(n.commands))) for n in nodes]
     options = [(" ".join(n.path), _words([x for o in n.options for x in o.names])) for n in nodes]
-    valued = [(" ".join(n.path), _words([x for o in n.options if o.takes_value for x in o.names]))
-              for n in nodes]  # fmt: skip
-    values = [(f"{' '.join(n.path)} {name}", _words(o.choices))
-              for n in nodes for o in n.options if o.choices for name in o.names]  # fmt: skip
+    valued = [
+        (" ".join(n.path), _words([x for o in n.options if o.takes_value for x in o.names]))
+        for n in nodes
+    ]
+    values = [
+        (f"{' '.join(n.path)} {name}", _words(o.choices))
+        for n in nodes
+        for o in n.options
+        if o.choices
+        for name in o.names
+    ]
     arguments = [(" ".join(n.path), _words(n.arguments)) for n in nodes]
     return (
-        case("commands", commands) + case("options", options) + case("valued", valued)
-        + case("values", values) + case("arguments", arguments) + BASH_MAIN
-    )  # fmt: skip
+        case("commands", commands)
+        + case("options", options)
+        + case("valued", valued)
+        + case("values", values)
+        + case("arguments", arguments)
+        + BASH_MAIN
+    )
 
 
 BASH_MAIN = """_khronos() {
@@ -162,8 +180,9 @@ def fish(root: Node) -> str:
                 f"complete -c khronos -n {quote(where)} -a {quote(_words(node.arguments))}"
             )
         for option in node.options:
-            flags = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}"
-                             for n in option.names)  # fmt: skip
+            flags = " ".join(
+                f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}" for n in option.names
+            )
             extra = ""
             if option.takes_value:
                 extra = f" -r -a {quote(_words(option.choices))}" if option.choices else " -r -F"

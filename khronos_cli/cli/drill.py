@@ -388,7 +388,7 @@ def drill(
     if as_json:
         output.print_json(report)
     else:
-        output.stdout.print(render(report))
+        output.show(render(report))
     verdict = "passed" if run.passed else "FAILED"
     output.stderr.print(f"drill {name.value}: {verdict}", markup=False)
     raise typer.Exit(0 if run.passed else 1)

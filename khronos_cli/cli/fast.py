@@ -2,10 +2,11 @@
 
 Typer builds pydantic adapters on every run (~70 ms here) and rich costs its import too, so a
 monitoring script calling ``khronos breakers --json --check`` every few seconds would pay for a
-UI it never shows. This module recognises exactly those forms (plus ``--state-dir``) with the
-standard library, asks the control socket, and prints the same bytes the full CLI prints, with
-the same exit codes. Anything else — help, another option, a typo — returns None and goes to the
-Typer app, which explains itself.
+UI it never shows. This module recognises exactly those forms (plus ``--state-dir``, ``--all``
+for status, breakers and limiter, and ``--check`` for breakers) with the standard library, asks
+:mod:`.reads` for the data the full CLI prints, and prints the same bytes with the same exit
+codes. Anything else — help, another option, a typo — returns None and goes to the Typer app,
+which explains itself.
 """
 
 from __future__ import annotations
@@ -13,27 +14,32 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["run"]
+__all__ = ["Read", "run"]
 
-_READS = {
-    ("status",): None,
-    ("breakers",): "/breakers",
-    ("limiter",): "/limiters",
-    ("outage", "list"): "/outages",
-}
+_COMMANDS = (("status",), ("breakers",), ("limiter",), ("outage", "list"))
 
 
-def _parse(argv: list[str]) -> tuple[tuple[str, ...], Path | None, bool] | None:
+class Read(NamedTuple):
+    command: tuple[str, ...]
+    state_dir: Path | None
+    check: bool = False
+    every: bool = False
+
+
+def _parse(argv: list[str]) -> Read | None:
     words: list[str] = []
     state_dir: str | None = None
-    seen_json = check = False
+    seen_json = check = every = False
     tokens = iter(argv)
     for token in tokens:
         if token == "--json":
             seen_json = True
         elif token == "--check":
             check = True
+        elif token == "--all":
+            every = True
         elif token == "--state-dir":
             state_dir = next(tokens, None)
             if state_dir is None:
@@ -45,9 +51,11 @@ def _parse(argv: list[str]) -> tuple[tuple[str, ...], Path | None, bool] | None:
         else:
             words.append(token)
     command = tuple(words)
-    if not seen_json or command not in _READS or (check and command != ("breakers",)):
+    if not seen_json or command not in _COMMANDS:
         return None
-    return command, Path(state_dir) if state_dir else None, check
+    if (check and command != ("breakers",)) or (every and command == ("outage", "list")):
+        return None
+    return Read(command, Path(state_dir) if state_dir else None, check, every)
 
 
 def run(argv: list[str]) -> int | None:
@@ -55,27 +63,29 @@ def run(argv: list[str]) -> int | None:
     parsed = _parse(argv)
     if parsed is None:
         return None
-    command, state_dir, check = parsed
+    from khronos_cli.cli import reads
     from khronos_cli.config import default_state_dir
-    from khronos_cli.control.client import ControlClient
     from khronos_cli.control.protocol import encode_document
-    from khronos_cli.control.state import gather
-    from khronos_cli.errors import KhronosError
+    from khronos_cli.errors import KhronosError, NotRunningError
 
-    directory = (state_dir or default_state_dir()).expanduser()
+    directory = (parsed.state_dir or default_state_dir()).expanduser()
     try:
-        if command == ("status",):
-            data = gather(directory)
-        else:
-            with ControlClient(directory) as control:
-                data = control.get(_READS[command] or "")
+        data = reads.read(directory, parsed.command, every=parsed.every)
     except KhronosError as exc:
-        if os.environ.get("KHRONOS_DEBUG") == "1":
-            raise
-        sys.stderr.write(f"error: {exc}\n")
-        return int(exc.exit_code)
+        return _fail(exc)
     sys.stdout.write(encode_document(data))
     sys.stdout.flush()
-    if check and any(item.get("state") == "open" for item in data.values()):
+    if parsed.command == ("status",) and reads.stopped(data):
+        return _fail(NotRunningError(data["socket"]))
+    if parsed.check and reads.any_open(data):
         return 1
     return 0
+
+
+def _fail(exc: Exception) -> int:
+    from khronos_cli.errors import KhronosError
+
+    if os.environ.get("KHRONOS_DEBUG") == "1" or not isinstance(exc, KhronosError):
+        raise exc
+    sys.stderr.write(f"error: {exc}\n")
+    return int(exc.exit_code)

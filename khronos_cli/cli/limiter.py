@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from khronos_cli.cli import output
+from khronos_cli.cli import output, reads
 from khronos_cli.cli.options import (
     AllOption,
     IntervalOption,
     JSONOption,
+    Limiter,
     StateDirOption,
-    client,
+    resolve_state_dir,
 )
 
 app = typer.Typer(help="See the rate limiters: executing, queued, done, dropped, rate.")
@@ -22,17 +23,22 @@ app = typer.Typer(help="See the rate limiters: executing, queued, done, dropped,
 _BARS = " ▁▂▃▄▅▆▇█"
 
 
-def _fetch(state_dir: Any) -> dict[str, Any]:
-    with client(state_dir) as control:
-        data: dict[str, Any] = control.get("/limiters")
+def _fetch(state_dir: Any, every: bool, names: list[Limiter] | None = None) -> dict[str, Any]:
+    """``limiter --json [--all]``'s data, only the limiters in ``names`` when given."""
+    data: dict[str, Any] = reads.read(resolve_state_dir(state_dir), ("limiter",), every=every)
+    if not names:
         return data
+    keep = {name.value for name in names}
+    if every:
+        for replica in data["replicas"]:
+            replica["limiters"] = _only(replica.get("limiters", {}), keep)
+        data["totals"] = _only(data["totals"], keep)
+        return data
+    return _only(data, keep)
 
 
-def _fetch_all(state_dir: Any) -> dict[str, Any]:
-    from khronos_cli.cli import replicas
-
-    found = replicas.fetch(state_dir)
-    return {"replicas": found, "totals": replicas.limiter_totals(found)}
+def _only(limiters: dict[str, Any], keep: set[str]) -> dict[str, Any]:
+    return {name: snap for name, snap in limiters.items() if name in keep}
 
 
 def _render_all(data: dict[str, Any]) -> Any:
@@ -55,7 +61,7 @@ def render(limiters: dict[str, Any]) -> Table:
     table = Table(title="rate limiters", title_justify="left")
     table.add_column("name", no_wrap=True)
     for column in ("exec", "queued", "done", "dropped", "failed", "rate/s", "keys"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last minute", no_wrap=True)
     for name, snap in limiters.items():
         halted = float(snap.get("halted_for") or 0)
@@ -77,21 +83,28 @@ def render(limiters: dict[str, Any]) -> Table:
 @app.callback(invoke_without_command=True)
 @output.command
 def limiter(
-    ctx: typer.Context, state_dir: StateDirOption = None, as_json: JSONOption = False
+    ctx: typer.Context,
+    state_dir: StateDirOption = None,
+    as_json: JSONOption = False,
+    every: AllOption = False,
 ) -> None:
     """Every limiter: executing, queued, done, dropped and the current rate."""
     if ctx.invoked_subcommand is not None:
         return
-    data = _fetch(state_dir)
+    data = _fetch(state_dir, every)
     if as_json:
         output.print_json(data)
     else:
-        output.stdout.print(render(data))
+        output.show(_render_all(data) if every else render(data))
 
 
 @app.command("watch")
 @output.command
 def watch_limiters(
+    names: Annotated[
+        list[Limiter] | None,
+        typer.Argument(help="Only these limiters [default: all].", show_default=False),
+    ] = None,
     state_dir: StateDirOption = None,
     as_json: JSONOption = False,
     interval: IntervalOption = 1.0,
@@ -100,7 +113,5 @@ def watch_limiters(
     """A live view refreshed in place until Ctrl-C (NDJSON lines with --json)."""
     from khronos_cli.cli.watch import watch
 
-    if every:
-        watch(lambda: _fetch_all(state_dir), _render_all, interval=interval, as_json=as_json)
-    else:
-        watch(lambda: _fetch(state_dir), render, interval=interval, as_json=as_json)
+    draw = _render_all if every else render
+    watch(lambda: _fetch(state_dir, every, names), draw, interval=interval, as_json=as_json)

@@ -10,6 +10,7 @@ control socket's own cap.
 
 from __future__ import annotations
 
+import enum
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -17,13 +18,21 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from khronos_cli.cli import output
-from khronos_cli.control.protocol import MAX_DURATION
+from khronos_cli.control.protocol import DEPENDENCIES, MAX_DURATION
 from khronos_cli.errors import ExitCode
+from khronos_cli.settings import BREAKER_DEFAULTS, LIMITER_DEFAULTS
 
 if TYPE_CHECKING:
     from khronos_cli.control.client import ControlClient
 
 MAX_INTERVAL = 3600.0  # a watch refreshes at least hourly
+
+# The names an argument takes: checked before asking (a usage error lists them) and written into
+# the shell completions. The breakers and limiters are the ones the config knows (no other can
+# exist); outages can be injected into the dependencies the control socket names.
+Breaker = enum.StrEnum("Breaker", {name: name for name in BREAKER_DEFAULTS})  # type: ignore[misc]
+Limiter = enum.StrEnum("Limiter", {name: name for name in LIMITER_DEFAULTS})  # type: ignore[misc]
+Dependency = enum.StrEnum("Dependency", {name: name for name in DEPENDENCIES})  # type: ignore[misc]
 
 StateDirOption = Annotated[
     Path | None,
@@ -44,6 +53,9 @@ AllOption = Annotated[
 ]
 IntervalOption = Annotated[
     float, typer.Option("--interval", help="Seconds between refreshes (0.1 to 3600).")
+]
+WatchOption = Annotated[
+    bool, typer.Option("--watch", help="Redraw live until Ctrl-C (NDJSON lines with --json).")
 ]
 
 

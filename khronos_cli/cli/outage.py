@@ -7,18 +7,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from khronos_cli.cli import options, output
-from khronos_cli.cli.options import JSONOption, StateDirOption, client
+from khronos_cli.cli import options, output, reads
+from khronos_cli.cli.options import Dependency, JSONOption, StateDirOption, client
+
+__all__ = ["Dependency", "LatencyOption", "Mode", "ProbabilityOption", "StatusOption", "app"]
 
 app = typer.Typer(help="Inject test outages into the live bot so its breakers really trip.")
-
-
-class Dependency(enum.StrEnum):
-    anthropic = "anthropic-api"
-    telegram = "telegram-api"
-    openai = "openai-api"
-    database = "database"
 
 
 class Mode(enum.StrEnum):
@@ -37,12 +33,15 @@ StatusOption = Annotated[
 LatencyOption = Annotated[str, typer.Option("--latency", help="Added delay for --mode slow.")]
 
 
-def render(outages: list[dict[str, Any]]) -> Table:
-    table = Table("name", "mode", "probability", "remaining", "hits", title="outages",
-                  title_justify="left")  # fmt: skip
-    for outage in outages:
+def render(outages: dict[str, Any]) -> Table:
+    table = Table(title="outages", title_justify="left")
+    table.add_column("name")
+    table.add_column("mode")
+    for column in ("probability", "remaining", "hits"):
+        table.add_column(column, justify="right")
+    for name, outage in outages.items():
         table.add_row(
-            str(outage.get("name")),
+            Text(name),
             str(outage.get("mode")),
             f"{float(outage.get('probability', 1)):.0%}",
             f"{float(outage.get('remaining_s', 0)):.0f}s",
@@ -77,7 +76,7 @@ def start(
     with client(state_dir) as control:
         outage = control.post("/outages", spec)
     if as_json:
-        output.print_json(outage)
+        output.print_json({name.value: outage})
         return
     output.stderr.print(
         f"outage {name.value}: {mode.value} for {spec['for']:g}s (ends by itself; "
@@ -90,14 +89,13 @@ def start(
 @output.command
 def list_outages(state_dir: StateDirOption = None, as_json: JSONOption = False) -> None:
     """The active outages with their remaining time."""
-    with client(state_dir) as control:
-        outages = control.get("/outages")
+    outages = reads.read(options.resolve_state_dir(state_dir), ("outage", "list"))
     if as_json:
         output.print_json(outages)
     elif not outages:
         output.stderr.print("no outage is active")
     else:
-        output.stdout.print(render(outages))
+        output.show(render(outages))
 
 
 @app.command("stop")
@@ -111,8 +109,10 @@ def stop(
 ) -> None:
     """End one outage now, or all of them."""
     with client(state_dir) as control:
-        ended = control.delete("/outages" + (f"/{name.value}" if name else ""))
+        ended = reads.keyed(control.delete("/outages" + (f"/{name.value}" if name else "")))
     if as_json:
         output.print_json(ended)
+    elif ended:
+        output.stderr.print(f"ended {len(ended)} outage(s): {', '.join(ended)}", markup=False)
     else:
-        output.stderr.print(f"ended {len(ended)} outage(s)")
+        output.stderr.print("no outage was active")

@@ -1,7 +1,8 @@
 """The consoles: data goes to stdout, messages and progress to stderr (hatch's rule).
 
-Both respect ``NO_COLOR`` and fall back to plain output when not attached to a terminal.
-Untrusted text is always printed with ``markup=False``.
+Both respect ``NO_COLOR``. Without a terminal, :func:`show` prints tables as full-width plain
+columns (:mod:`.plain`), and messages on stderr are never folded at 80 columns: a command in a
+message stays on one line. Untrusted text is always printed with ``markup=False``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,32 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from khronos_cli.control.protocol import encode_document
 from khronos_cli.errors import ExitCode, KhronosError
 
 
 def _console(*, stderr: bool) -> Console:
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False)
+    # soft_wrap: a message is one line however long; the terminal folds it, not rich.
+    return Console(
+        stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True
+    )
 
 
 stdout = _console(stderr=False)
 stderr = _console(stderr=True)
+
+
+def show(renderable: RenderableType) -> None:
+    """Data on stdout: drawn for a terminal, full-width plain columns for anything else."""
+    if stdout.is_terminal:
+        stdout.print(renderable)
+        return
+    from khronos_cli.cli.plain import lines
+
+    sys.stdout.write("".join(line + "\n" for line in lines(renderable)))
+    sys.stdout.flush()
 
 
 def print_json(data: Any) -> None:

@@ -25,8 +25,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from khronos_cli import config as config_module
 from khronos_cli import preflight, statedir
 from khronos_cli.bot.poller import OTHER_POLLER
@@ -35,6 +33,7 @@ from khronos_cli.config import Settings
 from khronos_cli.control.protocol import DEPENDENCIES, socket_path
 from khronos_cli.control.server import ControlServer
 from khronos_cli.errors import ExitCode, JobDroppedError, KhronosError
+from khronos_cli.runtime import readout
 from khronos_cli.runtime.events import EventHub
 from khronos_cli.runtime.http import PublicServer
 from khronos_cli.runtime.logs import setup_logging
@@ -224,18 +223,6 @@ class Worker:
             found.append(f"polling: {parts.poller.problem}")
         return found
 
-    def _replica_snapshot(self) -> dict[str, Any]:
-        return {"status": self.status(), "breakers": self.breakers(), "limiters": self.limiters()}
-
-    async def replica_list(self) -> list[dict[str, Any]]:
-        """Every live replica's snapshot; just this one without Redis."""
-        if self.replicas is None:
-            return [{**self._replica_snapshot(), "replica": "local", "leader": True}]
-        try:
-            return await self.replicas.all()
-        except (OSError, RedisError) as exc:
-            raise KhronosError(f"redis is unreachable: {exc}") from None
-
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
@@ -341,56 +328,27 @@ class Worker:
             return None
         return self.settings.webhook_secret.reveal()
 
-    def status(self) -> dict[str, Any]:
-        parts = self.parts
-        return {
-            "pid": os.getpid(),
-            "state": self.current_state,
-            "started_at": self.started_at,
-            "http_host": self.settings.http_host,
-            "http_port": self.public.port if self.public else None,
-            "socket": str(socket_path(self.state_dir)),
-            "backend": self.backend,
-            "mode": self.settings.telegram_mode,
-            "supervised": os.environ.get("KHRONOS_SUPERVISED") == "1",
-            "last_shutdown": self.previous,
-            "jobs_active": parts.jobs.active if parts else 0,
-            "updates_accepted": parts.poller.accepted if parts else 0,
-            "updates_duplicate": parts.poller.duplicates if parts else 0,
-            "messages_sent": parts.outbox.sent if parts else 0,
-            "messages_failed": parts.outbox.failed if parts else 0,
-            "messages_queued": parts.outbox.queued if parts else 0,
-            "chats_migrated": len(parts.bot.migrations | parts.outbox.migrations) if parts else 0,
-            "answered": dict(parts.bot.answered) if parts else {},
-            "updates_skipped": parts.bot.skipped if parts else 0,
-            "updates_rejected": self.public.updates_rejected if self.public else 0,
-            "bot_username": parts.bot.identity.username if parts and parts.bot.identity else None,
-            "poll_problem": parts.poller.problem if parts else None,
-            "offset": parts.poller.offset if parts else None,
-            "replica": self.replicas.id if self.replicas else None,
-            "poller": self._poll_task is not None and not self._poll_task.done(),
-            "replicas": self.replicas.count if self.replicas else 1,
-            "redis": None if self.replicas is None else ("ok" if self.replicas.healthy else "lost"),
-            "lease": self._lease(),
-            "reasons": self.reasons,
-        }
+    @property
+    def polling(self) -> bool:
+        return self._poll_task is not None and not self._poll_task.done()
 
-    def _lease(self) -> str | None:
-        """The poller lease: ``held``, ``standby``, ``alone`` (polling while Redis has not
-        answered since the start), or None (no Redis, or webhook mode)."""
-        replicas = self.replicas
-        if replicas is None or self.settings.telegram_mode != "polling":
-            return None
-        return "alone" if replicas.alone else "held" if replicas.leader else "standby"
+    def status(self) -> dict[str, Any]:
+        return readout.status(self)
 
     def breakers(self) -> dict[str, Any]:
-        return self.parts.breakers.snapshot() if self.parts else {}
+        return readout.breakers(self)
 
     def limiters(self) -> dict[str, Any]:
-        return self.parts.limiters.snapshot() if self.parts else {}
+        return readout.limiters(self)
 
     def outages(self) -> list[dict[str, Any]]:
-        return [o.to_dict() for o in self.parts.faults.active()] if self.parts else []
+        return readout.outages(self)
+
+    async def replica_list(self) -> list[dict[str, Any]]:
+        return await readout.replica_list(self)
+
+    def _replica_snapshot(self) -> dict[str, Any]:
+        return readout.replica_snapshot(self)
 
     def metrics(self) -> bytes:
         return self._metrics.render()

@@ -67,21 +67,32 @@ def test_config_json_has_effective_settings_and_hides_secrets(tmp_path: Path) ->
 
 
 def test_fast_path_takes_only_the_machine_reads() -> None:
-    """Exactly `status|breakers|limiter|outage list --json [--state-dir D] [--check]` skip Typer."""
+    """Exactly `status|breakers|limiter [--all]`, `outage list` with `--json`, `--state-dir D`
+    and, for breakers, `--check` skip Typer."""
     from pathlib import Path
 
-    from khronos_cli.cli.fast import _parse
+    from khronos_cli.cli.fast import Read, _parse
 
-    assert _parse(["breakers", "--json"]) == (("breakers",), None, False)
-    assert _parse(["--state-dir", "/x", "outage", "list", "--json"]) == (
-        ("outage", "list"), Path("/x"), False,
-    )  # fmt: skip
-    assert _parse(["breakers", "--json", "--check", "--state-dir=/y"]) == (
-        ("breakers",), Path("/y"), True,
-    )  # fmt: skip
-    for slow in (["breakers"], ["breakers", "--json", "--watch"], ["status", "--json", "--check"],
-                 ["breakers", "open", "x", "--json"], ["limiter", "--json", "--help"],
-                 ["stop", "--json"], ["status", "--state-dir"]):  # fmt: skip
+    assert _parse(["breakers", "--json"]) == Read(("breakers",), None)
+    assert _parse(["--state-dir", "/x", "outage", "list", "--json"]) == Read(
+        ("outage", "list"), Path("/x")
+    )
+    assert _parse(["breakers", "--json", "--check", "--state-dir=/y", "--all"]) == Read(
+        ("breakers",), Path("/y"), check=True, every=True
+    )
+    assert _parse(["limiter", "--all", "--json"]) == Read(("limiter",), None, every=True)
+    for slow in (
+        ["breakers"],
+        ["breakers", "--json", "--watch"],
+        ["status", "--json", "--check"],
+        ["status", "--json", "--watch"],
+        ["outage", "list", "--json", "--all"],
+        ["breakers", "open", "x", "--json"],
+        ["limiter", "--json", "--help"],
+        ["limiter", "watch", "--json"],
+        ["stop", "--json"],
+        ["status", "--state-dir"],
+    ):
         assert _parse(slow) is None, slow
 
 

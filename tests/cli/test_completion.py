@@ -38,7 +38,26 @@ def test_bash_completes_commands_options_and_choices() -> None:
     assert "--check" in complete(["khronos", "breakers", "--"])
     assert "--mode" in complete(["khronos", "outage", "start", "--"])
     assert complete(["khronos", "outage", "start", "x", "--mode", ""]) == [
-        "down", "timeout", "slow", "errors",
-    ]  # fmt: skip
+        "down",
+        "timeout",
+        "slow",
+        "errors",
+    ]
     assert "anthropic-api" in complete(["khronos", "outage", "start", ""])
     assert "--sandbox" in complete(["khronos", "run", "--s"])
+
+
+def test_bash_completes_breaker_limiter_and_outage_names() -> None:
+    """`breakers open <TAB>` offers the breakers, `limiter watch <TAB>` the limiters, `outage
+    stop <TAB>` the dependencies an outage can hit: the names the config and the socket know."""
+    from khronos_cli.control.protocol import DEPENDENCIES
+    from khronos_cli.settings import BREAKER_DEFAULTS, LIMITER_DEFAULTS
+
+    for action in ("open", "close", "reset"):
+        assert complete(["khronos", "breakers", action, ""]) == list(BREAKER_DEFAULTS)
+    assert complete(["khronos", "breakers", "open", "open"]) == [
+        "openai-api",
+        "openai-transcription",
+    ]
+    assert complete(["khronos", "limiter", "watch", ""]) == list(LIMITER_DEFAULTS)
+    assert complete(["khronos", "outage", "stop", ""]) == list(DEPENDENCIES)
