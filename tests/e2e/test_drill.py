@@ -46,7 +46,7 @@ def outage_on(instance: Instance, name: str) -> bool:
 
 def no_outage_left(instance: Instance) -> bool:
     listed = instance.khronos("outage", "list", "--json")
-    return listed.returncode == 0 and json.loads(listed.stdout) == []
+    return listed.returncode == 0 and json.loads(listed.stdout) == {}
 
 
 def test_a_drill_on_anthropic_api_passes_and_users_get_openai(instance: Instance) -> None:

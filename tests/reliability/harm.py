@@ -26,7 +26,7 @@ def unharmed(instance: Instance, before: dict[str, int] | None = None) -> None:
         or int(snap["stats"].get("failures") or 0) != since.get(name, 0)
     }
     assert hurt == {}
-    assert instance.khronos("outage", "list", "--json").stdout.strip() == "[]"
+    assert instance.khronos("outage", "list", "--json").stdout.strip() == "{}"
     count = int(instance.ledger()["sent"])
     instance.push(700_000 + count, f"still there? {count}")
     wait_for(lambda: answered(instance, count + 1), timeout=30)
