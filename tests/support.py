@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def free_port() -> int:
@@ -44,3 +45,9 @@ async def async_wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
         await asyncio.sleep(interval)
+
+
+async def through(breaker: Any, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await fn(*args)`` inside ``async with breaker``, the breaker's one call path."""
+    async with breaker:
+        return await fn(*args)

@@ -36,7 +36,7 @@ from khronos_cli.config import Settings
 from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.breaker import CircuitBreaker
-from khronos_cli.resilience.breakers import BreakerRegistry, build_breakers
+from khronos_cli.resilience.breaker.registry import BreakerRegistry, build_breakers
 from khronos_cli.resilience.limiter import Limiter
 from khronos_cli.resilience.limiters import Limiters
 from khronos_cli.upstream.base import Guard
