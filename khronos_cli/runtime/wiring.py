@@ -37,8 +37,8 @@ from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.breaker import CircuitBreaker
 from khronos_cli.resilience.breaker.registry import BreakerRegistry, build_breakers
-from khronos_cli.resilience.limiter import Limiter
-from khronos_cli.resilience.limiters import Limiters
+from khronos_cli.resilience.limiter.limiter import Limiter
+from khronos_cli.resilience.limiter.registry import Limiters
 from khronos_cli.upstream.base import Guard
 from khronos_cli.upstream.faults import FaultInjector, FaultTransport
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient

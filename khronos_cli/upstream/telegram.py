@@ -22,7 +22,7 @@ import httpx
 from khronos_cli.config import Secret
 from khronos_cli.errors import ChatMigratedError, UpstreamError
 from khronos_cli.redaction import Scrubber
-from khronos_cli.resilience.limiters import PRIORITY_BULK, PRIORITY_REPLY
+from khronos_cli.resilience.limiter.registry import PRIORITY_BULK, PRIORITY_REPLY
 from khronos_cli.upstream.base import Guard, UpstreamClient, unguarded
 
 __all__ = ["PRIORITY_BULK", "PRIORITY_REPLY", "TelegramClient"]

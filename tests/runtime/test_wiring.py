@@ -8,7 +8,7 @@ from khronos_cli.config import BREAKER_DEFAULTS, LIMITER_DEFAULTS, Rate, Secret
 from khronos_cli.errors import CircuitOpenError, UpstreamError
 from khronos_cli.resilience.breaker import CircuitBreaker
 from khronos_cli.resilience.breaker.registry import not_an_outage
-from khronos_cli.resilience.limiter import Limiter
+from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.runtime.wiring import guard
 from khronos_cli.sandbox import FloodLimits, SandboxStack
 from khronos_cli.upstream.telegram import TelegramClient
