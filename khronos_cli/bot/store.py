@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from khronos_cli.errors import KhronosError
-from khronos_cli.upstream.faults import FaultInjector, InjectedFaultError
+from khronos_cli.errors import InjectedFaultError, StoreError
+from khronos_cli.upstream.faults import FaultInjector
 
 __all__ = [
     "DEPENDENCY",
@@ -119,15 +119,6 @@ _OUTBOX_COLUMNS = (
     " part"
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-class StoreError(KhronosError):
-    """A store operation failed: SQLite refused it, the file is unusable, or the store is closed."""
-
-    def __init__(self, path: str, operation: str, message: str) -> None:
-        self.path = path
-        self.operation = operation
-        super().__init__(f"database {path}: {operation} failed: {message}")
 
 
 @dataclass(frozen=True)

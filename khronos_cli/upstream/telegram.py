@@ -85,7 +85,7 @@ class TelegramClient(UpstreamClient):
             result = await self._method("getUpdates", params, timeout=wait)
             return list(result)
 
-        return await self._guarded(attempt, timeout=wait, guard=self._poll_guard or unguarded)
+        return await self._guarded(attempt, guard=self._poll_guard or unguarded)
 
     async def send_message(
         self,
