@@ -51,3 +51,13 @@ async def through(breaker: Any, fn: Callable[..., Awaitable[Any]], *args: Any) -
     """``await fn(*args)`` inside ``async with breaker``, the breaker's one call path."""
     async with breaker:
         return await fn(*args)
+
+
+class Clock:
+    """A clock the test steps by hand (``clock.now += 5``), for windows, timeouts and expiry."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

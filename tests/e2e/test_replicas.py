@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from tests.conftest import RedisServer
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive
 from tests.support import wait_for
 
 

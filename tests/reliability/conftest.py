@@ -26,7 +26,7 @@ import pytest
 
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.sandbox.ledger import FALLBACK_TEXT
-from tests.e2e.conftest import FAST_CONFIG, Instance, instance, make_instance
+from tests.instance import FAST_CONFIG, Instance, instance, make_instance
 
 __all__ = ["instance", "make_instance"]  # the e2e fixtures, for the scenarios here
 

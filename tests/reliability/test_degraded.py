@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RedisServer
-from tests.e2e.conftest import FAST_CONFIG, Instance
+from tests.instance import FAST_CONFIG, Instance
 from tests.reliability.conftest import answered
 from tests.support import wait_for
 

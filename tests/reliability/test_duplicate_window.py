@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive
 from tests.reliability.conftest import (
     answered,
     flood_off,

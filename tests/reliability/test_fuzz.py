@@ -31,7 +31,7 @@ from khronos_cli.control.protocol import socket_path
 from khronos_cli.errors import ConfigError
 from khronos_cli.resilience.breaker.registry import build_breakers
 from khronos_cli.resilience.limiter.registry import Limiters
-from tests.e2e.conftest import Instance
+from tests.instance import Instance
 from tests.reliability.conftest import FULL, size
 from tests.reliability.harm import failures, unharmed
 

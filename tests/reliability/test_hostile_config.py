@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from khronos_cli.sandbox.telegram import SANDBOX_TOKEN
-from tests.e2e.conftest import FAST_CONFIG, Instance
+from tests.instance import FAST_CONFIG, Instance
 from tests.support import wait_for
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"

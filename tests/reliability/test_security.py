@@ -27,7 +27,7 @@ import pytest
 from khronos_cli.runtime import http as public_http
 from khronos_cli.sandbox.stack import ANTHROPIC_SANDBOX_KEY, OPENAI_SANDBOX_KEY
 from khronos_cli.sandbox.telegram import SANDBOX_TOKEN
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive
 from tests.reliability.conftest import FULL, answered, percentiles, size
 from tests.support import free_port, wait_for
 

@@ -10,17 +10,7 @@ import pytest
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CallTimeoutError, CircuitOpenError, UpstreamError
 from khronos_cli.resilience.breaker import BreakerEvent, CircuitBreaker
-from tests.support import async_wait_for, through
-
-
-class Clock:
-    """A hand-driven clock for the breaker's windows and reset timeout."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock, async_wait_for, through
 
 
 def make(**overrides: Any) -> CircuitBreaker:
