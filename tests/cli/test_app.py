@@ -110,6 +110,38 @@ def test_fast_path_takes_only_the_machine_reads() -> None:
         assert _parse(slow) is None, slow
 
 
+def test_the_fast_paths_table_matches_the_typer_tree() -> None:
+    """Every form the fast path takes is a Typer command that has each option it accepts
+    (global options such as --state-dir may live on the group)."""
+    import typer
+
+    from khronos_cli.cli.app import app
+    from khronos_cli.cli.fast import READS
+
+    root = typer.main.get_command(app)
+    for words, options in READS.items():
+        command, chain = root, [root]
+        for word in words:
+            found = getattr(command, "commands", {}).get(word)
+            assert found is not None, f"no command {' '.join(words)!r}"
+            command = found
+            chain.append(command)
+        named = {name for cmd in chain for param in cmd.params for name in param.opts}
+        assert options <= named, (words, options - named)
+
+
+def test_bad_durations_are_usage_errors() -> None:
+    """A bad --for or --latency exits 2 (a usage error, as every bad argument) with one line."""
+    for args in (
+        ["breakers", "open", "anthropic-api", "--for", "nonsense"],
+        ["outage", "start", "anthropic-api", "--latency", "nonsense"],
+        ["outage", "start", "anthropic-api", "--for", "1e20"],
+    ):
+        result = khronos(*args, "--state-dir", "/nonexistent/khronos")
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_fast_path_exit_3_matches_the_full_cli(tmp_path: Path) -> None:
     """With nothing running, the fast path and Typer give the same exit code and message."""
     fast = khronos("breakers", "--json", "--state-dir", str(tmp_path))
