@@ -7,9 +7,8 @@ import os
 import signal
 from typing import Any
 
-from tests.conftest import RedisServer
 from tests.instance import FAST_CONFIG, Instance, alive
-from tests.support import wait_for
+from tests.support import RedisServer, wait_for
 
 
 def replicas(make_instance: Any, redis_url: str, count: int = 2) -> list[Instance]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.instance import Instance
-from tests.reliability.conftest import answered
+from tests.reliability.harness import answered
 from tests.support import wait_for
 
 

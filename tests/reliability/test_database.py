@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.instance import FAST_CONFIG, Instance
-from tests.reliability.conftest import FULL, Events, answered, size
+from tests.reliability.harness import FULL, Events, answered, size
 from tests.support import wait_for
 
 BEFORE = size(10, 100)

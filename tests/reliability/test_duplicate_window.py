@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.instance import FAST_CONFIG, Instance, alive
-from tests.reliability.conftest import (
+from tests.reliability.harness import (
     answered,
     flood_off,
     lift_limits,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.instance import FAST_CONFIG, Instance
-from tests.reliability.conftest import FULL, Events, answered, answered_by, size
+from tests.reliability.harness import FULL, Events, answered, answered_by, size
 from tests.support import wait_for
 
 MESSAGES = size(20, 200)

@@ -32,8 +32,8 @@ from khronos_cli.errors import ConfigError
 from khronos_cli.resilience.breaker.registry import build_breakers
 from khronos_cli.resilience.limiter.registry import Limiters
 from tests.instance import Instance
-from tests.reliability.conftest import FULL, size
 from tests.reliability.harm import failures, unharmed
+from tests.reliability.harness import FULL, size
 
 EXAMPLES = size(50, 1000)
 FUZZ = settings(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.instance import FAST_CONFIG, Instance
-from tests.reliability.conftest import (
+from tests.reliability.harness import (
     FULL,
     answered,
     flood_off,

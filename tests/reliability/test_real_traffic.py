@@ -30,7 +30,7 @@ from khronos_cli.bot.messages import (
 )
 from khronos_cli.sandbox.replies import REFUSAL_TEXT
 from tests.instance import FAST_CONFIG, Instance, alive
-from tests.reliability.conftest import size
+from tests.reliability.harness import size
 from tests.support import wait_for
 
 BOT = "@khronos_sandbox_bot"

@@ -17,8 +17,7 @@ from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CircuitOpenError
 from khronos_cli.resilience.breaker import BreakerEvent, CircuitBreaker
 from khronos_cli.resilience.breaker.storage import RedisBreakerStorage
-from tests.conftest import RedisServer
-from tests.support import async_wait_for, through
+from tests.support import RedisServer, async_wait_for, through
 
 ROOT = Path(__file__).resolve().parents[2]
 
