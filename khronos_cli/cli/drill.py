@@ -17,6 +17,7 @@ from rich.text import Text
 from khronos_cli.cli import options, output
 from khronos_cli.cli.options import JSONOption, StateDirOption, client
 from khronos_cli.cli.outage import (
+    DOWN,
     Dependency,
     LatencyOption,
     Mode,
@@ -50,7 +51,7 @@ def render(report: dict[str, Any]) -> Table:
 @output.command
 def drill(
     name: Dependency,
-    mode: Annotated[Mode, typer.Option("--mode", help="How calls fail.")] = Mode.down,
+    mode: Annotated[Mode, typer.Option("--mode", help="How calls fail.")] = DOWN,
     duration: Annotated[
         str, typer.Option("--for", help="How long the outage lasts (also its expiry; at most 15m).")
     ] = "45s",

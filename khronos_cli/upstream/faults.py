@@ -40,6 +40,7 @@ from typing import Literal, get_args
 
 import httpx
 
+from khronos_cli.control.protocol import MAX_DURATION, OUTAGE_MODES
 from khronos_cli.errors import InjectedFaultError, OutageError
 
 __all__ = [
@@ -56,8 +57,8 @@ __all__ = [
 
 Mode = Literal["down", "timeout", "slow", "errors"]
 MODES: tuple[str, ...] = get_args(Mode)
+assert MODES == OUTAGE_MODES  # what crosses the control socket is defined there
 DEFAULT_DURATION = 60.0
-MAX_DURATION = 15 * 60.0
 _MAX_DEFAULT_RETRY_AFTER = 60.0
 
 _log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from typing import Any, cast
 from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
 from khronos_cli.config import BreakerSettings
+from khronos_cli.control.protocol import MAX_DURATION
 from khronos_cli.resilience.breaker.events import Background, Listeners
 from khronos_cli.resilience.breaker.storage import BreakerStorage, SharedState
 from khronos_cli.resilience.breaker.window import RollingWindow
@@ -36,7 +37,7 @@ from khronos_cli.resilience.breaker.window import RollingWindow
 __all__ = ["CLOSED", "DEFAULT_FORCE_EXPIRY", "HALF_OPEN", "OPEN", "BreakerState", "Forced"]
 
 CLOSED, OPEN, HALF_OPEN = STATE_CLOSED, STATE_OPEN, STATE_HALF_OPEN
-DEFAULT_FORCE_EXPIRY = 900.0  # a forgotten drill heals itself after 15 minutes
+DEFAULT_FORCE_EXPIRY = MAX_DURATION  # a forgotten drill heals itself after 15 minutes
 
 
 @dataclasses.dataclass(slots=True)
