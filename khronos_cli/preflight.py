@@ -3,7 +3,11 @@ secrets it needs are there, and the public port's host resolves and its address 
 
 A failure is a :class:`ConfigError` (exit 78: a supervisor must not restart-loop on it). The
 worker requires the credentials and maps a bind failure of its own with :func:`bind_error`;
-``khronos run`` may run both checks before it forks anything.
+``khronos run`` runs both checks before it forks anything (after the "already running" check,
+which takes precedence: a second ``khronos run`` on a live state directory is told so, not that
+its port is taken). A port another process holds is a configuration failure too: the check
+before the fork names the address, and a worker that meets it anyway (another process bound it
+in between) exits 78 and is not restarted in a loop.
 
 This module is imported by the CLI, so it uses the standard library only.
 """
@@ -42,10 +46,8 @@ def bind_error(
     settings: Settings, exc: Exception, env: Mapping[str, str] | None = None
 ) -> ConfigError | None:
     """What a failure to bind the public port says about the configuration: the ConfigError
-    naming ``http.host`` or the port's key, or None when it is not the configuration's fault —
-    a DNS server that does not answer right now, or a port another process holds: that one may
-    free up (an old worker still exiting), so a worker meeting it exits 1 and is retried;
-    :func:`check_http` refuses it before anything starts."""
+    naming ``http.host`` or the port's key (a port in use included: another process holds it), or
+    None when it is not the configuration's fault: a DNS server that does not answer right now."""
     host = settings.http_host
     source = str(settings.config_path) if settings.config_path else "environment"
     if isinstance(exc, UnicodeError):  # a host name IDNA cannot encode
@@ -56,6 +58,8 @@ def bind_error(
         return ConfigError(source, "http.host", host, "a host name this machine can resolve")
     if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
         return ConfigError(source, "http.host", host, "an address of this machine, or 0.0.0.0")
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return ConfigError(*_port(settings, env), settings.http_port, _in_use(settings))
     if isinstance(exc, OSError) and exc.errno == errno.EACCES:
         expected = "a port this user may bind (1024 or above, unless it may bind privileged ones)"
         return ConfigError(*_port(settings, env), settings.http_port, expected)
@@ -87,12 +91,14 @@ def check_http(settings: Settings, env: Mapping[str, str] | None = None) -> None
         if not bound and failure is not None:
             raise failure
     except (OSError, UnicodeError) as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-            expected = "a free port (another process listens on it: stop it or choose another)"
-            raise ConfigError(*_port(settings, env), settings.http_port, expected) from None
         refused = bind_error(settings, exc, env)
         if refused is not None:
             raise refused from None
+
+
+def _in_use(settings: Settings) -> str:
+    address = f"{settings.http_host}:{settings.http_port}"
+    return f"a free port ({address} is in use by another process: stop it or choose another)"
 
 
 def _port(settings: Settings, env: Mapping[str, str] | None) -> tuple[str, str]:

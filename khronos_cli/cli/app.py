@@ -84,7 +84,17 @@ def _cell(value: Any) -> str:
 
 
 def _register() -> None:
-    from khronos_cli.cli import breakers, completion, drill, limiter, outage, run, status, stop
+    from khronos_cli.cli import (
+        breakers,
+        completion,
+        drill,
+        limiter,
+        outage,
+        restart,
+        run,
+        status,
+        stop,
+    )
 
     app.command("run")(run.run)
     app.command("status")(status.status)
@@ -93,6 +103,7 @@ def _register() -> None:
     outage.app.command("drill")(drill.drill)
     app.add_typer(outage.app, name="outage")
     app.command("stop")(stop.stop)
+    app.command("restart")(restart.restart)
     app.command("completion")(completion.completion)
 
 

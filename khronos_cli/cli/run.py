@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +41,8 @@ def run(
     """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log."""
     from khronos_cli import config as config_module
     from khronos_cli import preflight, statedir
+    from khronos_cli.control import instance
+    from khronos_cli.errors import AlreadyRunningError
     from khronos_cli.runtime import launch
 
     rate = number(rate, "--rate", least=0.01, most=1000.0)
@@ -48,6 +51,12 @@ def run(
     settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
     if not sandbox:  # no token or no key: refused now, not a worker polling with nothing
         preflight.require_credentials(settings)
+    if instance.supervisor_pid(directory) is not None or instance.answers(directory):
+        raise AlreadyRunningError(str(directory))  # before the port: that one is ours
+    if port is not None:
+        settings = dataclasses.replace(settings, http_port=port)
+    # A taken port, a host that is not this machine's: exit 78 now, before anything is forked.
+    preflight.check_http(settings, env=None if port is None else {"KHRONOS_HTTP_PORT": str(port)})
     if detach:
         argv = [arg for arg in sys.argv if arg != "--detach"]
         command = [sys.executable, "-m", "khronos_cli", *argv[1:]]

@@ -50,7 +50,7 @@ DEPENDENCIES = ("anthropic-api", "telegram-api", "openai-api", "database")
 # The seven shutdown steps, in order (DESIGN.md); `khronos stop` draws one row for each.
 STEP_NAMES = ("http", "telegram", "jobs", "outbox", "database", "redis", "connections")
 STEP_TITLES = {
-    "http": "stop the HTTP server",
+    "http": "stop taking HTTP requests",
     "telegram": "stop the Telegram bot",
     "jobs": "wait for active jobs",
     "outbox": "close the message queue",

@@ -12,6 +12,11 @@
                             503 + Retry-After while the database breaker is open
     GET  /health            alive (200 while the process serves at all, saturated or not)
     GET  /ready             ready (503 with {"ready": false} while starting or stopping)
+
+**During a stop** (step 1, :meth:`PublicServer.drain`) the port stays open and answers: ``/ready``
+503, ``/health`` and the reads 200, and every ``POST`` (new work) a 503 with ``Retry-After``
+and ``Connection: close``. The port closes at step 7 (:meth:`PublicServer.aclose`), so a probe
+sees "not ready" for the whole stop rather than a refused connection.
     GET  /metrics           Prometheus text format
     POST /telegram/webhook  Telegram's deliveries (webhook mode), with the secret-token header
 
@@ -125,9 +130,25 @@ class PublicServer:
         self._accept_errors = AcceptErrors(self.repeats)
         self._runner: web.AppRunner | None = None
         self._overflow: web.Server | None = None
+        self.draining = False
+
+    def drain(self) -> None:
+        """Take no new work (every POST is a 503); the reads and /ready still answer."""
+        self.draining = True
 
     async def startup(self) -> None:
-        app = web.Application(middlewares=[json_errors(self.repeats)], client_max_size=MAX_BODY)
+        @web.middleware
+        async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+            if self.draining and request.method == "POST":
+                message = "the bot is stopping: no new work; retry after its restart"
+                response = error(503, message, headers=_retry_after(5))
+                response.force_close()
+                return response
+            answer: web.StreamResponse = await handler(request)
+            return answer
+
+        middlewares = [json_errors(self.repeats), gate]
+        app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
         app.add_routes(
             [
                 web.get("/breakers/status", self._breakers),

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from khronos_cli import statedir
 from khronos_cli.config import Settings
@@ -109,7 +110,11 @@ def launch(
 
 
 def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
-    """Start ``argv`` (``khronos run`` without ``--detach``) in the background; wait for ready."""
+    """Start ``argv`` (``khronos run`` without ``--detach``) in the background; wait for ready.
+
+    A start that fails leaves nothing running: a worker that exits before it is ready (the
+    supervisor goes to ``backoff``), or no readiness within ``timeout``, and the supervisor is
+    stopped (SIGTERM, then SIGKILL) before the error says why, with the worker's last line."""
     os.umask(PRIVATE_UMASK)
     statedir.prepare(state_dir)
     run_log = state_dir / statedir.RUN_LOG
@@ -123,8 +128,38 @@ def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
         code = process.poll()
         state = read_state(state_dir) or {}
         if code is not None:
-            raise KhronosError(f"khronos exited with code {code} while starting; see {run_log}")
-        if state.get("pid") == process.pid and state.get("state") in ("ready", "degraded"):
-            return process.pid
+            error = KhronosError(f"khronos exited with code {code} while starting; see {run_log}")
+            if code == ExitCode.CONFIG:
+                error.exit_code = ExitCode.CONFIG
+            raise error
+        if state.get("pid") == process.pid:
+            if state.get("state") in ("ready", "degraded"):
+                return process.pid
+            if state.get("state") in ("backoff", "crashloop"):
+                _end(process)
+                raise KhronosError(
+                    f"the worker exited {_exit_text(state)} before it was ready; nothing was "
+                    f"left running; see {run_log}"
+                )
         time.sleep(0.05)
-    raise KhronosError(f"khronos did not become ready in {timeout:g}s; see {run_log}")
+    _end(process)
+    raise KhronosError(
+        f"khronos did not become ready in {timeout:g}s; it was stopped; see {run_log}"
+    )
+
+
+def _exit_text(state: dict[str, Any]) -> str:
+    last = state.get("last_exit") or {}
+    said = f"with code {last.get('code')}" if last.get("code") is not None else "at once"
+    lines = [line for line in state.get("last_lines") or [] if str(line).strip()]
+    return f"{said} ({str(lines[-1]).strip()})" if lines else said
+
+
+def _end(process: subprocess.Popen[bytes], grace: float = 45.0) -> None:
+    """Stop a supervisor we started (its worker dies with it); SIGKILL after ``grace``."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

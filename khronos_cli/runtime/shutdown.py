@@ -1,15 +1,31 @@
 """The seven-step stop as an ordered table, run against one overall deadline.
 
 Each :class:`Step` is (name, action, budget, wait). The runner starts them in order; each emits
-``step_started`` and ``step_finished`` (outcome, duration) to every subscriber — the log and the
-control socket's stream — and is bounded by its budget: past it the action is cancelled
-(``timeout``) and the stop goes on. Past the overall deadline every remaining step is cancelled and
-the result is ``forced``, naming the step that hung.
+``step_started`` (with what it waits for: ``jobs`` running, ``messages`` queued) and
+``step_finished`` (outcome, duration) to every subscriber — the log and the control socket's
+stream.
 
-:meth:`Shutdown.force` (a second SIGINT, ``khronos stop --force``) switches to a quick stop: the
-*wait* steps (jobs, outbox) are cut or skipped, the closing steps still run, and everything ends
-within ``quick_budget`` more seconds. What was cut is not lost: the actions keep it for the next
-start and say how much in their detail (``kept_jobs``, ``kept_messages``).
+A step's outcome (:data:`OUTCOMES`):
+
+- ``done``: it finished;
+- ``kept``: a *wait* step (jobs, outbox) ran out of its budget or of the overall deadline: what it
+  did not finish is kept in the database for the next start and counted (``kept_jobs``,
+  ``kept_messages``). Waiting on a slow LLM or a rate-limited outbox is not a failure;
+- ``cut``: a quick stop cut a wait short (its work kept the same way);
+- ``skipped``: not run: the waits of a quick stop, or a step whose turn came after the deadline
+  and its grace (``quick_budget``) had passed;
+- ``timeout``: a closing step hung past its budget and was abandoned;
+- ``failed``: it raised.
+
+The result (:data:`RESULTS`): ``clean`` (exit 0) when every step is ``done``, ``kept`` or
+``skipped`` by the deadline without anything hanging, whatever work was kept; ``forced`` (exit 1)
+after a quick stop, or when a step hung (``timeout``) or failed (``hung_step`` names it). A run
+that ended without a report reads as ``killed`` (see the worker and ``khronos status``).
+
+The waits end at the deadline; the closing steps (which release files and sockets) still run
+after it, within ``quick_budget`` more seconds. :meth:`Shutdown.force` (a second SIGINT,
+``khronos stop --force``) switches to a quick stop: the waits are cut or skipped and everything
+ends within ``quick_budget`` more seconds.
 
 The final report (``done`` event) is also written to ``<state-dir>/last-shutdown.json`` (0600,
 never through a symlink).
@@ -31,11 +47,15 @@ from khronos_cli import statedir
 from khronos_cli.control.protocol import STEP_NAMES
 from khronos_cli.statedir import REPORT_FILE
 
-__all__ = ["REPORT_FILE", "STEP_NAMES", "Shutdown", "Step", "read_report"]
+__all__ = ["OUTCOMES", "REPORT_FILE", "RESULTS", "STEP_NAMES", "Shutdown", "Step", "read_report"]
 
 logger = logging.getLogger("khronos.shutdown")
 
 Detail = dict[str, Any]
+
+OUTCOMES = ("done", "kept", "cut", "skipped", "timeout", "failed")
+RESULTS = {"clean": 0, "forced": 1}
+_FINE = ("done", "kept", "skipped")
 
 
 @dataclass(frozen=True)
@@ -44,7 +64,8 @@ class Step:
 
     ``wait`` steps (jobs, outbox) are skipped or cut short by a quick stop. ``on_cut`` runs when
     the action did not finish (cut, timed out, skipped): it keeps the unfinished work for the next
-    start and returns what it kept (``kept_jobs``, ``kept_messages``).
+    start and returns what it kept (``kept_jobs``, ``kept_messages``). ``waits_for`` says, as
+    the step starts, what it waits for (``{"jobs": 2}``, ``{"messages": 30}``).
     """
 
     name: str
@@ -52,6 +73,7 @@ class Step:
     budget: float
     wait: bool = False
     on_cut: Callable[[], Awaitable[Detail | None]] | None = None
+    waits_for: Callable[[], Detail] | None = None
 
 
 def read_report(state_dir: Path) -> dict[str, Any] | None:
@@ -137,34 +159,47 @@ class Shutdown:
             detail = result.get("detail") or {}
             kept["jobs"] += int(detail.get("kept_jobs", 0))
             kept["messages"] += int(detail.get("kept_messages", 0))
-            if result["outcome"] in ("timeout", "deadline") and hung is None:
+            if result["outcome"] in ("timeout", "failed") and hung is None:
                 hung = step.name
-        clean = (
-            not self.forced
-            and hung is None
-            and all(r["outcome"] in ("done", "skipped") for r in results)
-        )
+        clean = not self.forced and hung is None
+        if self.forced:
+            reason: str | None = "quick stop requested"
+        elif hung is not None:
+            failed = next(r for r in results if r["name"] == hung)["outcome"] == "failed"
+            reason = f"step {hung!r} " + ("failed" if failed else "hung past its budget")
+        else:
+            reason = None
+        verdict = "clean" if clean else "forced"
         report = {
             "event": "done",
-            "result": "clean" if clean else "forced",
-            "exit_code": 0 if clean else 1,
-            "reason": "quick stop requested" if self.forced else (
-                f"step {hung!r} ran past its budget" if hung else None
-            ),
+            "result": verdict,
+            "exit_code": RESULTS[verdict],
+            "reason": reason,
             "hung_step": hung,
             "started_at": wall,
             "duration_s": round(self.clock() - begin, 3),
             "steps": results,
             "kept": kept,
             "pid": os.getpid(),
-        }  # fmt: skip
+        }
         self.report = report
         self._write(report)
         self._emit(report)
         return report
 
     async def _step(self, number: int, step: Step) -> dict[str, Any]:
-        self._emit({"event": "step_started", "step": number, "name": step.name})
+        started: dict[str, Any] = {
+            "event": "step_started",
+            "step": number,
+            "name": step.name,
+            "deadline_s": self.deadline,
+        }
+        if step.waits_for is not None:
+            try:
+                started["waiting"] = step.waits_for()
+            except Exception as exc:  # a count is a courtesy; the step runs regardless
+                logger.debug("shutdown step %s: could not count its work: %s", step.name, exc)
+        self._emit(started)
         begin = self.clock()
         outcome, detail = await self._attempt(step)
         result = {
@@ -175,7 +210,7 @@ class Shutdown:
             "detail": detail,
         }
         self._emit({"event": "step_finished", **result})
-        log = logger.info if outcome in ("done", "skipped") else logger.warning
+        log = logger.info if outcome in (*_FINE, "cut") else logger.warning
         kept = {k: v for k, v in (detail or {}).items() if k.startswith("kept_") and v}
         log("shutdown step %d %s: %s in %.3fs%s", number, step.name, outcome, result["duration_s"],
             "".join(f"; {k.replace('_', ' ')}: {v}" for k, v in kept.items()))  # fmt: skip
@@ -185,11 +220,19 @@ class Shutdown:
         assert self._end_at is not None
         if self.forced and step.wait:
             return "skipped", await self._cut(step)
+        # The waits end at the deadline; the closing steps still get its grace after it.
+        end = self._end_at if step.wait or self.forced else self._end_at + self.quick_budget
+        if self.clock() >= end:
+            return "skipped", await self._cut(step)
         step_end = self.clock() + step.budget
         task = asyncio.ensure_future(step.action())
         self._current, self._current_wait = task, step.wait
         try:
-            while (left := min(step_end, self._end_at) - self.clock()) > 0:
+            while (left := min(step_end, end) - self.clock()) > 0:
+                if self.forced:  # a quick stop: the closing step ends by the quick end
+                    end = min(end, self._end_at)
+                    await asyncio.wait({task}, timeout=max(0.0, min(step_end, end) - self.clock()))
+                    break
                 forced = asyncio.ensure_future(self._forced_event.wait())
                 await asyncio.wait({task, forced}, timeout=left, return_when="FIRST_COMPLETED")
                 forced.cancel()
@@ -205,11 +248,9 @@ class Shutdown:
             return "failed", {"error": f"{type(error).__name__}: {error}"}
         task.cancel()
         await asyncio.wait({task}, timeout=0.5)  # let it unwind
-        if self.forced and step.wait:
-            outcome = "cut"
-        else:
-            outcome = "timeout" if self.clock() >= step_end else "deadline"
-        return outcome, await self._cut(step)
+        if step.wait:  # its work is kept for the next start: not a hang
+            return ("cut" if self.forced else "kept"), await self._cut(step)
+        return "timeout", await self._cut(step)
 
     async def _cut(self, step: Step) -> Detail | None:
         """Let an unfinished step keep its work for the next start, briefly bounded."""

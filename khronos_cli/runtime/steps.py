@@ -1,14 +1,19 @@
 """The worker's seven shutdown steps (DESIGN.md), as the table :class:`Shutdown` runs.
 
-1. ``http``: readiness is already false; stop listening, close idle keep-alive connections,
-   let busy requests finish.
+1. ``http``: readiness is already false; the public port takes no new work (a POST is a 503)
+   but stays open, so ``/ready`` answers 503 (not a refused connection) until step 7 closes it.
 2. ``telegram``: stop taking updates (the poller, the journal pump). The offset never moved
    past an update that is not journaled, so nothing Telegram forgot is lost.
-3. ``jobs`` (wait, 10 s): let the active jobs answer. Cut, their updates stay journaled.
+3. ``jobs`` (wait, 10 s): let the active jobs answer. Past the budget they are cut and their
+   updates stay journaled (``kept``, answered on the next start: not a failure).
 4. ``outbox`` (wait): one last try at what is waiting to be sent, then stop the limiters.
-   What is still unsent stays in the outbox for the next start.
+   What is still unsent (a rate-limited backlog, a chat in flood control) stays in the outbox
+   for the next start (``kept``, counted).
+
+Each wait says as it starts what it waits for (``jobs`` running, ``messages`` queued).
 5. ``database``: close SQLite. 6. ``redis``: close the breakers' and limiters' storage.
-7. ``connections``: close the upstream clients' connection pools. The control connection of
+7. ``connections``: close the public port (busy requests get 2 s), then the upstream clients'
+   connection pools. The control connection of
    the client that asked for the stop stays open until the final report.
 """
 
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BUDGETS", "seven_steps"]
 
-BUDGETS = {"http": 2.5, "telegram": 2.0, "database": 2.0, "redis": 2.0, "connections": 2.0}
+BUDGETS = {"http": 2.5, "telegram": 2.0, "database": 2.0, "redis": 2.0, "connections": 3.0}
 
 
 def seven_steps(worker: Worker) -> list[Step]:
@@ -35,7 +40,7 @@ def seven_steps(worker: Worker) -> list[Step]:
 
     async def http() -> dict[str, Any] | None:
         if worker.public is not None:
-            await worker.public.aclose()
+            worker.public.drain()
         return None
 
     async def telegram() -> dict[str, Any] | None:
@@ -72,6 +77,12 @@ def seven_steps(worker: Worker) -> list[Step]:
         await parts.outbox.aclose()
         return {"kept_messages": await parts.outbox.pending()}
 
+    def jobs_running() -> dict[str, Any]:
+        return {"jobs": parts.jobs.active if parts else 0}
+
+    def messages_queued() -> dict[str, Any]:
+        return {"messages": parts.outbox.queued if parts else 0}
+
     async def database() -> dict[str, Any] | None:
         if parts is not None:
             await parts.store.aclose()
@@ -88,6 +99,8 @@ def seven_steps(worker: Worker) -> list[Step]:
         return {"backend": worker.backend}
 
     async def connections() -> dict[str, Any] | None:
+        if worker.public is not None:
+            await worker.public.aclose()
         if parts is not None:
             for client in parts.clients:
                 await client.aclose()
@@ -96,8 +109,17 @@ def seven_steps(worker: Worker) -> list[Step]:
     return [
         Step("http", http, BUDGETS["http"]),
         Step("telegram", telegram, BUDGETS["telegram"]),
-        Step("jobs", jobs, budgets.jobs_timeout, wait=True, on_cut=cut_jobs),
-        Step("outbox", outbox, budgets.outbox_timeout, wait=True, on_cut=kept_messages),
+        Step(
+            "jobs", jobs, budgets.jobs_timeout, wait=True, on_cut=cut_jobs, waits_for=jobs_running
+        ),
+        Step(
+            "outbox",
+            outbox,
+            budgets.outbox_timeout,
+            wait=True,
+            on_cut=kept_messages,
+            waits_for=messages_queued,
+        ),
         Step("database", database, BUDGETS["database"]),
         Step("redis", redis, BUDGETS["redis"]),
         Step("connections", connections, BUDGETS["connections"]),

@@ -10,6 +10,11 @@ Rules (DESIGN.md, Supervisor):
 - the worker runs in its own process group (its own session) and dies with us (PDEATHSIG);
 - SIGTERM/SIGINT are forwarded to its group; after a requested stop (a signal to us, or the worker
   announcing ``STOPPING=1`` because ``khronos stop`` asked it) we exit with the worker's code;
+  SIGHUP (the terminal went away) is a graceful stop too: logged, and SIGTERM to the worker;
+- a stop signal while no worker runs (a backoff, a crash loop) ends us at once, exit 0:
+  ``khronos stop`` sends one when no worker answers on the control socket;
+- ``SIGUSR1`` (``khronos restart``) stops the worker gracefully (SIGTERM) and starts a new one
+  at once, without a backoff; in a backoff it starts the next worker now;
 - a crash (non-zero exit, or a signal nobody asked for) restarts it after an exponential backoff
   with jitter: 1 s doubling, capped at 60 s, reset once it stayed up 60 s; after 10 fast failures
   the state is ``crashloop`` and retries go on at the cap, never a silent dead end;
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from khronos_cli import statedir
+from khronos_cli.control.instance import RESTART_SIGNAL
 from khronos_cli.errors import AlreadyRunningError, ExitCode
 from khronos_cli.runtime.notify import notify, parse_notify
 
@@ -122,6 +128,7 @@ class Supervisor:
         self._stop_at: float | None = None
         self._worker_stopping = False
         self._killed = False
+        self._restarting = False
 
     # -- entry point ----------------------------------------------------------------------------
 
@@ -139,7 +146,8 @@ class Supervisor:
         listener = self._listen(notify_path)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous_wakeup = signal.set_wakeup_fd(wfd)
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, RESTART_SIGNAL)
+        handlers = {s: signal.signal(s, self._on_signal) for s in handled}
         try:
             code = self._loop(listener, rfd, notify_path)
         finally:
@@ -183,6 +191,9 @@ class Supervisor:
             code = self._watch(worker, listener, wakeup)
             if code is not None:
                 return code
+            if self._restarting:  # asked for: a new worker at once
+                self._restarting = False
+                continue
             if not self._wait_backoff(wakeup):
                 return int(ExitCode.OK)
 
@@ -250,6 +261,11 @@ class Supervisor:
         self._write(last_exit={"code": code, "signal": signum, "at": time.time(),
                                "uptime_s": round(uptime, 3)}, worker_pid=None)  # fmt: skip
         requested = self._stop_signal is not None or self._worker_stopping
+        if self._restarting and self._stop_signal is None:
+            self._killed, self._stop_at = False, None
+            self._write(restarts=self.state["restarts"] + 1, state="starting")
+            self._say(f"worker {worker.pid} stopped for a restart: starting a new one")
+            return None
         if self._killed:
             return int(ExitCode.FAILURE)
         if requested:
@@ -276,8 +292,13 @@ class Supervisor:
             while (left := deadline - time.monotonic()) > 0:
                 if selector.select(left):
                     self._drain(wakeup)
-                    if self._take_stop_signal():
+                    taken = self._take_signal()
+                    if taken == "stop":
+                        self._say("stop requested while no worker runs: exiting")
                         return False
+                    if taken == "restart":
+                        self._say("restart requested: starting the worker now")
+                        return True
         return True
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -285,6 +306,17 @@ class Supervisor:
     def _forward(self, worker: subprocess.Popen[bytes]) -> None:
         while self._signals:
             signum = self._signals.pop(0)
+            if signum == RESTART_SIGNAL:
+                if self._stop_signal is None and not self._restarting:
+                    self._restarting = True
+                    self._stop_at = time.monotonic() + self.kill_after
+                    self._say(f"restart requested: stopping worker {worker.pid} gracefully")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(worker.pid, signal.SIGTERM)
+                continue
+            if signum == signal.SIGHUP:
+                self._say("SIGHUP: stopping gracefully")
+                signum = signal.SIGTERM
             if self._stop_signal is None:
                 self._stop_signal = signum
                 self._stop_at = time.monotonic() + self.kill_after
@@ -293,12 +325,14 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signum)
 
-    def _take_stop_signal(self) -> bool:
-        if self._signals:
-            self._stop_signal = self._signals[-1]
-            self._signals.clear()
-            return True
-        return False
+    def _take_signal(self) -> str | None:
+        """In a backoff: ``stop`` (any stop signal wins), ``restart``, or None."""
+        signals, self._signals = self._signals, []
+        stops = [signum for signum in signals if signum != RESTART_SIGNAL]
+        if stops:
+            self._stop_signal = stops[-1]
+            return "stop"
+        return "restart" if signals else None
 
     def _datagrams(self, listener: socket.socket) -> None:
         while True:
@@ -309,7 +343,9 @@ class Supervisor:
             if fields.get("READY") == "1" and self.state["state"] == "starting":
                 self._write(state="ready")
                 notify("READY=1")
-            if fields.get("STOPPING") == "1":
+            if fields.get("STOPPING") == "1" and self._restarting:
+                self._write(state="stopping")  # for a restart: we go on, the manager need not know
+            elif fields.get("STOPPING") == "1":
                 self._worker_stopping = True
                 self._write(state="stopping")
                 notify("STOPPING=1")

@@ -5,9 +5,9 @@ Lifecycle (uvicorn's shape): :meth:`Worker.serve` starts the parts, marks itself
 control socket. Signal handlers only set flags. Then readiness goes false (``STOPPING=1``) and the
 seven steps of :mod:`.shutdown` run; the report's exit code is the process's.
 
-Signals during a stop: a repeated SIGTERM is logged and ignored; a second SIGINT switches to the
-quick stop. The previous run's end is read at start: its report, or ``killed`` when the run
-marker of a run that wrote no report is still there.
+SIGHUP is a graceful stop like SIGTERM. During a stop a repeated SIGTERM or SIGHUP is logged and
+ignored; a second SIGINT switches to the quick stop. The previous run's end is read at start: its
+report, or ``killed`` when the run marker of a run that wrote no report is still there.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class Worker:
     async def serve(self) -> int:
         """Run until stopped; the exit code (0 clean, 1 forced)."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: a graceful stop
+            loop.add_signal_handler(signum, self._on_signal, signum)
         self.previous = self._previous_run()
         self.control = ControlServer(socket_path(self.state_dir), self)
         await self.control.startup()

@@ -50,7 +50,7 @@ async def test_steps_run_in_order_with_events_and_a_clean_report(tmp_path: Path)
 
 
 async def test_a_step_past_its_budget_is_cancelled_and_named(tmp_path: Path) -> None:
-    """A hung step is cancelled at its budget and named in the report; later steps still run."""
+    """A closing step that hangs is cancelled at its budget, named, and forces; later steps run."""
     log: list[str] = []
     cancelled = asyncio.Event()
 
@@ -61,22 +61,61 @@ async def test_a_step_past_its_budget_is_cancelled_and_named(tmp_path: Path) -> 
             cancelled.set()
         return None
 
-    steps = seven(log, outbox=Step("outbox", stuck, budget=0.05, wait=True))
+    steps = seven(log, database=Step("database", stuck, budget=0.05))
     report = await Shutdown(steps, state_dir=tmp_path).start()
     assert cancelled.is_set()
-    assert report["steps"][3]["outcome"] == "timeout" and report["hung_step"] == "outbox"
-    assert log == ["http", "telegram", "jobs", "database", "redis", "connections"]
+    assert report["steps"][4]["outcome"] == "timeout" and report["hung_step"] == "database"
+    assert log == ["http", "telegram", "jobs", "outbox", "redis", "connections"]
     assert report["result"] == "forced" and report["exit_code"] == 1
+    assert report["reason"] == "step 'database' hung past its budget"
 
 
-async def test_overall_deadline_cuts_every_remaining_step() -> None:
-    """Past the overall deadline the running step and all after it end as 'deadline'."""
+async def test_a_wait_past_its_budget_keeps_its_work_and_stays_clean(tmp_path: Path) -> None:
+    """A drain that runs out of its budget is 'kept' with its count: clean, exit 0."""
+    log: list[str] = []
+
+    async def kept_messages() -> Detail:
+        return {"kept_messages": 30}
+
+    outbox = Step(
+        "outbox",
+        hang(log, "outbox"),
+        budget=0.05,
+        wait=True,
+        on_cut=kept_messages,
+        waits_for=lambda: {"messages": 30},
+    )
+    shutdown = Shutdown(seven(log, outbox=outbox), state_dir=tmp_path)
+    report = await shutdown.start()
+    assert report["steps"][3]["outcome"] == "kept" and report["kept"]["messages"] == 30
+    assert report["result"] == "clean" and report["exit_code"] == 0
+    assert report["hung_step"] is None and report["reason"] is None
+    started = [e for e in shutdown.events if e["event"] == "step_started"]
+    assert started[3]["waiting"] == {"messages": 30} and "waiting" not in started[0]
+
+
+async def test_overall_deadline_ends_the_waits_and_still_closes() -> None:
+    """Past the overall deadline the running wait is kept, later waits skipped, and the closing
+    steps still run within the grace: a clean stop."""
     log: list[str] = []
     steps = seven(log, jobs=Step("jobs", hang(log, "jobs"), budget=10.0, wait=True))
+    steps[3] = Step("outbox", recorder(log, "outbox"), budget=10.0, wait=True)
     report = await Shutdown(steps, deadline=0.1).start()
     outcomes = [s["outcome"] for s in report["steps"]]
-    assert outcomes == ["done", "done", "deadline", "deadline", "deadline", "deadline", "deadline"]
-    assert report["hung_step"] == "jobs" and report["exit_code"] == 1
+    assert outcomes == ["done", "done", "kept", "skipped", "done", "done", "done"]
+    assert "outbox" not in log
+    assert report["hung_step"] is None and report["exit_code"] == 0
+
+
+async def test_steps_after_the_grace_are_skipped_not_failed() -> None:
+    """A closing step hanging past the deadline and its grace is the hung one; the rest are
+    'skipped'."""
+    log: list[str] = []
+    steps = seven(log, telegram=Step("telegram", hang(log, "telegram"), budget=10.0))
+    report = await Shutdown(steps, deadline=0.05, quick_budget=0.05).start()
+    outcomes = [s["outcome"] for s in report["steps"]]
+    assert outcomes == ["done", "timeout"] + ["skipped"] * 5
+    assert report["hung_step"] == "telegram" and report["result"] == "forced"
 
 
 async def test_quick_stop_cuts_waits_keeps_work_and_still_closes() -> None:
@@ -142,4 +181,4 @@ async def test_late_followers_get_the_whole_history() -> None:
     gate.set()
     events = await follower
     assert events == shutdown.events and events[-1]["event"] == "done"
-    assert events[0] == {"event": "step_started", "step": 1, "name": "http"}
+    assert events[0] == {"event": "step_started", "step": 1, "name": "http", "deadline_s": 30.0}
