@@ -10,7 +10,7 @@ Rules (DESIGN.md, Supervisor):
 - the worker runs in its own process group (its own session) and dies with us (PDEATHSIG);
 - SIGTERM/SIGINT are forwarded to its group; after a requested stop (a signal to us, or the worker
   announcing ``STOPPING=1`` because ``khronos stop`` asked it) we exit with the worker's code;
-  SIGHUP (the terminal went away) is a graceful stop too: logged, and SIGTERM to the worker;
+  SIGHUP (the terminal went away) is a graceful stop too: logged, and forwarded;
 - a stop signal while no worker runs (a backoff, a crash loop) ends us at once, exit 0:
   ``khronos stop`` sends one when no worker answers on the control socket;
 - ``SIGUSR1`` (``khronos restart``) stops the worker gracefully (SIGTERM) and starts a new one
@@ -314,9 +314,8 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(worker.pid, signal.SIGTERM)
                 continue
-            if signum == signal.SIGHUP:
+            if signum == signal.SIGHUP:  # the worker takes it as a graceful stop, as SIGTERM
                 self._say("SIGHUP: stopping gracefully")
-                signum = signal.SIGTERM
             if self._stop_signal is None:
                 self._stop_signal = signum
                 self._stop_at = time.monotonic() + self.kill_after
