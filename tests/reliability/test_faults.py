@@ -5,7 +5,6 @@ RELIABILITY.md.)"""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -146,16 +145,16 @@ def test_a_telegram_fault_delays_answers_but_loses_and_repeats_none(
 def test_a_crash_loop_is_held_and_recovers_with_nothing_lost(
     make_instance: Any, figures: Callable[..., None]
 ) -> None:
-    """A worker that cannot start (its port is taken) crash-loops with backoff; messages sent
-    meanwhile wait at Telegram; once the port is free it starts and answers each once."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
+    """A worker that cannot start (a directory stands where its database goes) crash-loops with
+    backoff; messages sent meanwhile wait at Telegram; once the way is clear it starts and answers
+    each once. (A taken port is refused before the fork: exit 78, no loop.)"""
     config = FAST_CONFIG + (
         '[supervisor]\nrestart_delay = "0.05s"\nmax_restart_delay = "0.5s"\ncrashloop_after = 3\n'
     )
-    instance: Instance = make_instance(config=config, port=port).start(ready=False)
+    instance: Instance = make_instance(config=config)
+    blocker = instance.state_dir / "khronos.db"
+    blocker.mkdir()
+    instance.start(ready=False)
     try:
         started = time.perf_counter()
         wait_for(lambda: instance.supervisor().get("state") == "crashloop", timeout=60)
@@ -166,7 +165,7 @@ def test_a_crash_loop_is_held_and_recovers_with_nothing_lost(
         wait_for(lambda: instance.supervisor().get("restarts", 0) >= restarts + 2, timeout=30)
         pending = instance.admin.get("/_sandbox/stats").json()["pending_update_count"]
     finally:
-        taken.close()
+        blocker.rmdir()
     freed = time.perf_counter()
     wait_for(lambda: instance.status().get("state") == "ready", timeout=60)
     recovered = time.perf_counter() - freed
