@@ -35,8 +35,8 @@ BUDGETS = {"http": 2.5, "telegram": 2.0, "database": 2.0, "redis": 2.0, "connect
 
 def seven_steps(worker: Worker) -> list[Step]:
     """The table; the waits' budgets come from ``[shutdown]`` (jobs 10 s, outbox 5 s)."""
-    parts = worker.parts
-    budgets = worker.settings.shutdown
+    budgets = worker.settings.shutdown  # the parts are read as each step runs: a stop that
+    # cancelled the start finds only what the start had opened
 
     async def http() -> dict[str, Any] | None:
         if worker.public is not None:
@@ -44,6 +44,7 @@ def seven_steps(worker: Worker) -> list[Step]:
         return None
 
     async def telegram() -> dict[str, Any] | None:
+        parts = worker.parts
         tasks = list(worker._tasks)
         for task in tasks:
             task.cancel()
@@ -53,14 +54,17 @@ def seven_steps(worker: Worker) -> list[Step]:
         return {"offset": parts.poller.offset} if parts else None
 
     async def jobs() -> dict[str, Any] | None:
+        parts = worker.parts
         if parts is None:
             return None
         return {"finished": await parts.jobs.wait_idle()}
 
     async def cut_jobs() -> dict[str, Any] | None:
+        parts = worker.parts
         return {"kept_jobs": await parts.jobs.cancel_all()} if parts else None
 
     async def outbox() -> dict[str, Any] | None:
+        parts = worker.parts
         if parts is None:
             return None
         with contextlib.suppress(Exception):
@@ -70,6 +74,7 @@ def seven_steps(worker: Worker) -> list[Step]:
         return {"kept_messages": await parts.outbox.pending()}
 
     async def kept_messages() -> dict[str, Any] | None:
+        parts = worker.parts
         if parts is None:
             return None
         with contextlib.suppress(Exception):
@@ -78,17 +83,21 @@ def seven_steps(worker: Worker) -> list[Step]:
         return {"kept_messages": await parts.outbox.pending()}
 
     def jobs_running() -> dict[str, Any]:
+        parts = worker.parts
         return {"jobs": parts.jobs.active if parts else 0}
 
     def messages_queued() -> dict[str, Any]:
+        parts = worker.parts
         return {"messages": parts.outbox.queued if parts else 0}
 
     async def database() -> dict[str, Any] | None:
+        parts = worker.parts
         if parts is not None:
             await parts.store.aclose()
         return None
 
     async def redis() -> dict[str, Any] | None:
+        parts = worker.parts
         if worker.replicas is not None:
             await worker.replicas.leave()
         if parts is not None:
@@ -99,6 +108,7 @@ def seven_steps(worker: Worker) -> list[Step]:
         return {"backend": worker.backend}
 
     async def connections() -> dict[str, Any] | None:
+        parts = worker.parts
         if worker.public is not None:
             await worker.public.aclose()
         if parts is not None:

@@ -20,6 +20,7 @@ Every client's transport is wrapped by the worker's one :class:`FaultInjector`, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ from khronos_cli.upstream.faults import FaultInjector, FaultTransport
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient
 from khronos_cli.upstream.telegram import TelegramClient
 
-__all__ = ["Parts", "build", "guard"]
+__all__ = ["Parts", "build", "close_parts", "guard"]
 
 T = TypeVar("T")
 
@@ -224,3 +225,16 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         poller,
         redis,
     )
+
+
+async def close_parts(parts: Parts) -> None:
+    """Close every part, quietly (a start that failed: whatever was opened)."""
+    for client in parts.clients:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    with contextlib.suppress(Exception):
+        await parts.store.aclose()
+    with contextlib.suppress(Exception):
+        await parts.limiters.aclose()
+    with contextlib.suppress(Exception):
+        await parts.breakers.aclose()

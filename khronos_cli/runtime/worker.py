@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -42,7 +41,7 @@ from khronos_cli.runtime.notify import notify
 from khronos_cli.runtime.replicas import Replicas
 from khronos_cli.runtime.shutdown import Shutdown, read_report
 from khronos_cli.runtime.steps import seven_steps
-from khronos_cli.runtime.wiring import Parts, build, guard
+from khronos_cli.runtime.wiring import Parts, build, close_parts, guard
 from khronos_cli.statedir import PREVIOUS_RUN_FILE, REPORT_FILE, RUN_MARKER
 from khronos_cli.upstream.faults import DEFAULT_DURATION
 from khronos_cli.upstream.llm import Turn
@@ -74,6 +73,7 @@ class Worker:
         self._told: str | None = None
         self._stop_requested = asyncio.Event()
         self._signals = 0
+        self._starting: asyncio.Future[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -85,8 +85,12 @@ class Worker:
         self.previous = self._previous_run()
         self.control = ControlServer(socket_path(self.state_dir), self)
         await self.control.startup()
+        self._starting = asyncio.ensure_future(self.startup())  # a stop meanwhile cancels it
         try:
-            await self.startup()
+            await self._starting
+        except asyncio.CancelledError:
+            if self.shutdown is None:
+                raise
         except BaseException:
             await self._abort()
             raise
@@ -238,6 +242,8 @@ class Worker:
     def _begin_stop(self, deadline: float | None = None) -> Shutdown:
         """Readiness off, ``STOPPING=1``, and the seven steps started (once)."""
         if self.shutdown is None:
+            if self._starting is not None and not self._starting.done():
+                self._starting.cancel()  # the steps close what the start had opened
             self.state = "stopping"
             notify("STOPPING=1")
             budgets = self.settings.shutdown
@@ -435,18 +441,6 @@ class Worker:
         if self.parts is None:
             raise KhronosError("the worker is still starting; try again in a moment")
         return self.parts
-
-
-async def close_parts(parts: Parts) -> None:
-    for client in parts.clients:
-        with contextlib.suppress(Exception):
-            await client.aclose()
-    with contextlib.suppress(Exception):
-        await parts.store.aclose()
-    with contextlib.suppress(Exception):
-        await parts.limiters.aclose()
-    with contextlib.suppress(Exception):
-        await parts.breakers.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
