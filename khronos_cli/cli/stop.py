@@ -48,14 +48,15 @@ _GRACE = 15.0  # beyond the deadline, for the supervisor's own kill of a worker 
 
 
 def waiting(counts: object) -> str:
-    """``{"jobs": 2}`` -> ``'2 jobs running'``; ``{"messages": 30}`` -> ``'30 messages queued'``."""
+    """``{"jobs": 2}`` -> ``'2 jobs running'``; ``{"messages": 30}`` -> ``'30 messages queued'``
+    ('' when there is nothing to wait for)."""
     if not isinstance(counts, dict):
         return ""
     words = []
-    if isinstance(counts.get("jobs"), int):
+    if isinstance(counts.get("jobs"), int) and counts["jobs"]:
         jobs = counts["jobs"]
         words.append(f"{jobs} job{'s' * (jobs != 1)} running")
-    if isinstance(counts.get("messages"), int):
+    if isinstance(counts.get("messages"), int) and counts["messages"]:
         messages = counts["messages"]
         words.append(f"{messages} message{'s' * (messages != 1)} queued")
     return ", ".join(words)
@@ -112,7 +113,7 @@ class Progress:
                 icon = Text(glyph, style)
                 took = f"{row['outcome']} {float(row.get('duration_s') or 0):.2f}s"
                 if held := kept_text(_kept_of(row.get("detail"))):
-                    took += f", {held}"
+                    took += f": {held.removeprefix('kept ')}"
             else:
                 icon, took = Text("·", "dim"), ""
             table.add_row(icon, Text(title), Text(took, "dim"))

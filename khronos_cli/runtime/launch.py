@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent,
 __all__ = ["detach", "launch", "worker_argv"]
 
 SANDBOX_FILE = "sandbox.json"
+_LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ +[A-Z]+ +")  # a log line's time and level
 PRIVATE_UMASK = 0o077
 
 
@@ -151,8 +153,9 @@ def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
 def _exit_text(state: dict[str, Any]) -> str:
     last = state.get("last_exit") or {}
     said = f"with code {last.get('code')}" if last.get("code") is not None else "at once"
-    lines = [line for line in state.get("last_lines") or [] if str(line).strip()]
-    return f"{said} ({str(lines[-1]).strip()})" if lines else said
+    lines = [_LOG_HEAD.sub("", str(line)).strip() for line in state.get("last_lines") or []]
+    lines = [line for line in lines if line]
+    return f"{said} ({lines[-1]})" if lines else said
 
 
 def _end(process: subprocess.Popen[bytes], grace: float = 45.0) -> None:
