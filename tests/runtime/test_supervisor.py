@@ -53,6 +53,7 @@ if mode == "stubborn":
 else:
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    signal.signal(signal.SIGHUP, lambda *a: stop.append(1))
 notify("READY=1")
 if mode == "self-stop":
     notify("STOPPING=1")
@@ -222,3 +223,52 @@ def test_worker_ignoring_sigterm_is_killed_after_the_deadline(
     assert run.wait() == 1
     assert "killing it" in run.output()
     assert not alive(worker)
+
+
+def test_restart_signal_replaces_the_worker_without_a_backoff(
+    runs: list[Run], tmp_path: Path
+) -> None:
+    """SIGUSR1 (`khronos restart`): the worker gets SIGTERM, a new one starts at once (a 60 s
+    backoff is not waited), the supervisor stays; the restart is counted, not a failure."""
+    run = start(runs, tmp_path, "serve", backoff={"initial": 60.0, "cap": 60.0})
+    wait_for(lambda: run.state().get("state") == "ready")
+    first = run.state()["worker_pid"]
+    run.process.send_signal(signal.SIGUSR1)
+    wait_for(lambda: run.runs() == 2 and run.state().get("state") == "ready", timeout=20)
+    state = run.state()
+    assert state["worker_pid"] != first and not alive(first)
+    assert state["restarts"] == 1 and state["failures"] == 0 and state["last_exit"]["code"] == 0
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0
+    assert "stopped for a restart" in run.output()
+
+
+def test_restart_signal_in_a_backoff_starts_the_worker_now(runs: list[Run], tmp_path: Path) -> None:
+    """SIGUSR1 during a 60 s backoff starts the next worker at once."""
+    run = start(runs, tmp_path, "crash-then-run:1", backoff={"initial": 60.0, "cap": 60.0})
+    wait_for(lambda: run.state().get("state") == "backoff")
+    run.process.send_signal(signal.SIGUSR1)
+    wait_for(lambda: run.state().get("state") == "ready", timeout=20)
+    assert run.runs() == 2
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0
+
+
+def test_a_stop_signal_in_a_backoff_exits_at_once(runs: list[Run], tmp_path: Path) -> None:
+    """SIGTERM during a 60 s backoff: no new worker, exit 0, state stopped."""
+    run = start(runs, tmp_path, "crash", backoff={"initial": 60.0, "cap": 60.0})
+    wait_for(lambda: run.state().get("state") == "backoff")
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0
+    assert run.runs() == 1 and run.state()["state"] == "stopped"
+
+
+def test_sighup_is_forwarded_as_a_graceful_stop(runs: list[Run], tmp_path: Path) -> None:
+    """SIGHUP to the supervisor: logged, passed to the worker, exit with the worker's code."""
+    run = start(runs, tmp_path, "serve")
+    wait_for(lambda: run.state().get("state") == "ready")
+    run.process.send_signal(signal.SIGHUP)
+    assert run.wait() == 0
+    output = run.output()
+    assert "SIGHUP: stopping gracefully" in output and "worker stopping cleanly" in output
+    assert run.runs() == 1
