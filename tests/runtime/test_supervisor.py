@@ -254,15 +254,6 @@ def test_restart_signal_in_a_backoff_starts_the_worker_now(runs: list[Run], tmp_
     assert run.wait() == 0
 
 
-def test_a_stop_signal_in_a_backoff_exits_at_once(runs: list[Run], tmp_path: Path) -> None:
-    """SIGTERM during a 60 s backoff: no new worker, exit 0, state stopped."""
-    run = start(runs, tmp_path, "crash", backoff={"initial": 60.0, "cap": 60.0})
-    wait_for(lambda: run.state().get("state") == "backoff")
-    run.process.send_signal(signal.SIGTERM)
-    assert run.wait() == 0
-    assert run.runs() == 1 and run.state()["state"] == "stopped"
-
-
 def test_sighup_is_forwarded_as_a_graceful_stop(runs: list[Run], tmp_path: Path) -> None:
     """SIGHUP to the supervisor: logged, passed to the worker, exit with the worker's code."""
     run = start(runs, tmp_path, "serve")
