@@ -32,6 +32,7 @@ _STYLE = {
     "starting": "cyan",
     "degraded": "yellow",
     "stopping": "yellow",
+    "restarting": "yellow",
     "backoff": "red",
     "crashloop": "bold red",
     "stopped": "dim",

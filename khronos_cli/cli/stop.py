@@ -220,6 +220,10 @@ def stop(
         timeout = options.number(timeout, "--timeout", least=1.0, most=MAX_DURATION)
     directory = resolve_state_dir(state_dir)
     progress = Progress(timeout)
+    supervisor = instance.supervisor_pid(directory)
+    restarting = (instance.read_supervisor(directory) or {}).get("state") == "restarting"
+    if supervisor is not None and restarting:  # a restart under way: no new worker after this
+        instance.signal_supervisor(supervisor, signal.SIGTERM)
     with ControlClient(directory) as control:
         events = control.stream("POST", "/stop", {"force": force, "deadline": timeout})
         try:

@@ -29,7 +29,7 @@ from khronos_cli.errors import ControlError, NotRunningError
 __all__ = ["STOPPED", "gather"]
 
 STOPPED = "stopped"  # nothing runs on the state directory, which has run before
-_SUPERVISOR_STATES = ("starting", "backoff", "crashloop", "stopping")
+_SUPERVISOR_STATES = ("starting", "backoff", "crashloop", "stopping", "restarting")
 
 
 def _alive(pid: object) -> bool:
@@ -118,7 +118,7 @@ def _waiting_for(
         return str(reply) if reply else None
     pid = supervisor.get("worker_pid")
     who = f"the worker (pid {pid})" if pid else "the worker"
-    if state == "stopping":
+    if state in ("stopping", "restarting"):
         return f"{who} to exit"
     if state == "starting":
         return f"{who} to open its control socket"

@@ -14,7 +14,8 @@ Rules (DESIGN.md, Supervisor):
 - a stop signal while no worker runs (a backoff, a crash loop) ends us at once, exit 0:
   ``khronos stop`` sends one when no worker answers on the control socket;
 - ``SIGUSR1`` (``khronos restart``) stops the worker gracefully (SIGTERM) and starts a new one
-  at once, without a backoff; in a backoff it starts the next worker now;
+  at once, without a backoff (state ``restarting`` meanwhile; a stop signal then wins: no new
+  worker); in a backoff it starts the next worker now;
 - a crash (non-zero exit, or a signal nobody asked for) restarts it after an exponential backoff
   with jitter: 1 s doubling, capped at 60 s, reset once it stayed up 60 s; after 10 fast failures
   the state is ``crashloop`` and retries go on at the cap, never a silent dead end;
@@ -310,6 +311,7 @@ class Supervisor:
                 if self._stop_signal is None and not self._restarting:
                     self._restarting = True
                     self._stop_at = time.monotonic() + self.kill_after
+                    self._write(state="restarting")
                     self._say(f"restart requested: stopping worker {worker.pid} gracefully")
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(worker.pid, signal.SIGTERM)
@@ -343,7 +345,7 @@ class Supervisor:
                 self._write(state="ready")
                 notify("READY=1")
             if fields.get("STOPPING") == "1" and self._restarting:
-                self._write(state="stopping")  # for a restart: we go on, the manager need not know
+                self._write(state="restarting")  # we go on: the service manager need not know
             elif fields.get("STOPPING") == "1":
                 self._worker_stopping = True
                 self._write(state="stopping")

@@ -61,6 +61,8 @@ if mode == "self-stop":
 while not stop:
     signal.pause() if mode != "stubborn" else time.sleep(0.05)
 print("worker stopping cleanly", flush=True)
+if mode == "slow-stop":
+    time.sleep(1.0)  # a stop that takes a while: its steps
 sys.exit(0)
 """
 
@@ -263,3 +265,14 @@ def test_sighup_is_forwarded_as_a_graceful_stop(runs: list[Run], tmp_path: Path)
     output = run.output()
     assert "SIGHUP: stopping gracefully" in output and "worker stopping cleanly" in output
     assert run.runs() == 1
+
+
+def test_a_stop_during_a_restart_wins(runs: list[Run], tmp_path: Path) -> None:
+    """SIGTERM while a restart's stop runs (state `restarting`): no new worker, exit 0."""
+    run = start(runs, tmp_path, "slow-stop")
+    wait_for(lambda: run.state().get("state") == "ready")
+    run.process.send_signal(signal.SIGUSR1)
+    wait_for(lambda: run.state().get("state") == "restarting")
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0
+    assert run.runs() == 1 and run.state()["state"] == "stopped"
