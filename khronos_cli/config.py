@@ -414,12 +414,14 @@ class _Parser:
                     getattr(stop, key),
                     f"at most shutdown.deadline ({seconds_text(stop.deadline)})",
                 )
-        if restart.kill_after <= stop.deadline:
+        if restart.kill_after <= stop.deadline + stop.quick_budget:
+            longest = seconds_text(stop.deadline + stop.quick_budget)
             raise self.fail(
                 "supervisor.kill_after",
                 restart.kill_after,
-                f"more than shutdown.deadline ({seconds_text(stop.deadline)}), or the "
-                "supervisor kills a stop that is still within its deadline",
+                f"more than shutdown.deadline plus shutdown.quick_budget ({longest}: the closing "
+                "steps run within quick_budget after the deadline), or the supervisor kills a "
+                "stop that is still within its time",
             )
 
     def port(self, value: object, key: str) -> int:

@@ -83,6 +83,13 @@ def test_values_that_cannot_work_are_refused_naming_the_key(
     assert refused(tmp_path, text).key == key
 
 
+def test_kill_after_leaves_room_for_the_closing_steps_grace(tmp_path: Path) -> None:
+    """The supervisor's kill_after must exceed the deadline plus quick_budget: the closing
+    steps may run that long after the deadline."""
+    refusal = refused(tmp_path, '[shutdown]\ndeadline = "39s"\n')  # 39 + 2 > kill_after 40
+    assert refusal.key == "supervisor.kill_after" and "quick_budget (41s" in str(refusal)
+
+
 def test_files_that_cannot_be_read_are_one_line_each(tmp_path: Path) -> None:
     """A non-UTF-8 file, TOML nested 5,000 deep, an integer of 5,000 digits and a file of
     megabytes are each one ConfigError, never a traceback."""
