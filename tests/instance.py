@@ -202,3 +202,16 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def report(instance: Instance) -> dict[str, Any]:
+    """The last stop's report (``last-shutdown.json``)."""
+    data: dict[str, Any] = json.loads((instance.state_dir / "last-shutdown.json").read_text())
+    return data
+
+
+def crashing(instance: Instance) -> Instance:
+    """Its database cannot be opened (a directory stands where the file goes): every worker
+    crashes at start, exit 1 (a taken port is refused before the fork instead)."""
+    (instance.state_dir / "khronos.db").mkdir()
+    return instance

@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
-from tests.e2e.test_stop import crashing, report
+from tests.instance import FAST_CONFIG, Instance, alive, crashing, report
 from tests.support import free_port, wait_for
 
 RUN = [sys.executable, "-m", "khronos_cli", "run"]

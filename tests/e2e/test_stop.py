@@ -9,13 +9,8 @@ import sys
 from typing import Any
 
 from khronos_cli.control.protocol import STEP_NAMES
-from tests.instance import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive, crashing, report
 from tests.support import wait_for
-
-
-def report(instance: Instance) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((instance.state_dir / "last-shutdown.json").read_text())
-    return data
 
 
 def processes_of(instance: Instance) -> list[int]:
@@ -134,13 +129,6 @@ def test_a_repeated_sigterm_is_ignored(make_instance: Any) -> None:
     assert instance.wait() == 0
     assert "SIGTERM during the stop: ignored" in instance.log()
     assert answered(instance, 1)
-
-
-def crashing(instance: Instance) -> Instance:
-    """Its database cannot be opened (a directory stands where the file goes): every worker
-    crashes at start, exit 1 (a taken port is refused before the fork instead)."""
-    (instance.state_dir / "khronos.db").mkdir()
-    return instance
 
 
 def test_a_crash_loop_is_shown_and_retries_go_on(make_instance: Any) -> None:
