@@ -141,6 +141,18 @@ def test_restart_stops_the_worker_and_starts_another_under_the_same_supervisor(
     assert instance.wait() == 0
 
 
+def test_restart_without_a_supervisor_says_who_restarts(make_instance: Any) -> None:
+    """`khronos restart` on a `--no-supervise` worker exits 1 naming its service manager (the
+    worker keeps running); with nothing running it exits 3."""
+    instance = make_instance(args=("--no-supervise",)).start()
+    refused = instance.khronos("restart")
+    assert refused.returncode == 1 and "--no-supervise" in refused.stderr, refused.stderr
+    assert instance.status()["state"] == "ready"
+    assert instance.khronos("stop").returncode == 0
+    assert instance.wait() == 0
+    assert instance.khronos("restart").returncode == 3
+
+
 def test_a_rate_limited_backlog_is_kept_by_a_clean_stop_and_resent_once(
     make_instance: Any,
 ) -> None:
