@@ -85,6 +85,11 @@ class Instance:
             self.wait_ready()
         return self
 
+    def start_stand_ins(self) -> None:
+        """Start the external sandbox now, before the bot, so a test can steer it first."""
+        with self.log_path.open("ab") as log:
+            self._sandbox_env(log)
+
     def _sandbox_env(self, log: Any) -> dict[str, str]:
         if self.sandbox_of is not None:
             shared: dict[str, str] = self.sandbox_of.sandbox()["env"]

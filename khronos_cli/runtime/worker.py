@@ -233,6 +233,8 @@ class Worker:
         if self.shutdown is None and not self._stop_requested.is_set():
             logger.info("%s: stopping (deadline %gs)", name, self.settings.shutdown.deadline)
             self._stop_requested.set()
+            if self._starting is not None and not self._starting.done():
+                self._begin_stop()  # a start that hangs must not hold the stop
         elif signum == signal.SIGINT and self.shutdown is not None:
             logger.warning("second SIGINT: quick stop (waits skipped, work kept)")
             self.shutdown.force()

@@ -249,17 +249,18 @@ def test_sighup_is_a_graceful_stop(make_instance: Any, target: str) -> None:
     assert report(instance)["result"] == "clean"
 
 
-def test_stop_ends_a_worker_that_is_still_starting(make_instance: Any) -> None:
-    """`khronos stop` while the worker hangs in its start (webhook mode, Telegram's getMe never
-    answers): the start is abandoned, the steps close what it opened, exit 0, nothing runs."""
+@pytest.mark.parametrize("how", ["khronos stop", "SIGTERM"])
+def test_stop_ends_a_worker_that_is_still_starting(make_instance: Any, how: str) -> None:
+    """`khronos stop` or SIGTERM while the worker hangs in its start (webhook mode, Telegram's
+    getMe never answers): the start is abandoned, the steps close what it opened, a clean stop,
+    exit 0, nothing runs."""
     port = free_port()
     config = (
         f'[telegram]\nmode = "webhook"\nwebhook_url = "http://127.0.0.1:{port}/telegram/webhook"\n'
         '[breakers.telegram-api]\ntimeout = "60s"\n'
     )
     instance = make_instance(config=config, port=port, external_sandbox=True)
-    with instance.log_path.open("ab") as log:  # the stand-ins first, to steer them
-        instance._sandbox_env(log)
+    instance.start_stand_ins()
     instance.admin.post("/_sandbox/failure", json={"mode": "hang", "methods": ["getMe"]})
     os.environ["KHRONOS_WEBHOOK_SECRET"] = "sandbox-webhook-secret-0123456789"
     try:
@@ -267,7 +268,11 @@ def test_stop_ends_a_worker_that_is_still_starting(make_instance: Any) -> None:
     finally:
         del os.environ["KHRONOS_WEBHOOK_SECRET"]
     wait_for(lambda: instance.status().get("state") == "starting", timeout=60)
-    stopped = instance.khronos("stop")
-    assert stopped.returncode == 0, stopped.stderr
-    assert "clean stop" in stopped.stderr
+    if how == "SIGTERM":
+        instance.signal(signal.SIGTERM)
+    else:
+        stopped = instance.khronos("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "clean stop" in stopped.stderr
     assert instance.wait(timeout=20) == 0
+    assert report(instance)["result"] == "clean"
