@@ -89,6 +89,7 @@ def seven_steps(worker: Worker) -> list[Step]:
 
     async def connections() -> dict[str, Any] | None:
         if parts is not None:
+            await parts.bot.failover.aclose()  # slow LLM calls another provider answered for
             for client in parts.clients:
                 await client.aclose()
         return None
