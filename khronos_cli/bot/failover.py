@@ -8,9 +8,10 @@ silence. A provider that another way had to stand in for counts as a fallback of
 
 **Hedging.** A hanging API accepts the request and never answers, so the breaker only hears about
 it when the call's timeout (30 s for a 1,024-token answer) has passed, and every user meanwhile
-waits that long. So when Anthropic has not answered within :meth:`Hedge.delay` — three times the
-p90 of its last 100 answers, at least 3 s, never past its timeout — OpenAI is asked too and the
-first good answer wins. The loser is cancelled when Anthropic wins (a cancelled call counts for
+waits that long. So when Anthropic has not answered within :meth:`Hedge.delay` of the request
+leaving (its limiter's wait is the user's own pace, not counted) — three times the p90 of its last
+100 answers, at least 3 s, never past its timeout — OpenAI is asked too and the first good answer
+wins. The loser is cancelled when Anthropic wins (a cancelled call counts for
 nothing); when OpenAI wins, Anthropic's call is left to finish in the background, so that its
 breaker still learns of the hang (its timeouts open it, and from then on OpenAI answers at once).
 ``benchmarks/outage.py`` measures what users wait when Anthropic starts to hang.
@@ -88,9 +89,12 @@ class Failover:
     async def ask(self, turns: Sequence[Turn], *, key: Hashable) -> Reply:
         """Anthropic, else OpenAI (also once Anthropic is slow), else the fallback text."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        first = loop.create_task(self._call("anthropic", turns, key))
+        sending = asyncio.Event()
+        first = loop.create_task(
+            self.anthropic.reply(turns, system=self.system_prompt, key=key, sending=sending)
+        )
         try:
+            started = await self._sent(first, sending)
             done, _ = await asyncio.wait({first}, timeout=self.hedge.delay())
         except asyncio.CancelledError:
             first.cancel()
@@ -102,6 +106,17 @@ class Failover:
             self.hedge.observe(loop.time() - started)
             return self._answered("anthropic", answer)
         return await self._second(turns, key)
+
+    @staticmethod
+    async def _sent(first: asyncio.Task[Answer], sending: asyncio.Event) -> float:
+        """Wait until the request has left (the per-user limiter's wait is the user's own pace,
+        not the API's slowness) or ended; the loop time it left."""
+        leaving = asyncio.get_running_loop().create_task(sending.wait())
+        try:
+            await asyncio.wait({first, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leaving.cancel()
+        return asyncio.get_running_loop().time()
 
     async def _second(self, turns: Sequence[Turn], key: Hashable) -> Reply:
         second = asyncio.get_running_loop().create_task(self._call("openai", turns, key))
