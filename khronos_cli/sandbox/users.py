@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FIRST_GROUP_ID", "FIRST_USER_ID", "PHRASES", "SimulatedUsers"]
 
-LOGGER = logging.getLogger("khronos_cli.sandbox.users")
+LOGGER = logging.getLogger("khronos.sandbox.users")
 
 
 class SimulatedUsers:

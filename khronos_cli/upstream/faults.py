@@ -60,7 +60,7 @@ DEFAULT_DURATION = 60.0
 MAX_DURATION = 15 * 60.0
 _MAX_DEFAULT_RETRY_AFTER = 60.0
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("khronos.faults")
 
 
 class OutageError(KhronosError, ValueError):
