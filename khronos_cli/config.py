@@ -28,6 +28,7 @@ from typing import Any, Literal
 from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
 from khronos_cli.redaction import Secret
+from khronos_cli.secrets import read_secret
 from khronos_cli.settings import (
     BREAKER_DEFAULTS,
     DEFAULT_HTTP_PORT,
@@ -175,7 +176,8 @@ class _Parser:
             telegram_token=self.token(env),
             anthropic_api_key=self.api_key(env, "ANTHROPIC_API_KEY"),
             openai_api_key=self.api_key(env, "OPENAI_API_KEY"),
-            webhook_secret=Secret(env.get("KHRONOS_WEBHOOK_SECRET", "")),
+            webhook_secret=Secret(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value),
+            http_token=self.api_key(env, "KHRONOS_HTTP_TOKEN"),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
             telegram_mode=self.mode(tables["telegram"], env),
             webhook_url=self.webhook_url(tables["telegram"], env),
@@ -323,7 +325,7 @@ class _Parser:
         mode = telegram.get("mode", "polling")
         if choice(self.source, "telegram.mode", "mode", mode) == "polling":
             return "polling"
-        if not _WEBHOOK_SECRET.fullmatch(env.get("KHRONOS_WEBHOOK_SECRET", "")):
+        if not _WEBHOOK_SECRET.fullmatch(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value):
             raise ConfigError(
                 "environment",
                 "KHRONOS_WEBHOOK_SECRET",
@@ -378,24 +380,25 @@ class _Parser:
         return value
 
     def token(self, env: Mapping[str, str]) -> Secret:
-        """``TELEGRAM_BOT_TOKEN``: empty (``--sandbox`` brings its own; :func:`require_credentials`
-        refuses it elsewhere) or ``<bot id>:<secret>`` as @BotFather issues it. Never echoed."""
-        value = env.get("TELEGRAM_BOT_TOKEN", "")
+        """``TELEGRAM_BOT_TOKEN`` (or its file, or credential): empty (``--sandbox`` brings its
+        own; :func:`require_credentials` refuses it elsewhere) or ``<bot id>:<secret>`` as
+        @BotFather issues it. Never echoed."""
+        found = read_secret(env, "TELEGRAM_BOT_TOKEN")
+        value = found.value
         if value and not _BOT_TOKEN.fullmatch(value):
             hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
             expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
-            raise ConfigError(
-                "environment", "TELEGRAM_BOT_TOKEN", None, expected + hint, hidden=True
-            )
+            raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
         return Secret(value)
 
     def api_key(self, env: Mapping[str, str], variable: str) -> Secret:
         """An API key: printable characters without spaces (it travels in an HTTP header)."""
-        value = env.get(variable, "")
+        found = read_secret(env, variable)
+        value = found.value
         if value and not _API_KEY.fullmatch(value):
             hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
             expected = "an API key of printable characters without spaces"
-            raise ConfigError("environment", variable, None, expected + hint, hidden=True)
+            raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
         return Secret(value)
 
     def relations(self, settings: Settings) -> None:

@@ -18,22 +18,31 @@ from collections.abc import Mapping
 from khronos_cli.errors import ConfigError
 from khronos_cli.settings import Settings
 
-__all__ = ["bind_error", "check_http", "require_credentials"]
+__all__ = ["bind_error", "check_http", "missing_credentials", "require_credentials"]
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    """The names of the secrets the bot cannot work without and does not have: the bot token,
+    and a key for at least one of the two LLMs (``ANTHROPIC_API_KEY or OPENAI_API_KEY``)."""
+    missing = []
+    if not settings.telegram_token:
+        missing.append("TELEGRAM_BOT_TOKEN")
+    if not settings.anthropic_api_key and not settings.openai_api_key:
+        missing.append("ANTHROPIC_API_KEY or OPENAI_API_KEY")
+    return missing
 
 
 def require_credentials(settings: Settings) -> None:
-    """Refuse to run the bot without what it cannot work without: the bot token, and a key for
-    at least one of the two LLMs (``khronos run --sandbox`` brings its own)."""
-    if not settings.telegram_token:
-        expected = "the bot's token from @BotFather (or `khronos run --sandbox`, which needs none)"
-        raise ConfigError("environment", "TELEGRAM_BOT_TOKEN", None, expected, hidden=True)
-    if not settings.anthropic_api_key and not settings.openai_api_key:
+    """Refuse to run the bot without what it cannot work without, naming every missing secret
+    at once (``khronos run --sandbox`` brings its own)."""
+    missing = missing_credentials(settings)
+    if missing:
         raise ConfigError(
             "environment",
-            "ANTHROPIC_API_KEY",
+            "missing " + " and ".join(missing),
             None,
-            "an Anthropic key, or OPENAI_API_KEY, or both: with neither every answer is the "
-            "fallback text",
+            "each set in the environment, in a file named by NAME_FILE, or as a systemd "
+            "credential (`khronos run --sandbox` needs none)",
             hidden=True,
         )
 

@@ -194,6 +194,7 @@ class Settings:
     anthropic_api_key: Secret = field(default_factory=lambda: Secret(""))
     openai_api_key: Secret = field(default_factory=lambda: Secret(""))
     webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    http_token: Secret = field(default_factory=lambda: Secret(""))  # the public port's bearer
     telegram_base_url: str = "https://api.telegram.org"
     telegram_mode: Literal["polling", "webhook"] = "polling"
     webhook_url: str | None = None  # the public https URL Telegram posts to (webhook mode)
@@ -216,6 +217,7 @@ class Settings:
             self.anthropic_api_key,
             self.openai_api_key,
             self.webhook_secret,
+            self.http_token,
         )
 
     def to_json(self) -> dict[str, Any]:

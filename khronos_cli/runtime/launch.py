@@ -30,6 +30,7 @@ from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent,
 __all__ = ["detach", "launch", "worker_argv"]
 
 SANDBOX_FILE = "sandbox.json"
+SANDBOX_SECRETS = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 PRIVATE_UMASK = 0o077
 
 
@@ -85,6 +86,10 @@ def launch(
     env = dict(os.environ)
     if port is not None:
         env["KHRONOS_HTTP_PORT"] = str(port)
+    if sandbox:  # the stand-ins' own token and keys replace the operator's, wherever they are
+        for name in SANDBOX_SECRETS:
+            env.pop(f"{name}_FILE", None)
+            os.environ.pop(f"{name}_FILE", None)  # --no-supervise: the worker reads ours
     with contextlib.ExitStack() as stack:
 
         def prepare() -> dict[str, str]:
