@@ -36,6 +36,7 @@ from khronos_cli.settings import (
     BotSettings,
     BreakerSettings,
     LimiterSettings,
+    LogSettings,
     Rate,
     RetentionSettings,
     Settings,
@@ -148,6 +149,7 @@ class _Parser:
             "anthropic",
             "openai",
             "bot",
+            "log",
             "retention",
             "breakers",
             "limiters",
@@ -186,6 +188,7 @@ class _Parser:
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
             openai_model=self.string(tables, "openai.model", d.openai_model),
             bot=bot,
+            log=self.log(data, env),
             retention=self.section(RetentionSettings, data, "retention"),
             shutdown=self.section(ShutdownSettings, data, "shutdown"),
             supervisor=self.section(SupervisorSettings, data, "supervisor"),
@@ -216,6 +219,33 @@ class _Parser:
                 )
             values["poll_timeout"] = poll
         return BotSettings(**values)
+
+    def log(self, data: Mapping[str, Any], env: Mapping[str, str]) -> LogSettings:
+        """``[log]``: format, level and file, each overridden by ``KHRONOS_LOG_<KEY>`` (which
+        ``khronos run --log-format`` and ``--log-level`` set)."""
+        table = self.table(data, "log", {"format", "level", "file", "max_bytes", "backups"})
+        values: dict[str, Any] = {
+            key: self.field(f"log.{key}", key, table[key])
+            for key in ("max_bytes", "backups")
+            if key in table
+        }
+        for key in ("format", "level", "file"):
+            variable = f"KHRONOS_LOG_{key.upper()}"
+            source, full = (
+                ("environment", variable) if env.get(variable) else (self.source, f"log.{key}")
+            )
+            value = env.get(variable) or table.get(key)
+            if value is None:
+                continue
+            if key == "file":
+                if not isinstance(value, str) or not value or "\0" in value:
+                    raise ConfigError(source, full, value, "a file path, or 'none'")
+                values[key] = value
+            else:
+                values[key] = choice(
+                    source, full, key, value.lower() if isinstance(value, str) else value
+                )
+        return LogSettings(**values)
 
     # -- tables -------------------------------------------------------------------------------
 
