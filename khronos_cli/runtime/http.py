@@ -121,6 +121,7 @@ class PublicServer:
         self.host = host
         self.port = port
         self.updates_rejected = 0
+        self.rejected: dict[str, int] = {}  # 429s (a full queue) by endpoint, for /metrics
         self.repeats = Repeats(logger)
         self._accept_errors = AcceptErrors(self.repeats)
         self._runner: web.AppRunner | None = None
@@ -220,7 +221,7 @@ class PublicServer:
         try:
             reply = await self.api.chat(message, user=f"chat:{user}")
         except JobDroppedError as exc:
-            return error(429, str(exc), headers=_retry_after(exc.retry_after))
+            return self._refused(request, exc)
         if reply["answered_by"] == "fallback":  # neither model answered: say so, and when
             trial = self.api.breakers().get("anthropic-api", {}).get("next_trial_in")
             body = {**error_body(503, "no model answered; try again later"), **reply}
@@ -235,10 +236,15 @@ class PublicServer:
         try:
             queued = await self.api.send(chat_id, text)
         except JobDroppedError as exc:
-            return error(429, str(exc), headers=_retry_after(exc.retry_after))
+            return self._refused(request, exc)
         except BreakerError as exc:  # the database breaker: nothing was queued
             return _unavailable(exc)
         return web.json_response({"queued": True, **queued}, status=202)
+
+    def _refused(self, request: web.Request, exc: JobDroppedError) -> web.Response:
+        """A 429 for an enqueue a full queue refused, counted by endpoint."""
+        self.rejected[request.path] = self.rejected.get(request.path, 0) + 1
+        return error(429, str(exc), headers=_retry_after(exc.retry_after))
 
     async def _webhook(self, request: web.Request) -> web.Response:
         secret = self.api.webhook_secret

@@ -354,9 +354,7 @@ class Worker:
         return self._metrics.render()
 
     def _metrics_source(self) -> dict[str, Any]:
-        status = self.status()
-        status["ready"] = self.ready
-        return {"breakers": self.breakers(), "limiters": self.limiters(), "worker": status}
+        return readout.metrics_source(self)
 
     # -- what the control socket writes ---------------------------------------------------------
 
