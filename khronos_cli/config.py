@@ -74,6 +74,7 @@ _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of the
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
 _BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")  # what @BotFather issues: <bot id>:<secret>
 _API_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what fits a header
+MIN_HTTP_TOKEN = 16
 
 
 def load(
@@ -158,7 +159,7 @@ class _Parser:
         }
         self.known(data, top, "")
         tables = {
-            "http": self.table(data, "http", {"host", "port"}),
+            "http": self.table(data, "http", {"host", "port", "probe_port"}),
             "telegram": self.table(
                 data, "telegram", {"base_url", "mode", "webhook_url", "poll_timeout"}
             ),
@@ -174,12 +175,13 @@ class _Parser:
             config_path=path,
             http_host=self.string(tables, "http.host", d.http_host),
             http_port=self.port(port, port_key),
+            http_probe_port=self.probe_port(tables["http"], env),
             redis_url=self.redis_url(data, env),
             telegram_token=self.token(env),
             anthropic_api_key=self.api_key(env, "ANTHROPIC_API_KEY"),
             openai_api_key=self.api_key(env, "OPENAI_API_KEY"),
             webhook_secret=Secret(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value),
-            http_token=self.api_key(env, "KHRONOS_HTTP_TOKEN"),
+            http_token=self.http_token(env),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
             telegram_mode=self.mode(tables["telegram"], env),
             webhook_url=self.webhook_url(tables["telegram"], env),
@@ -431,6 +433,25 @@ class _Parser:
             raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
         return Secret(value)
 
+    def http_token(self, env: Mapping[str, str]) -> Secret:
+        """``KHRONOS_HTTP_TOKEN`` (or its file, or credential): the bearer token the public
+        port's write endpoints require; long enough not to be guessed."""
+        token = self.api_key(env, "KHRONOS_HTTP_TOKEN")
+        if token and len(token.reveal()) < MIN_HTTP_TOKEN:
+            source = read_secret(env, "KHRONOS_HTTP_TOKEN").source
+            expected = (
+                f"a token of at least {MIN_HTTP_TOKEN} characters (e.g. `openssl rand -hex 32`)"
+            )
+            raise ConfigError("environment", source, None, expected, hidden=True)
+        return token
+
+    def probe_port(self, http: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
+        """``[http] probe_port`` (or ``KHRONOS_HTTP_PROBE_PORT``): a port of its own for
+        ``/health``, ``/ready`` and ``/metrics``; none by default."""
+        key = "KHRONOS_HTTP_PROBE_PORT" if env.get("KHRONOS_HTTP_PROBE_PORT") else "http.probe_port"
+        value = env.get("KHRONOS_HTTP_PROBE_PORT") or http.get("probe_port")
+        return None if value is None else self.port(value, key)
+
     def relations(self, settings: Settings) -> None:
         """Values that are each in range but cannot work together."""
         stop, restart = settings.shutdown, settings.supervisor
@@ -447,6 +468,9 @@ class _Parser:
                     getattr(stop, key),
                     f"at most shutdown.deadline ({seconds_text(stop.deadline)})",
                 )
+        probe = settings.http_probe_port
+        if probe and probe == settings.http_port:
+            raise self.fail("http.probe_port", probe, "a port other than http.port")
         if restart.kill_after <= stop.deadline:
             raise self.fail(
                 "supervisor.kill_after",

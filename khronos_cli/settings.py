@@ -205,6 +205,7 @@ class Settings:
     config_path: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
+    http_probe_port: int | None = None  # /health, /ready, /metrics alone, for probes
     redis_url: str | None = None
     telegram_token: Secret = field(default_factory=lambda: Secret(""))
     anthropic_api_key: Secret = field(default_factory=lambda: Secret(""))

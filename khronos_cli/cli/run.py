@@ -76,6 +76,7 @@ def run(
     settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
     if not sandbox:  # no token or no key: refused now, not a worker polling with nothing
         preflight.require_credentials(settings)
+    preflight.check_public_port(settings)  # beyond loopback: a bearer token, or refused
     if detach:
         argv = [arg for arg in sys.argv if arg != "--detach"]
         command = [sys.executable, "-m", "khronos_cli", *argv[1:]]

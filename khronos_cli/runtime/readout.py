@@ -63,6 +63,7 @@ def status(worker: Readable) -> dict[str, Any]:
         "started_at": worker.started_at,
         "http_host": worker.settings.http_host,
         "http_port": public.port if public else None,
+        "probe_port": public.probe_port if public else None,
         "socket": str(socket_path(worker.state_dir)),
         "backend": worker.backend,
         "mode": worker.settings.telegram_mode,

@@ -98,7 +98,7 @@ class Worker:
         self.parts = parts = await build(self.settings, poll_timeout=self.poll_timeout)
         self._listen(parts)
         await parts.breakers.startup()
-        self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
+        self.public = PublicServer.for_settings(self, self.settings)
         try:
             await self.public.startup()
         except (OSError, UnicodeError) as exc:  # a host that cannot work: exit 78, not 1
