@@ -371,7 +371,8 @@ class BreakerStateMachine:
         if not healthy:
             self._emit("health_check_failed", error=error)
             if self._state is not OPEN and self._forced is None:
-                self._trip(now, "health check failed")
+                why = "no answer in time" if isinstance(error, TimeoutError) else str(error or "")
+                self._trip(now, "health check failed" + (f": {why}" if why else ""))
         elif self._state is OPEN and self._forced is None and now >= self._hold_until:
             self._next_trial_at = now
             self._to_half_open()
