@@ -87,3 +87,22 @@ def test_metrics_follow_prometheus_conventions(make_instance: Any) -> None:
     assert build.type == "gauge"
     assert [(s.labels, s.value) for s in build.samples] == [({"version": __version__}, 1.0)]
     assert "khronos_limiter_running" not in families
+
+
+def test_redis_and_leadership_gauges_follow_the_replicas(
+    make_instance: Any, redis_url: str
+) -> None:
+    """With two replicas on one Redis, each says Redis is connected and exactly one is the
+    poller leader; a standby's leader gauge is 0."""
+    config = f'redis_url = "{redis_url}"\n' + FAST_CONFIG
+    first: Instance = make_instance("r0", config=config, external_sandbox=True).start()
+    second: Instance = make_instance(
+        "r1", config=config, external_sandbox=True, sandbox_of=first
+    ).start()
+    group = [first, second]
+    wait_for(lambda: sum(bool(r.status().get("poller")) for r in group) == 1, timeout=30)
+    scrapes = [scrape(r) for r in group]
+    for families in scrapes:
+        assert samples(families["khronos_redis_connected"]) == {(): 1.0}
+    leaders = sorted(samples(f["khronos_poller_leader"])[()] for f in scrapes)
+    assert leaders == [0.0, 1.0]
