@@ -5,26 +5,19 @@ scrape time, so there is one source of truth and no second set of counters to ke
 
 Prometheus's conventions hold: counters end in ``_total`` and their label values are disjoint
 (a ``sum()`` over a label counts every event once), ratios are 0 to 1, durations are seconds
-(``_seconds``), and ``khronos_build_info`` says which version answers. The metrics:
+(``_seconds``), and ``khronos_build_info`` says which version answers. The metrics (the
+README's table says what each means):
 
-======================================================  =========  =================================
-``khronos_build_info{version}``                         gauge      always 1
-``khronos_ready``                                       gauge      1 when the worker takes traffic
-``khronos_breaker_state{breaker}``                      gauge      0 closed, 1 half-open, 2 open
-``khronos_breaker_error_ratio{breaker}``                gauge      failed share of the window, 0-1
-``khronos_breaker_calls_total{breaker,outcome}``        counter    success, failure, timeout, reject
-``khronos_breaker_fallbacks_total{breaker}``            counter    users served another way
-``khronos_breaker_call_duration_seconds{breaker}``      histogram  calls that reached the dependency
-``khronos_limiter_jobs{limiter,state}``                 gauge      queued, executing
-``khronos_limiter_jobs_finished_total{limiter,outcome}``  counter  done, dropped, failed
-``khronos_limiter_halted{limiter}``                     gauge      1 while a 429 halts every key
-``khronos_http_rejected_total{endpoint}``               counter    enqueues refused with a 429
-``khronos_outbox_messages``                             gauge      messages waiting to be sent
-``khronos_jobs_active``                                 gauge      updates being answered
-``khronos_updates_accepted_total`` ...                  counter    updates, duplicates, sends
-``khronos_redis_connected``                             gauge      with ``redis_url`` only
-``khronos_poller_leader``                               gauge      1 when this worker polls
-======================================================  =========  =================================
+- gauges: ``khronos_build_info{version}``, ``khronos_ready``, ``khronos_breaker_state``,
+  ``khronos_breaker_error_ratio``, ``khronos_limiter_jobs{state=queued|executing}``,
+  ``khronos_limiter_halted``, ``khronos_outbox_messages``, ``khronos_jobs_active``,
+  ``khronos_redis_connected`` (with ``redis_url`` only), ``khronos_poller_leader``;
+- counters: ``khronos_breaker_calls_total{outcome=success|failure|timeout|reject}``,
+  ``khronos_breaker_fallbacks_total``, ``khronos_limiter_jobs_finished_total{outcome=done|
+  dropped|failed}``, ``khronos_http_rejected_total{endpoint}``, ``khronos_updates_*_total``,
+  ``khronos_messages_*_total``;
+- histogram: ``khronos_breaker_call_duration_seconds{breaker}``, the calls that reached the
+  dependency (each breaker's window keeps it since start).
 """
 
 from __future__ import annotations
