@@ -90,3 +90,6 @@ def test_probe_port_serves_health_ready_and_metrics(make_instance: Any) -> None:
     assert metrics.status_code == 200 and "khronos_ready 1.0" in metrics.text
     assert httpx.post(f"{base}/chat", json={"message": "hi"}, timeout=10).status_code in (404, 405)
     assert httpx.get(f"{base}/breakers/status", timeout=10).status_code == 404
+    shown = instance.khronos("status")
+    assert f"(probes on :{probe})" in shown.stdout, shown.stdout
+    assert f'"probe_port":{probe}' in instance.khronos("status", "--json").stdout
