@@ -40,10 +40,24 @@ class RotatingWriter:
         return statedir.open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def write(self, data: bytes) -> None:
-        if self._size and self._size + len(data) > self.max_bytes:
-            self.rotate()
-        os.write(self._fd, data)
-        self._size += len(data)
+        """Append ``data``, rotating between lines so that no file passes ``max_bytes`` (but
+        for a single line longer than that, which gets a file of its own)."""
+        while data:
+            room = self.max_bytes - self._size
+            if len(data) <= room:
+                cut = len(data)
+            else:
+                cut = data.rfind(b"\n", 0, room) + 1  # the whole lines that fit
+                if not cut:
+                    if self._size:
+                        self.rotate()
+                        continue
+                    cut = data.find(b"\n") + 1 or len(data)
+            os.write(self._fd, data[:cut])
+            self._size += cut
+            data = data[cut:]
+            if data:
+                self.rotate()
 
     def rotate(self) -> None:
         os.close(self._fd)
