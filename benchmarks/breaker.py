@@ -34,7 +34,7 @@ import redis.asyncio
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CircuitOpenError
 from khronos_cli.resilience.breaker import CircuitBreaker
-from khronos_cli.resilience.breaker_storage import RedisBreakerStorage
+from khronos_cli.resilience.breaker.storage import RedisBreakerStorage
 
 SETTINGS = BreakerSettings("bench", timeout=10.0, reset_timeout=3600.0, volume_threshold=10**9)
 
@@ -65,16 +65,6 @@ def khronos_with(breaker: CircuitBreaker) -> Callable[[int], Awaitable[float]]:
         for _ in range(n):
             async with breaker:
                 await noop()
-        return time.perf_counter() - start
-
-    return run
-
-
-def khronos_call(breaker: CircuitBreaker) -> Callable[[int], Awaitable[float]]:
-    async def run(n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            await breaker.call(noop)
         return time.perf_counter() - start
 
     return run
@@ -148,7 +138,6 @@ async def measure(redis_url: str, calls: int, rounds: int) -> list[dict[str, Any
         "bare await": bare,
         "asyncio.timeout() per call, no breaker": timeout_only,
         "khronos closed, async with": khronos_with(closed),
-        "khronos closed, call()": khronos_call(closed),
         "pybreaker closed, calling()": pybreaker_calling(py_closed),
         "khronos rejection": khronos_reject(rejecting),
         "pybreaker rejection": pybreaker_reject(py_open),
@@ -188,10 +177,6 @@ def table(rows: list[dict[str, Any]]) -> str:
         "khronos closed, async with": [
             ("≤ bare + 2 µs", by["khronos closed, async with"]["us"] - bare_us <= 2.0),
             ("≤ 0.7× pybreaker", by["khronos closed, async with"]["us"] <= 0.7 * py_us),
-        ],
-        "khronos closed, call()": [
-            ("≤ bare + 2 µs", by["khronos closed, call()"]["us"] - bare_us <= 2.0),
-            ("≤ 0.7× pybreaker", by["khronos closed, call()"]["us"] <= 0.7 * py_us),
         ],
         "khronos rejection": [("≤ 2 µs", by["khronos rejection"]["us"] <= 2.0)],
         "khronos closed, Redis storage": [

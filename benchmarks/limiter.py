@@ -44,8 +44,8 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
-from khronos_cli.resilience.limiter import Limiter
-from khronos_cli.resilience.limiters import TELEGRAM_GUARD, TELEGRAM_REDIS_GUARD
+from khronos_cli.resilience.limiter.limiter import Limiter
+from khronos_cli.resilience.limiter.registry import TELEGRAM_GUARD, TELEGRAM_REDIS_GUARD
 
 BOT_RATE, CHAT_GAP, GROUP_LIMIT, GROUP_PERIOD = 30, 1.0, 20, 60.0
 

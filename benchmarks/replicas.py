@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import RedisServer  # a throwaway redis-server on loopback
+from tests.support import RedisServer  # a throwaway redis-server on loopback
 
 LIFTED = """
 [limiters.telegram]

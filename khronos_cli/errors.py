@@ -15,8 +15,13 @@ per integration and chained with ``raise ... from exc``.
     │   ├── JobDroppedError         the queue was full (HTTP 429 + Retry-After)
     │   ├── JobExpiredError         the job ran past its expiration and was cancelled
     │   └── LimiterStoppedError     the limiter is stopping and takes no new jobs
+    ├── StateDirError               the state directory cannot be ours      -> exit 78
     ├── UpstreamError               an external API failed (status, retry_after, outage or not)
     │   └── ChatMigratedError       Telegram: the group became a supergroup with a new chat id
+    ├── InjectedFaultError          a call failed because an injected outage said so
+    ├── OutageError                 an outage asked for with a value khronos cannot use (400)
+    ├── StoreError                  SQLite refused an operation, or the store is closed
+    ├── ClaimPendingError           another replica is taking this update right now
     ├── SandboxError                a sandbox stand-in cannot bind its port, or is not started
     └── ControlError                the control socket refused or failed a request
         ├── NotRunningError         no instance on that state dir           -> exit 3
@@ -35,16 +40,21 @@ __all__ = [
     "CallTimeoutError",
     "ChatMigratedError",
     "CircuitOpenError",
+    "ClaimPendingError",
     "ConfigError",
     "ControlError",
     "ExitCode",
+    "InjectedFaultError",
     "JobDroppedError",
     "JobExpiredError",
     "KhronosError",
     "LimiterError",
     "LimiterStoppedError",
     "NotRunningError",
+    "OutageError",
     "SandboxError",
+    "StateDirError",
+    "StoreError",
     "UpstreamError",
 ]
 
@@ -243,3 +253,37 @@ class AlreadyRunningError(ControlError):
             f"khronos is already running on {socket_path}; stop it with `khronos stop` "
             "or use another --state-dir"
         )
+
+
+class StateDirError(KhronosError):
+    """The state directory cannot be ours: refused at start, like a bad configuration."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class InjectedFaultError(KhronosError):
+    """A call failed because an injected outage said so (raised where no httpx error fits)."""
+
+    def __init__(self, dependency: str, mode: str, status: int | None = None) -> None:
+        self.dependency = dependency
+        self.mode = mode
+        self.status = status
+        what = f"HTTP {status}" if status is not None else mode
+        super().__init__(f"injected outage on {dependency!r}: {what}")
+
+
+class OutageError(KhronosError, ValueError):
+    """An outage was asked for with a value khronos cannot use (mode, duration, probability...)."""
+
+
+class StoreError(KhronosError):
+    """A store operation failed: SQLite refused it, the file is unusable, or the store is closed."""
+
+    def __init__(self, path: str, operation: str, message: str) -> None:
+        self.path = path
+        self.operation = operation
+        super().__init__(f"database {path}: {operation} failed: {message}")
+
+
+class ClaimPendingError(KhronosError):
+    """Another replica is taking this update right now: do not confirm it to Telegram yet."""

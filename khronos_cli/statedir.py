@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from khronos_cli.control.protocol import SOCKET_NAME
-from khronos_cli.errors import ExitCode, KhronosError
+from khronos_cli.errors import StateDirError
 
 __all__ = [
     "LOCK_FILE",
@@ -74,12 +74,6 @@ _WRITTEN = (
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes, one of them the terminating NUL
 _PID_DIGITS = 7  # /proc/sys/kernel/pid_max is at most 4194304
 _MAX_READ = 1 << 20
-
-
-class StateDirError(KhronosError):
-    """The state directory cannot be ours: refused at start, like a bad configuration."""
-
-    exit_code = ExitCode.CONFIG
 
 
 def socket_temporary(socket: Path) -> Path:

@@ -1,11 +1,15 @@
-"""Helpers for tests: free loopback ports and waiting on a condition with a deadline."""
+"""Helpers for tests: free loopback ports, waiting on a condition with a deadline, a hand-driven
+clock, a breaker call, and a throwaway redis-server."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -44,3 +48,67 @@ async def async_wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
         await asyncio.sleep(interval)
+
+
+async def through(breaker: Any, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await fn(*args)`` inside ``async with breaker``, the breaker's one call path."""
+    async with breaker:
+        return await fn(*args)
+
+
+class Clock:
+    """A clock the test steps by hand (``clock.now += 5``), for windows, timeouts and expiry."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RedisServer:
+    """A ``redis-server`` process of the test session's own, on a loopback port.
+
+    ``stop()`` and ``start()`` kill and bring back the same server (same port) for fault tests.
+    """
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(self.ping, timeout=15)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def flushall(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            assert sock.recv(16).startswith(b"+OK")

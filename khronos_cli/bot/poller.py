@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from khronos_cli.bot.bot import Bot
 from khronos_cli.bot.jobs import JobTracker
 from khronos_cli.bot.outbox import Outbox
-from khronos_cli.errors import KhronosError, UpstreamError
+from khronos_cli.errors import ClaimPendingError, KhronosError, UpstreamError
 from khronos_cli.upstream.telegram import TelegramClient
 
 __all__ = ["ClaimPendingError", "Claims", "Poller"]
@@ -39,10 +39,6 @@ OTHER_POLLER = (
     "Another process polls this token (Telegram ended our getUpdates with 409 'terminated by "
     "other getUpdates request'): stop the other bot instance, or run both as replicas on one Redis."
 )
-
-
-class ClaimPendingError(KhronosError):
-    """Another replica is taking this update right now: do not confirm it to Telegram yet."""
 
 
 class Claims(Protocol):

@@ -11,17 +11,23 @@ from rich.text import Text
 
 from khronos_cli.cli import options, output, reads
 from khronos_cli.cli.options import Dependency, JSONOption, StateDirOption, client
+from khronos_cli.control.protocol import OUTAGE_MODES
 
-__all__ = ["Dependency", "LatencyOption", "Mode", "ProbabilityOption", "StatusOption", "app"]
+__all__ = [
+    "DOWN",
+    "Dependency",
+    "LatencyOption",
+    "Mode",
+    "ProbabilityOption",
+    "StatusOption",
+    "app",
+]
 
 app = typer.Typer(help="Inject test outages into the live bot so its breakers really trip.")
 
 
-class Mode(enum.StrEnum):
-    down = "down"
-    timeout = "timeout"
-    slow = "slow"
-    errors = "errors"
+Mode = enum.StrEnum("Mode", {mode: mode for mode in OUTAGE_MODES})  # type: ignore[misc]
+DOWN = Mode("down")
 
 
 ProbabilityOption = Annotated[
@@ -54,7 +60,7 @@ def render(outages: dict[str, Any]) -> Table:
 @output.command
 def start(
     name: Dependency,
-    mode: Annotated[Mode, typer.Option("--mode", help="How calls fail.")] = Mode.down,
+    mode: Annotated[Mode, typer.Option("--mode", help="How calls fail.")] = DOWN,
     duration: Annotated[
         str, typer.Option("--for", help="How long (it always ends by itself; at most 15m).")
     ] = "60s",

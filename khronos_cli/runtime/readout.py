@@ -158,7 +158,9 @@ def metrics_source(worker: Readable) -> dict[str, Any]:
         "breakers": breakers(worker),
         "limiters": limiters(worker),
         "worker": {**status(worker), "ready": worker.ready},
-        "latency": {n: b.window.cumulative() for n, b in parts.breakers.items()} if parts else {},
+        "latency": {n: b.machine.window.cumulative() for n, b in parts.breakers.items()}
+        if parts
+        else {},
         "rejected": dict(public.rejected) if public else {},
     }
 

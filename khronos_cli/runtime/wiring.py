@@ -36,9 +36,10 @@ from khronos_cli.config import Settings
 from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.breaker import CircuitBreaker
-from khronos_cli.resilience.breakers import BreakerRegistry, build_breakers
-from khronos_cli.resilience.limiter import Limiter
-from khronos_cli.resilience.limiters import Limiters
+from khronos_cli.resilience.breaker.registry import BreakerRegistry, build_breakers
+from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT
+from khronos_cli.resilience.limiter.limiter import Limiter
+from khronos_cli.resilience.limiter.registry import Limiters
 from khronos_cli.upstream.base import Guard
 from khronos_cli.upstream.faults import FaultInjector, FaultTransport
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient
@@ -69,8 +70,7 @@ def guard(
         /,
         *,
         key: Hashable | None = None,
-        priority: int = 5,
-        timeout: float | None = None,
+        priority: int = PRIORITY_DEFAULT,
     ) -> T:
         try:
             if limiter is None:

@@ -50,12 +50,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from khronos_cli.bot.messages import FALLBACK_TEXT
 from khronos_cli.sandbox.entities import command_target, mentions
 from khronos_cli.sandbox.records import KEYED_KINDS, Delivery, UserMessage
 
 __all__ = ["FALLBACK_TEXT", "Latency", "Ledger", "LedgerReport", "deserves_answer"]
 
-FALLBACK_TEXT = "IA indisponível agora. Tente novamente em alguns segundos."
 Key = tuple[int, int]  # (chat id, message id)
 Periods = Iterable[tuple[float, float | None]]  # blocked from, until (None: still blocked)
 

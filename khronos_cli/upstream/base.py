@@ -26,6 +26,7 @@ import httpx
 
 from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
+from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT
 
 __all__ = [
     "Guard",
@@ -50,8 +51,7 @@ class Guard(Protocol):
         /,
         *,
         key: Hashable | None = None,
-        priority: int = 5,
-        timeout: float | None = None,
+        priority: int = PRIORITY_DEFAULT,
     ) -> T: ...
 
 
@@ -60,8 +60,7 @@ async def unguarded(
     /,
     *,
     key: Hashable | None = None,
-    priority: int = 5,
-    timeout: float | None = None,
+    priority: int = PRIORITY_DEFAULT,
 ) -> T:
     """A guard that guards nothing: for calls that must bypass the client's guard."""
     return await attempt()
@@ -170,15 +169,14 @@ class UpstreamClient:
         attempt: Callable[[], Awaitable[T]],
         *,
         key: Hashable | None = None,
-        priority: int = 5,
-        timeout: float | None = None,
+        priority: int = PRIORITY_DEFAULT,
         guard: Guard | None = None,
     ) -> T:
         """``attempt`` through ``guard`` (default: this client's), or as is without one."""
         chosen = guard or self._guard
         if chosen is None:
             return await attempt()
-        return await chosen(attempt, key=key, priority=priority, timeout=timeout)
+        return await chosen(attempt, key=key, priority=priority)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One HTTP exchange, with transport failures translated to UpstreamError."""

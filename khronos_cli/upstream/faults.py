@@ -40,7 +40,8 @@ from typing import Literal, get_args
 
 import httpx
 
-from khronos_cli.errors import KhronosError
+from khronos_cli.control.protocol import MAX_DURATION, OUTAGE_MODES
+from khronos_cli.errors import InjectedFaultError, OutageError
 
 __all__ = [
     "DEFAULT_DURATION",
@@ -56,26 +57,11 @@ __all__ = [
 
 Mode = Literal["down", "timeout", "slow", "errors"]
 MODES: tuple[str, ...] = get_args(Mode)
+assert MODES == OUTAGE_MODES  # what crosses the control socket is defined there
 DEFAULT_DURATION = 60.0
-MAX_DURATION = 15 * 60.0
 _MAX_DEFAULT_RETRY_AFTER = 60.0
 
 _log = logging.getLogger("khronos.faults")
-
-
-class OutageError(KhronosError, ValueError):
-    """An outage was asked for with a value khronos cannot use (mode, duration, probability...)."""
-
-
-class InjectedFaultError(KhronosError):
-    """A call failed because an injected outage said so (raised where no httpx error fits)."""
-
-    def __init__(self, dependency: str, mode: str, status: int | None = None) -> None:
-        self.dependency = dependency
-        self.mode = mode
-        self.status = status
-        what = f"HTTP {status}" if status is not None else mode
-        super().__init__(f"injected outage on {dependency!r}: {what}")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import httpx
 from khronos_cli.config import Secret
 from khronos_cli.errors import ChatMigratedError, UpstreamError
 from khronos_cli.redaction import Scrubber
-from khronos_cli.resilience.limiters import PRIORITY_BULK, PRIORITY_REPLY
+from khronos_cli.resilience.limiter.registry import PRIORITY_BULK, PRIORITY_REPLY
 from khronos_cli.upstream.base import Guard, UpstreamClient, unguarded
 
 __all__ = ["PRIORITY_BULK", "PRIORITY_REPLY", "TelegramClient"]
@@ -85,7 +85,7 @@ class TelegramClient(UpstreamClient):
             result = await self._method("getUpdates", params, timeout=wait)
             return list(result)
 
-        return await self._guarded(attempt, timeout=wait, guard=self._poll_guard or unguarded)
+        return await self._guarded(attempt, guard=self._poll_guard or unguarded)
 
     async def send_message(
         self,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from khronos_cli.bot.store import RETENTION, SCHEMA_VERSION, Store, StoreError, Turn
-from khronos_cli.errors import KhronosError
-from khronos_cli.upstream.faults import FaultInjector, InjectedFaultError
+from khronos_cli.bot.store import RETENTION, SCHEMA_VERSION, Store, Turn
+from khronos_cli.errors import InjectedFaultError, KhronosError, StoreError
+from khronos_cli.upstream.faults import FaultInjector
 from tests.bot.helpers import CHAT, FakeClock, reply_id, update
 
 

@@ -8,6 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from khronos_cli.bot.schema import MIGRATIONS
 from khronos_cli.bot.store import SCHEMA_VERSION, Store
 from tests.bot.helpers import CHAT, FakeClock, update
 
@@ -110,9 +111,7 @@ async def test_a_v1_file_is_migrated_with_its_pending_messages(db_path: Path) ->
     its rows intact and ids going on."""
     db_path.parent.mkdir(parents=True)
     raw = sqlite3.connect(db_path)
-    from khronos_cli.bot import store as module
-
-    for statement in module._MIGRATIONS[0]:
+    for statement in MIGRATIONS[0]:
         raw.execute(statement)
     raw.execute("PRAGMA user_version = 1")
     raw.execute("INSERT INTO updates VALUES (7, 1, '{}', 'answered', 1.0, 1.0, NULL)")

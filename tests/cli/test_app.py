@@ -8,7 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("pybreaker", "pyrate_limiter", "redis", "aiohttp", "aiosqlite", "sqlite3", "uvicorn")
+HEAVY = (
+    "pybreaker",
+    "pyrate_limiter",
+    "redis",
+    "aiohttp",
+    "aiosqlite",
+    "sqlite3",
+    "uvicorn",
+    "httpx",
+    "prometheus_client",
+)
 
 
 def khronos(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -22,16 +32,20 @@ def khronos(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_importing_the_cli_loads_no_runtime() -> None:
-    """`import khronos_cli.cli` pulls in none of the runtime's heavy dependencies."""
-    code = "import sys, khronos_cli.cli\nprint('\\n'.join(sorted(m for m in sys.modules)))"
+    """Building the whole `khronos` command tree pulls in none of the runtime's modules nor
+    its heavy dependencies (the CLI is a thin client of the control socket)."""
+    code = (
+        "import sys, typer, khronos_cli.cli.app as app\n"
+        "typer.main.get_command(app.app)\n"
+        "print('\\n'.join(sorted(m for m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
+    assert "khronos_cli.cli.app" in loaded  # the tree was really built
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
-    thin = ("khronos_cli.cli", "khronos_cli.errors", "khronos_cli.config", "khronos_cli.control")
-    runtime = {m for m in loaded if m.startswith("khronos_cli.") and not m.startswith(thin)}
-    assert not runtime
-    assert not {m for m in loaded if m.startswith("khronos_cli.control.")} - {
-        "khronos_cli.control.protocol"
+    runtime = ("runtime", "bot", "resilience", "upstream", "sandbox")
+    assert not {
+        m for m in loaded if m.split(".")[:2][-1] in runtime and m.startswith("khronos_cli.")
     }
 
 
@@ -94,6 +108,38 @@ def test_fast_path_takes_only_the_machine_reads() -> None:
         ["status", "--state-dir"],
     ):
         assert _parse(slow) is None, slow
+
+
+def test_the_fast_paths_table_matches_the_typer_tree() -> None:
+    """Every form the fast path takes is a Typer command that has each option it accepts
+    (global options such as --state-dir may live on the group)."""
+    import typer
+
+    from khronos_cli.cli.app import app
+    from khronos_cli.cli.fast import READS
+
+    root = typer.main.get_command(app)
+    for words, options in READS.items():
+        command, chain = root, [root]
+        for word in words:
+            found = getattr(command, "commands", {}).get(word)
+            assert found is not None, f"no command {' '.join(words)!r}"
+            command = found
+            chain.append(command)
+        named = {name for cmd in chain for param in cmd.params for name in param.opts}
+        assert options <= named, (words, options - named)
+
+
+def test_bad_durations_are_usage_errors() -> None:
+    """A bad --for or --latency exits 2 (a usage error, as every bad argument) with one line."""
+    for args in (
+        ["breakers", "open", "anthropic-api", "--for", "nonsense"],
+        ["outage", "start", "anthropic-api", "--latency", "nonsense"],
+        ["outage", "start", "anthropic-api", "--for", "1e20"],
+    ):
+        result = khronos(*args, "--state-dir", "/nonexistent/khronos")
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_fast_path_exit_3_matches_the_full_cli(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import signal
 
 from khronos_cli.bot.bot import FALLBACK_TEXT
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive
 from tests.support import wait_for
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Instance
+from tests.instance import Instance
 from tests.support import wait_for
 
 

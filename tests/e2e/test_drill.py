@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from khronos_cli.control.client import ControlClient
-from tests.e2e.conftest import Instance
+from tests.instance import Instance
 from tests.support import wait_for
 
 CHECKS = ["steady_state", "breaker_opened", "users_served", "outage_ended", "recovered"]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive
 from tests.support import wait_for
 
 SANDBOX_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ sandbox ")

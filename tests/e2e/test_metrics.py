@@ -8,9 +8,13 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from khronos_cli import __version__
-from tests.e2e.conftest import FAST_CONFIG, Instance
-from tests.e2e.test_bot import answered
+from tests.instance import FAST_CONFIG, Instance
 from tests.support import wait_for
+
+
+def answered(instance: Instance, count: int) -> bool:
+    ledger = instance.ledger()
+    return ledger["sent"] == count and not ledger["unanswered"]
 
 
 def scrape(instance: Instance) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 
 from khronos_cli.cli.fast import _parse
 from khronos_cli.control.client import ControlClient
-from tests.e2e.conftest import Instance
+from tests.instance import Instance
 from tests.support import wait_for
 
 BOX = set("│┃━─┏┓┗┛┡┩└┘├┤┼╇╈")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance
+from tests.instance import FAST_CONFIG, Instance
 
 TOKEN = "k8s-secret-token-0123456789abcdef"
 BEYOND = FAST_CONFIG + '[http]\nhost = "0.0.0.0"\n'

@@ -7,9 +7,8 @@ import os
 import signal
 from typing import Any
 
-from tests.conftest import RedisServer
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
-from tests.support import wait_for
+from tests.instance import FAST_CONFIG, Instance, alive
+from tests.support import RedisServer, wait_for
 
 
 def replicas(make_instance: Any, redis_url: str, count: int = 2) -> list[Instance]:
@@ -44,7 +43,7 @@ def test_one_poller_and_every_message_answered_once(make_instance: Any, redis_ur
     assert group[0].ledger()["duplicates"] == []
     stats = group[0].admin.get("/_sandbox/stats").json()
     assert stats["requests"].get("getupdates", 0) > 0
-    assert all(r.status()["replicas"] == 2 for r in group)
+    wait_for(lambda: all(r.status()["replicas"] == 2 for r in group), timeout=15)
 
 
 def test_the_standby_takes_over_when_the_poller_dies(make_instance: Any, redis_url: str) -> None:

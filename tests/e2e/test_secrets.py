@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Instance
-from tests.e2e.test_bot import answered
+from tests.instance import Instance
 from tests.support import wait_for
 
 SECRET_NAMES = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
+
+
+def answered(instance: Instance, count: int) -> bool:
+    ledger = instance.ledger()
+    return ledger["sent"] == count and not ledger["unanswered"]
 
 
 def khronos(state_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

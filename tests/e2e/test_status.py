@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import IO, Any
 
-from tests.e2e.conftest import FAST_CONFIG, Instance
+from tests.instance import FAST_CONFIG, Instance
 from tests.support import wait_for
 
 

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from khronos_cli.control.protocol import STEP_NAMES
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive
 from tests.support import wait_for
 
 

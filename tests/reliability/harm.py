@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import Instance
-from tests.reliability.conftest import answered
+from tests.instance import Instance
+from tests.reliability.harness import answered
 from tests.support import wait_for
 
 

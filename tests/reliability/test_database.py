@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance
-from tests.reliability.conftest import FULL, Events, answered, size
+from tests.instance import FAST_CONFIG, Instance
+from tests.reliability.harness import FULL, Events, answered, size
 from tests.support import wait_for
 
 BEFORE = size(10, 100)

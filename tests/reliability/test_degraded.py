@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RedisServer
-from tests.e2e.conftest import FAST_CONFIG, Instance
-from tests.reliability.conftest import answered
-from tests.support import wait_for
+from tests.instance import FAST_CONFIG, Instance
+from tests.reliability.harness import answered
+from tests.support import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

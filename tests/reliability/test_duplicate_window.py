@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
-from tests.reliability.conftest import (
+from tests.instance import FAST_CONFIG, Instance, alive
+from tests.reliability.harness import (
     answered,
     flood_off,
     lift_limits,

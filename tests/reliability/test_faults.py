@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance
-from tests.reliability.conftest import FULL, Events, answered, answered_by, size
+from tests.instance import FAST_CONFIG, Instance
+from tests.reliability.harness import FULL, Events, answered, answered_by, size
 from tests.support import wait_for
 
 MESSAGES = size(20, 200)

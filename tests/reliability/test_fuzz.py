@@ -29,11 +29,11 @@ from hypothesis import strategies as st
 from khronos_cli.config import Settings, load
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.errors import ConfigError
-from khronos_cli.resilience.breakers import build_breakers
-from khronos_cli.resilience.limiters import Limiters
-from tests.e2e.conftest import Instance
-from tests.reliability.conftest import FULL, size
+from khronos_cli.resilience.breaker.registry import build_breakers
+from khronos_cli.resilience.limiter.registry import Limiters
+from tests.instance import Instance
 from tests.reliability.harm import failures, unharmed
+from tests.reliability.harness import FULL, size
 
 EXAMPLES = size(50, 1000)
 FUZZ = settings(

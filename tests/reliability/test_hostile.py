@@ -19,9 +19,9 @@ import pytest
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.runtime.http import HEADER_TIMEOUT
 from khronos_cli.runtime.listener import MAX_CONNECTIONS, OVERFLOW_CONNECTIONS
-from tests.e2e.conftest import FAST_CONFIG, Instance
-from tests.reliability.conftest import FULL, percentiles
+from tests.instance import FAST_CONFIG, Instance
 from tests.reliability.harm import unharmed
+from tests.reliability.harness import FULL, percentiles
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(300 if FULL else 120)

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import FAST_CONFIG, Instance
-from tests.reliability.conftest import (
+from tests.instance import FAST_CONFIG, Instance
+from tests.reliability.harness import (
     FULL,
     answered,
     flood_off,

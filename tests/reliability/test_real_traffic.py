@@ -29,8 +29,8 @@ from khronos_cli.bot.messages import (
     VOICE_TOO_BIG_TEXT,
 )
 from khronos_cli.sandbox.replies import REFUSAL_TEXT
-from tests.e2e.conftest import FAST_CONFIG, Instance, alive
-from tests.reliability.conftest import size
+from tests.instance import FAST_CONFIG, Instance, alive
+from tests.reliability.harness import size
 from tests.support import wait_for
 
 BOT = "@khronos_sandbox_bot"

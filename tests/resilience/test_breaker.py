@@ -1,28 +1,16 @@
-"""The breaker's call path: awaiting, timeouts, cancellation, classification, fallback, events."""
+"""The breaker's call path: awaiting, timeouts, cancellation, classification, events."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CallTimeoutError, CircuitOpenError, UpstreamError
-from khronos_cli.resilience.breaker import BreakerEvent, CircuitBreaker, UnhealthyResultError
-from khronos_cli.resilience.breakers import http_failure
-from tests.support import async_wait_for
-
-
-class Clock:
-    """A hand-driven clock for the breaker's windows and reset timeout."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from khronos_cli.resilience.breaker import BreakerEvent, CircuitBreaker
+from tests.support import Clock, async_wait_for, through
 
 
 def make(**overrides: Any) -> CircuitBreaker:
@@ -52,25 +40,6 @@ async def test_async_with_records_a_success() -> None:
     assert (stats(breaker)["fires"], stats(breaker)["successes"]) == (1, 1)
 
 
-async def test_call_and_decorator_return_the_result() -> None:
-    """``call`` and ``@breaker`` await the function and hand back its result."""
-    breaker = make()
-
-    @breaker
-    async def double(x: int) -> int:
-        return x * 2
-
-    assert await breaker.call(ok, 7) == 7
-    assert await double(4) == 8
-    assert stats(breaker)["successes"] == 2
-
-
-async def test_the_decorator_refuses_sync_functions() -> None:
-    """Decorating a plain function is a TypeError, not a success recorded for nothing."""
-    with pytest.raises(TypeError, match="async function"):
-        make()(lambda: None)  # type: ignore[arg-type]
-
-
 async def test_success_is_recorded_only_once_the_coroutine_finished() -> None:
     """While the awaited work is pending nothing is recorded yet (pybreaker #7)."""
     breaker, gate = make(), asyncio.Event()
@@ -79,7 +48,7 @@ async def test_success_is_recorded_only_once_the_coroutine_finished() -> None:
         await gate.wait()
         return "done"
 
-    task = asyncio.create_task(breaker.call(work))
+    task = asyncio.create_task(through(breaker, work))
     await async_wait_for(lambda: stats(breaker)["in_flight"] == 1)
     assert stats(breaker)["successes"] == 0
     gate.set()
@@ -90,7 +59,7 @@ async def test_success_is_recorded_only_once_the_coroutine_finished() -> None:
 async def test_concurrent_calls_run_together() -> None:
     """No lock is held across the awaited call: 20 slow calls are all in flight at once."""
     breaker, gate = make(), asyncio.Event()
-    tasks = [asyncio.create_task(breaker.call(gate.wait)) for _ in range(20)]
+    tasks = [asyncio.create_task(through(breaker, gate.wait)) for _ in range(20)]
     await async_wait_for(lambda: stats(breaker)["in_flight"] == 20)
     gate.set()
     await asyncio.gather(*tasks)
@@ -109,7 +78,7 @@ async def test_a_timeout_cancels_the_work_and_counts_as_timeout_and_failure() ->
             raise
 
     with pytest.raises(CallTimeoutError) as caught:
-        await breaker.call(hang)
+        await through(breaker, hang)
     assert cancelled.is_set()
     assert caught.value.breaker == "dep"
     assert (stats(breaker)["timeouts"], stats(breaker)["failures"]) == (1, 1)
@@ -128,9 +97,9 @@ async def test_async_with_times_out_too() -> None:
 async def test_one_watchdog_times_out_many_calls() -> None:
     """Many concurrent slow calls each time out once; fast ones around them do not."""
     breaker = make(timeout=0.03, volume_threshold=1000)
-    slow = [asyncio.create_task(breaker.call(asyncio.sleep, 5)) for _ in range(30)]
+    slow = [asyncio.create_task(through(breaker, asyncio.sleep, 5)) for _ in range(30)]
     for _ in range(10):
-        await breaker.call(ok)
+        await through(breaker, ok)
     results = await asyncio.gather(*slow, return_exceptions=True)
     assert all(isinstance(r, CallTimeoutError) for r in results)
     assert (stats(breaker)["timeouts"], stats(breaker)["successes"]) == (30, 10)
@@ -147,7 +116,7 @@ async def test_an_outer_cancel_during_timeout_cleanup_is_not_swallowed() -> None
             cleaning.set()
             await asyncio.Event().wait()
 
-    task = asyncio.create_task(breaker.call(slow_cleanup))
+    task = asyncio.create_task(through(breaker, slow_cleanup))
     await cleaning.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -159,8 +128,8 @@ async def test_cancelling_100_in_flight_calls_changes_nothing() -> None:
     """Shutdown cancelling in-flight calls leaves the stats and the state as they were."""
     breaker = make(volume_threshold=5)
     for _ in range(3):
-        await breaker.call(ok)
-    tasks = [asyncio.create_task(breaker.call(asyncio.Event().wait)) for _ in range(100)]
+        await through(breaker, ok)
+    tasks = [asyncio.create_task(through(breaker, asyncio.Event().wait)) for _ in range(100)]
     await async_wait_for(lambda: stats(breaker)["in_flight"] == 100)
     before = {k: v for k, v in stats(breaker).items() if k != "in_flight"}
     for task in tasks:
@@ -183,40 +152,14 @@ async def test_interrupts_propagate_and_count_nothing(error: type[BaseException]
     assert (stats(breaker)["successes"], stats(breaker)["failures"]) == (0, 0)
 
 
-async def test_excluded_errors_count_as_success_and_ignored_as_nothing() -> None:
-    """``exclude`` errors are successes, ``ignore`` errors neither; both still propagate."""
-    breaker = make(exclude=KeyError, ignore=lambda exc: isinstance(exc, IndexError))
-    with pytest.raises(KeyError):
-        async with breaker:
-            raise KeyError("x")
+async def test_ignored_errors_count_as_nothing_and_still_propagate() -> None:
+    """``ignore`` errors are neither success nor failure, and reach the caller unchanged."""
+    breaker = make(ignore=lambda exc: isinstance(exc, IndexError))
     with pytest.raises(IndexError):
         async with breaker:
             raise IndexError("x")
-    assert (stats(breaker)["successes"], stats(breaker)["failures"]) == (1, 0)
-    assert stats(breaker)["window_calls"] == 1
-
-
-async def test_a_result_predicate_counts_a_response_as_failure() -> None:
-    """``is_failure`` makes a returned 503 a failure; the caller still gets the response."""
-    breaker = make(is_failure=lambda r: r.status_code >= 500)
-    response = httpx.Response(503)
-    assert await breaker.call(ok, response) is response
-    assert stats(breaker)["failures"] == 1
-
-
-async def test_an_upstream_429_holds_the_breaker_open_until_its_retry_after() -> None:
-    """A 429 with Retry-After keeps the breaker open past reset_timeout until that deadline."""
-    clock = Clock()
-    breaker = make(clock=clock, reset_timeout=5, is_failure=http_failure)
-    await breaker.call(ok, httpx.Response(429, headers={"Retry-After": "60"}))
-    assert breaker.state == "open"
-    clock.now += 30
-    with pytest.raises(CircuitOpenError) as caught:
-        await breaker.call(ok)
-    assert caught.value.retry_in == pytest.approx(30)
-    clock.now += 31
-    assert await breaker.call(ok) == "ok"
-    assert breaker.state == "closed"
+    assert (stats(breaker)["successes"], stats(breaker)["failures"]) == (0, 0)
+    assert stats(breaker)["window_calls"] == 0
 
 
 async def test_an_error_with_retry_after_holds_the_breaker_open() -> None:
@@ -229,51 +172,17 @@ async def test_an_error_with_retry_after_holds_the_breaker_open() -> None:
     assert breaker.snapshot()["next_trial_in"] == pytest.approx(45)
 
 
-async def test_fallback_gets_the_arguments_and_the_error_and_is_counted() -> None:
-    """The fallback runs with the call's arguments and the error, for failures and rejects."""
-    seen: list[tuple[Any, ...]] = []
-
-    async def fallback(*args: Any, error: BaseException) -> str:
-        seen.append(
-            (*args, CircuitOpenError if isinstance(error, CircuitOpenError) else ValueError)
-        )
-        return "fallback"
-
-    async def fail(x: int) -> str:
-        raise ValueError(x)
-
-    breaker = make(fallback=fallback, volume_threshold=1)
-    assert await breaker.call(fail, 1) == "fallback"
-    assert await breaker.call(fail, 2) == "fallback"  # now rejected: open
-    assert seen == [(1, ValueError), (2, CircuitOpenError)]
-    assert stats(breaker)["fallbacks"] == 2
-
-
-async def test_fallback_serves_timeouts_and_unhealthy_results() -> None:
-    """A timed-out call and a failing result both go to the fallback."""
-    errors: list[type[BaseException]] = []
-    breaker = make(
-        timeout=0.02,
-        volume_threshold=100,
-        is_failure=lambda r: r == "bad",
-        fallback=lambda *a, error: errors.append(type(error)) or "served",
-    )
-    assert await breaker.call(asyncio.sleep, 1) == "served"
-    assert await breaker.call(ok, "bad") == "served"
-    assert errors == [CallTimeoutError, UnhealthyResultError]
-
-
 async def test_events_are_emitted_and_a_raising_listener_is_harmless() -> None:
     """Listeners see fire/success/failure/open/reject; one that raises breaks nothing."""
     kinds: list[str] = []
     breaker = make(volume_threshold=1)
     breaker.add_listener(lambda e: kinds.append(e.kind))
     breaker.add_listener(lambda e: 1 / 0)
-    assert await breaker.call(ok) == "ok"
+    assert await through(breaker, ok) == "ok"
     with pytest.raises(ValueError):
-        await breaker.call(boom)
+        await through(breaker, boom)
     with pytest.raises(CircuitOpenError):
-        await breaker.call(ok)
+        await through(breaker, ok)
     assert kinds == ["fire", "success", "fire", "failure", "open", "fire", "reject"]
 
 
@@ -287,8 +196,8 @@ async def test_listeners_can_filter_and_be_async() -> None:
     breaker = make()
     breaker.add_listener(listener, "failure")
     with pytest.raises(ValueError):
-        await breaker.call(boom)
-    await breaker.call(ok)
+        await through(breaker, boom)
+    await through(breaker, ok)
     await async_wait_for(lambda: seen)
     assert [(e.kind, type(e.error), e.breaker) for e in seen] == [("failure", ValueError, "dep")]
     with pytest.raises(ValueError, match="unknown breaker events"):
@@ -300,5 +209,5 @@ async def test_nested_use_in_one_task_settles_both_calls() -> None:
     """A call nested in ``async with`` of the same breaker records two calls, leaking nothing."""
     breaker = make()
     async with breaker:
-        assert await breaker.call(ok) == "ok"
+        assert await through(breaker, ok) == "ok"
     assert (stats(breaker)["successes"], stats(breaker)["in_flight"]) == (2, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +16,8 @@ import redis.asyncio
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CircuitOpenError
 from khronos_cli.resilience.breaker import BreakerEvent, CircuitBreaker
-from khronos_cli.resilience.breaker_storage import RedisBreakerStorage
-from tests.conftest import RedisServer
-from tests.support import async_wait_for
+from khronos_cli.resilience.breaker.storage import RedisBreakerStorage
+from tests.support import RedisServer, async_wait_for, through
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ import asyncio, sys
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CircuitOpenError
 from khronos_cli.resilience.breaker import CircuitBreaker
-from khronos_cli.resilience.breaker_storage import RedisBreakerStorage
+from khronos_cli.resilience.breaker.storage import RedisBreakerStorage
 
 async def until(condition):
     async with asyncio.timeout(20):
@@ -53,7 +53,8 @@ async def main(url):
     waiter = asyncio.ensure_future(readline())
     waiter.add_done_callback(lambda _: finish.set())
     try:
-        await breaker.call(trial)
+        async with breaker:
+            await trial()
     except CircuitOpenError:
         print("rejected", flush=True)
     await waiter
@@ -131,13 +132,17 @@ async def test_two_processes_see_one_open_state_and_only_one_probes(redis_url: s
                 await process.wait()
 
 
-async def test_the_cached_closed_path_makes_no_round_trip(redis_url: str, client: Any) -> None:
+async def test_the_cached_closed_path_makes_no_round_trip(tmp_path: Path) -> None:
     """Closed calls and open rejections are decided from the local cache: zero Redis commands."""
+    # A server of its own: the session's may still hear from an earlier test's replicas.
+    server = RedisServer(shutil.which("redis-server") or "/usr/bin/redis-server", tmp_path)
+    server.start()
+    client = redis.asyncio.Redis.from_url(server.url)
 
     async def processed() -> int:
         return int((await client.info("stats"))["total_commands_processed"])
 
-    storage = RedisBreakerStorage.from_url(redis_url, poll_interval=60)
+    storage = RedisBreakerStorage.from_url(server.url, poll_interval=60)
     breaker = CircuitBreaker(settings(volume_threshold=1000, reset_timeout=60), storage=storage)
     await breaker.startup()
     try:
@@ -145,17 +150,19 @@ async def test_the_cached_closed_path_makes_no_round_trip(redis_url: str, client
         baseline = await processed() - first  # the INFO command itself
         start = await processed()
         for _ in range(500):
-            await breaker.call(ok)
+            await through(breaker, ok)
         assert await processed() - start == baseline
         await breaker.force_open("drill")
         start = await processed()
         for _ in range(200):
             with pytest.raises(CircuitOpenError):
-                await breaker.call(ok)
+                await through(breaker, ok)
         assert await processed() - start == baseline
     finally:
         await breaker.aclose()
         await storage.aclose()
+        await client.aclose()
+        server.stop()
 
 
 async def test_keys_carry_the_hash_tag_and_expire(redis_url: str, client: Any) -> None:
@@ -164,7 +171,7 @@ async def test_keys_carry_the_hash_tag_and_expire(redis_url: str, client: Any) -
     breaker = CircuitBreaker(settings(), storage=storage)
     try:
         with pytest.raises(ValueError):
-            await breaker.call(boom)
+            await through(breaker, boom)
         await breaker.aclose()
         key = "khronos:{bot}:breaker:shared"
         assert (await client.hgetall(key))[b"state"] == b"open"
@@ -183,7 +190,7 @@ async def test_an_override_reaches_every_replica(redis_url: str) -> None:
         await one.force_open("drill", expires_in=60)
         await async_wait_for(lambda: two.state == "open")
         with pytest.raises(CircuitOpenError, match="drill"):
-            await two.call(ok)
+            await through(two, ok)
         await two.reset()
         await async_wait_for(lambda: one.state == "closed")
     finally:
@@ -205,11 +212,11 @@ async def test_redis_down_fails_open_with_an_event(
     redis_server.stop()
     try:
         with pytest.raises(ValueError):
-            await breaker.call(boom)
+            await through(breaker, boom)
         await async_wait_for(lambda: events)
         assert breaker.state == "open"
         now[0] += 5
-        assert await breaker.call(ok) == "ok"  # the probe lease is unreachable: trial runs
+        assert await through(breaker, ok) == "ok"  # the probe lease is unreachable: trial runs
         assert breaker.state == "closed"
         assert isinstance(events[0].error, Exception)
         redis_server.start()
@@ -234,9 +241,9 @@ async def test_a_dead_probers_lease_lapses_after_the_maximum_wait(redis_url: str
         assert probe is not None and probe.granted
         await async_wait_for(lambda: breaker.state == "half-open")
         with pytest.raises(CircuitOpenError):
-            await breaker.call(ok)
+            await through(breaker, ok)
         await async_wait_for(lambda: breaker.snapshot()["next_trial_in"] == 0)
-        assert await breaker.call(ok) == "ok"
+        assert await through(breaker, ok) == "ok"
         assert breaker.state == "closed"
     finally:
         await breaker.aclose()

@@ -11,17 +11,7 @@ import pytest
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CircuitOpenError
 from khronos_cli.resilience.breaker import BreakerEvent, CircuitBreaker
-from tests.support import async_wait_for
-
-
-class Clock:
-    """A hand-driven clock for the breaker's windows, reset timeout and override expiry."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock, async_wait_for, through
 
 
 def make(clock: Clock, **overrides: Any) -> CircuitBreaker:
@@ -42,12 +32,12 @@ async def boom() -> None:
 async def fail(breaker: CircuitBreaker, times: int = 1) -> None:
     for _ in range(times):
         with pytest.raises(ValueError):
-            await breaker.call(boom)
+            await through(breaker, boom)
 
 
 async def succeed(breaker: CircuitBreaker, times: int = 1) -> None:
     for _ in range(times):
-        assert await breaker.call(ok) == "ok"
+        assert await through(breaker, ok) == "ok"
 
 
 async def tripped(clock: Clock, **overrides: Any) -> CircuitBreaker:
@@ -93,7 +83,7 @@ async def test_rejected_calls_are_not_in_the_denominator() -> None:
     breaker = await tripped(Clock())
     for _ in range(5):
         with pytest.raises(CircuitOpenError):
-            await breaker.call(ok)
+            await through(breaker, ok)
     stats = breaker.snapshot()["stats"]
     assert (stats["rejects"], stats["window_calls"], stats["error_percentage"]) == (5, 1, 100.0)
 
@@ -115,7 +105,7 @@ async def test_open_rejects_until_the_reset_timeout_then_one_trial_closes() -> N
     breaker = await tripped(clock, reset_timeout=30)
     clock.now += 10
     with pytest.raises(CircuitOpenError) as caught:
-        await breaker.call(ok)
+        await through(breaker, ok)
     assert caught.value.retry_in == pytest.approx(20)
     clock.now += 20
     await succeed(breaker)
@@ -155,7 +145,7 @@ async def test_half_open_admits_exactly_n_of_50_concurrent_callers(permits: int)
         await gate.wait()
         return "trial"
 
-    tasks = [asyncio.create_task(breaker.call(trial)) for _ in range(50)]
+    tasks = [asyncio.create_task(through(breaker, trial)) for _ in range(50)]
     await async_wait_for(lambda: sum(t.done() for t in tasks) == 50 - permits)
     assert breaker.state == "half-open"
     gate.set()
@@ -170,7 +160,7 @@ async def test_a_hung_trial_reopens_after_the_maximum_wait() -> None:
     clock, gate = Clock(), asyncio.Event()
     breaker = await tripped(clock, timeout=30, half_open_max_wait=0.05)
     clock.now += 30
-    task = asyncio.create_task(breaker.call(gate.wait))
+    task = asyncio.create_task(through(breaker, gate.wait))
     await async_wait_for(lambda: breaker.snapshot()["stats"]["in_flight"] == 1)
     assert breaker.state == "half-open"
     await async_wait_for(lambda: breaker.state == "open", timeout=5)
@@ -185,7 +175,7 @@ async def test_a_cancelled_trial_releases_its_permit() -> None:
     clock = Clock()
     breaker = await tripped(clock)
     clock.now += 30
-    task = asyncio.create_task(breaker.call(asyncio.Event().wait))
+    task = asyncio.create_task(through(breaker, asyncio.Event().wait))
     await async_wait_for(lambda: breaker.snapshot()["stats"]["in_flight"] == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -201,7 +191,7 @@ async def test_force_open_rejects_with_its_reason_until_it_expires() -> None:
     breaker = make(clock)
     await breaker.force_open("drill", expires_in=60)
     with pytest.raises(CircuitOpenError, match="forced open \\(drill\\)"):
-        await breaker.call(ok)
+        await through(breaker, ok)
     forced = breaker.snapshot()["forced"]
     assert (forced["state"], forced["reason"], forced["expires_in"]) == ("open", "drill", 60)
     clock.now += 61

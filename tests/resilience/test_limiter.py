@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 
 from khronos_cli.config import LimiterSettings, Rate
 from khronos_cli.errors import JobDroppedError, JobExpiredError
-from khronos_cli.resilience.limiter import Limiter
-from khronos_cli.resilience.limiter_stats import LimiterEvent
+from khronos_cli.resilience.limiter.limiter import Limiter
+from khronos_cli.resilience.limiter.stats import LimiterEvent
 from tests.support import async_wait_for
 
 Factory = Callable[..., Limiter]
@@ -262,18 +262,6 @@ async def test_events_and_counts(memory: Factory) -> None:
     snapshot = limiter.snapshot()
     assert {"executing", "queued", "done", "dropped", "rate", "history", "keys"} <= set(snapshot)
     assert snapshot["done"] == 2 and len(snapshot["history"]) == 60
-
-
-async def test_decorator_schedules_each_call(memory: Factory) -> None:
-    """The decorator routes every call through the limiter, keyed by its arguments."""
-    limiter = memory(group_by="chat", max_concurrent=1)
-
-    @limiter.limit(key=lambda chat, text: chat)
-    async def send(chat: int, text: str) -> str:
-        return f"{chat}:{text}"
-
-    assert await asyncio.gather(send(1, "a"), send(2, text="b")) == ["1:a", "2:b"]
-    assert limiter.snapshot()["done"] == 2 and limiter.snapshot()["keys"] == 2
 
 
 async def test_invalid_jobs_are_refused(memory: Factory) -> None:

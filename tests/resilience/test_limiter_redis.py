@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
-from khronos_cli.resilience.limiter import Limiter
+from khronos_cli.resilience.limiter.limiter import Limiter
 from tests.resilience.test_limiter import ManualClock
 from tests.support import async_wait_for
 
@@ -125,7 +125,7 @@ _WORKER = """
 import asyncio, json, sys, time
 from redis.asyncio import Redis
 from khronos_cli.config import LimiterSettings, Rate
-from khronos_cli.resilience.limiter import Limiter
+from khronos_cli.resilience.limiter.limiter import Limiter
 
 async def main(url, count):
     client = Redis.from_url(url)

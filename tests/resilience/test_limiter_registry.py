@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
 from khronos_cli.errors import ConfigError
-from khronos_cli.resilience.limiters import Limiters, is_throttled, telegram_retry_after
+from khronos_cli.resilience.limiter.registry import PRIORITY_BULK, PRIORITY_REPLY, Limiters
 from tests.support import async_wait_for
 
 
@@ -49,16 +49,11 @@ def test_rates_pyrate_cannot_enforce_are_a_config_error() -> None:
         Limiters.build({"x": bad})
 
 
-def test_get_updates_is_never_throttled() -> None:
-    """Reads such as getUpdates bypass the limiter; sends go through it."""
-    assert not is_throttled("getUpdates") and not is_throttled("getMe")
-    assert is_throttled("sendMessage") and is_throttled("editMessageText")
-
-
-async def test_telegram_call_bypasses_reads_and_prefers_replies() -> None:
-    """getUpdates runs at once; a reply overtakes queued bulk sends for the shared budget."""
+async def test_a_reply_overtakes_queued_bulk_sends() -> None:
+    """A reply (PRIORITY_REPLY) overtakes queued bulk sends for the bot's shared budget."""
     settings = dataclasses.replace(LIMITER_DEFAULTS["telegram"], global_max_concurrent=1)
     limiters = Limiters.build({"telegram": settings})
+    telegram = limiters["telegram"]
     order: list[str] = []
     gate = asyncio.Event()
 
@@ -67,21 +62,18 @@ async def test_telegram_call_bypasses_reads_and_prefers_replies() -> None:
         await gate.wait()
         return tag
 
-    busy = asyncio.create_task(limiters.telegram_call("sendMessage", 1, call, "busy"))
+    def send(chat: int, tag: str, priority: int) -> asyncio.Task[str]:
+        return asyncio.create_task(telegram.schedule(call, tag, key=chat, priority=priority))
+
+    busy = send(1, "busy", PRIORITY_BULK)
     await async_wait_for(lambda: order == ["busy"])
-    tasks = [
-        asyncio.create_task(limiters.telegram_call("sendMessage", chat, call, f"bulk{chat}"))
-        for chat in (2, 3)
-    ]
-    tasks.append(
-        asyncio.create_task(limiters.telegram_call("sendMessage", 4, call, "reply", reply=True))
-    )
-    await async_wait_for(lambda: limiters["telegram"].snapshot()["queued"] == 3)
+    tasks = [send(chat, f"bulk{chat}", PRIORITY_BULK) for chat in (2, 3)]
+    tasks.append(send(4, "reply", PRIORITY_REPLY))
+    await async_wait_for(lambda: telegram.snapshot()["queued"] == 3)
     gate.set()
-    assert await limiters.telegram_call("getUpdates", 0, call, "poll") == "poll"
     await asyncio.gather(busy, *tasks)
-    assert order == ["busy", "poll", "reply", "bulk2", "bulk3"]
-    assert limiters["telegram"].snapshot()["received"] == 4
+    assert order == ["busy", "reply", "bulk2", "bulk3"]
+    assert telegram.snapshot()["received"] == 4
     await limiters.aclose()
 
 
@@ -89,7 +81,6 @@ async def test_a_429_halts_its_chat_and_several_chats_halt_the_bot() -> None:
     """A 429 on one chat halts that chat only; a third chat refused within the flood window
     halts every chat; a 429 with no chat halts the bot at once."""
     limiters = Limiters.build()
-    assert telegram_retry_after({"description": "Too Many Requests: retry after 9"}) is None
     assert limiters.telegram_429(3.0, chat_id=-100) == "chat"
     assert limiters.snapshot()["telegram"]["halted_for"] == 0
     assert limiters["telegram"].room(5) is None  # other chats are not touched

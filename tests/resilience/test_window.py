@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from khronos_cli.resilience.window import RollingWindow, bin_middle_ms, latency_bin
+from khronos_cli.resilience.breaker.window import RollingWindow, bin_middle_ms, latency_bin
 
 
 def test_counts_calls_and_failures_in_the_window() -> None:

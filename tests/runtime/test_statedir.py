@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from khronos_cli import statedir
-from khronos_cli.statedir import StateDirError
+from khronos_cli.errors import StateDirError
 
 
 def _mode(path: Path) -> int:

@@ -7,11 +7,12 @@ import pytest
 from khronos_cli.config import BREAKER_DEFAULTS, LIMITER_DEFAULTS, Rate, Secret
 from khronos_cli.errors import CircuitOpenError, UpstreamError
 from khronos_cli.resilience.breaker import CircuitBreaker
-from khronos_cli.resilience.breakers import not_an_outage
-from khronos_cli.resilience.limiter import Limiter
+from khronos_cli.resilience.breaker.registry import not_an_outage
+from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.runtime.wiring import guard
 from khronos_cli.sandbox import FloodLimits, SandboxStack
 from khronos_cli.upstream.telegram import TelegramClient
+from tests.support import through
 
 
 async def test_a_telegram_429_halts_the_limiter_and_holds_the_breaker() -> None:
@@ -33,7 +34,7 @@ async def test_a_telegram_429_halts_the_limiter_and_holds_the_breaker() -> None:
         assert limiter.snapshot()["halted_for"] > 0
         assert breaker.snapshot()["state"] == "open"
         with pytest.raises(CircuitOpenError):  # straight to the breaker: held open
-            await breaker.call(client.send_message, 6, "direct")
+            await through(breaker, client.send_message, 6, "direct")
         await client.send_message(7, "third")  # waits out the halt, then goes through
         assert stack.telegram.flood_rejections == 1
         assert [d.chat_id for d in stack.telegram.deliveries] == [1, 7]

@@ -7,18 +7,9 @@ import httpx
 from khronos_cli.config import Rate
 from khronos_cli.sandbox import SANDBOX_TOKEN, FloodLimits, TelegramStandIn
 from khronos_cli.sandbox.flood import FloodControl
+from tests.support import Clock
 
 PRIVATE, OTHER, GROUP = 1001, 1002, -1001
-
-
-class Clock:
-    """A clock the test steps by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_private_chat_limit_admits_up_to_the_limit_and_not_one_more() -> None:

@@ -5,7 +5,8 @@ overridden by ``khronos.toml``), all in memory or all on one Redis. It also hold
 rules that are not numbers:
 
 - ``getUpdates`` (and every other ``get*`` read) is never throttled: a throttled poller would
-  delay every reply and can hit the 50 s long-poll limit.
+  delay every reply and can hit the 50 s long-poll limit (the Telegram client sends only
+  ``send*`` calls through the limiter).
 - Replies to users take priority over bulk sends (:data:`PRIORITY_REPLY` before
   :data:`PRIORITY_BULK`) when they compete for the bot's 30/s.
 - A 429's ``parameters.retry_after`` (never the description text) halts the sends of its scope.
@@ -24,15 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 from redis.asyncio import Redis
 
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
 from khronos_cli.errors import ConfigError
-from khronos_cli.resilience.limiter import Limiter, QueuedJob
-from khronos_cli.resilience.limiter_backends import RedisRates
+from khronos_cli.resilience.limiter.backends import RedisRates
+from khronos_cli.resilience.limiter.jobs import QueuedJob
+from khronos_cli.resilience.limiter.limiter import Limiter
 
 __all__ = [
     "PRIORITY_BULK",
@@ -40,8 +42,6 @@ __all__ = [
     "TELEGRAM_GUARD",
     "TELEGRAM_REDIS_GUARD",
     "Limiters",
-    "is_throttled",
-    "telegram_retry_after",
 ]
 
 PRIORITY_REPLY: Final = 2
@@ -51,20 +51,6 @@ TELEGRAM_REDIS_GUARD: Final = 0.025  # ... when replicas share the budget throug
 FLOOD_CHATS: Final = 3  # this many chats answered 429 ...
 FLOOD_WINDOW: Final = 5.0  # ... within this many seconds: the whole bot is flooded
 T = TypeVar("T")
-
-
-def is_throttled(method: str) -> bool:
-    """Whether a Bot API method goes through the ``telegram`` limiter (reads never do)."""
-    return not method.startswith("get")
-
-
-def telegram_retry_after(payload: Mapping[str, Any]) -> float | None:
-    """Seconds from a 429 answer's ``parameters.retry_after``; ``None`` if it has none."""
-    parameters = payload.get("parameters")
-    value = parameters.get("retry_after") if isinstance(parameters, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        return None
-    return float(value)
 
 
 class Limiters(Mapping[str, Limiter]):
@@ -123,40 +109,25 @@ class Limiters(Mapping[str, Limiter]):
         """Tell the Redis backends how many replicas share the budgets: without Redis each one
         keeps 1/count of them."""
         for limiter in self._limiters.values():
-            backend = limiter._backend
+            backend = limiter.backend
             if isinstance(backend, RedisRates):
                 backend.replicas = count
 
     def recovered(self) -> None:
         """Redis answers again (the caller saw it): leave local limits before the next decision."""
         for limiter in self._limiters.values():
-            backend = limiter._backend
+            backend = limiter.backend
             if isinstance(backend, RedisRates):
                 backend.degraded = False
 
     @property
     def degraded(self) -> bool:
         """Whether any limiter decides on local limits because Redis is unreachable."""
-        return any(getattr(limiter._backend, "degraded", False) for limiter in self.values())
+        return any(getattr(limiter.backend, "degraded", False) for limiter in self.values())
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{name: snapshot}``, the body of ``GET /limiter/stats`` and ``khronos limiter``."""
         return {name: limiter.snapshot() for name, limiter in self._limiters.items()}
-
-    async def telegram_call(
-        self,
-        method: str,
-        chat_id: Hashable,
-        fn: Callable[..., Awaitable[T]],
-        *args: Any,
-        reply: bool = False,
-        **kwargs: Any,
-    ) -> T:
-        """One Bot API call: reads at once, sends through ``telegram`` by chat, replies first."""
-        if not is_throttled(method):
-            return await fn(*args, **kwargs)
-        priority = PRIORITY_REPLY if reply else PRIORITY_BULK
-        return await self["telegram"].schedule(fn, *args, key=chat_id, priority=priority, **kwargs)
 
     def telegram_429(self, retry_after: float, chat_id: Hashable = None) -> str:
         """Telegram answered a send to ``chat_id`` with 429: halt that chat's sends for

@@ -1,4 +1,5 @@
-"""`khronos run --sandbox` as a real process tree on a temporary state dir, and ways to drive it."""
+"""A real khronos instance for tests: ``khronos run --sandbox`` as a subprocess, its control
+socket, its sandbox's admin port, and how to wait for it and stop it."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from khronos_cli.control.client import ControlClient
 from khronos_cli.errors import KhronosError
@@ -203,28 +202,3 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[Instance]:
-    """A running `khronos run --sandbox` (no simulated users; tests push messages themselves)."""
-    running = Instance(tmp_path).start()
-    try:
-        yield running
-    finally:
-        running.close()
-
-
-@pytest.fixture
-def make_instance(tmp_path: Path) -> Iterator[Any]:
-    """A factory for instances with their own config or arguments, all closed at the end."""
-    made: list[Instance] = []
-
-    def make(name: str = "a", **options: Any) -> Instance:
-        created = Instance(tmp_path / name, **options)
-        made.append(created)
-        return created
-
-    yield make
-    for created in made:
-        created.close()

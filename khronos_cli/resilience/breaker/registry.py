@@ -2,17 +2,15 @@
 
 :func:`build_breakers` turns ``Settings.breakers`` (name -> :class:`BreakerSettings`, DESIGN.md's
 defaults overridden per breaker by ``khronos.toml``) into a :class:`BreakerRegistry`. Each seed
-breaker gets what its dependency needs:
+breaker gets the classification its dependency needs:
 
-==============  ============================================================  ================
-name            classification                                                fallback
-==============  ============================================================  ================
-anthropic-api   HTTP 5xx/429 results fail; 4xx UpstreamErrors are ignored      a canned reply
-telegram-api    same                                                          ``{ok: false,
-                                                                              error_code: 503}``
-openai-api      same                                                          none
-database        every exception fails                                         none: loud
-==============  ============================================================  ================
+* ``anthropic-api``, ``openai-api``, ``openai-transcription``: a 4xx :class:`UpstreamError` is
+  ignored; every other error fails.
+* ``telegram-api``, ``telegram-updates``: the same, and Telegram's 429 is ignored too.
+* ``database`` and any other: every exception fails.
+
+Fallbacks are the bot's (Anthropic, then OpenAI, then the fallback text; an unsent reply stays in
+the outbox); it tells the breaker with ``record_fallback``, the ``fb`` column.
 
 A 4xx (our own mistake: bad request, bad key) says nothing about the dependency's health, so it
 neither trips nor heals a breaker. An upstream 429 or 503 with a retry-after holds the breaker
@@ -37,33 +35,17 @@ from typing import Any
 
 from khronos_cli.config import BREAKER_DEFAULTS, BreakerSettings, Settings
 from khronos_cli.errors import UpstreamError
-from khronos_cli.resilience.breaker import CircuitBreaker
-from khronos_cli.resilience.breaker_storage import (
+from khronos_cli.resilience.breaker.breaker import CircuitBreaker
+from khronos_cli.resilience.breaker.storage import (
     BreakerStorage,
     MemoryBreakerStorage,
     RedisBreakerStorage,
 )
 
-__all__ = [
-    "ANTHROPIC_FALLBACK_REPLY",
-    "BreakerRegistry",
-    "anthropic_fallback",
-    "build_breakers",
-    "http_failure",
-    "not_a_telegram_outage",
-    "not_an_outage",
-    "telegram_fallback",
-]
+__all__ = ["BreakerRegistry", "build_breakers", "not_a_telegram_outage", "not_an_outage"]
 
-ANTHROPIC_FALLBACK_REPLY = "IA indisponível agora. Tente novamente em alguns segundos."
 _HTTP_BREAKERS = ("anthropic-api", "openai-api", "openai-transcription")
 _TELEGRAM_BREAKERS = ("telegram-api", "telegram-updates")
-
-
-def http_failure(result: object) -> bool:
-    """An HTTP response (httpx or alike) that means the upstream is down or overloaded."""
-    status = getattr(result, "status_code", None)
-    return isinstance(status, int) and (status >= 500 or status == 429)
 
 
 def not_an_outage(error: BaseException) -> bool:
@@ -74,22 +56,6 @@ def not_an_outage(error: BaseException) -> bool:
 def not_a_telegram_outage(error: BaseException) -> bool:
     """As :func:`not_an_outage`, and Telegram's 429 too: flood control, not an outage."""
     return not_an_outage(error) or (isinstance(error, UpstreamError) and error.status == 429)
-
-
-def anthropic_fallback(*args: object, error: BaseException, **kwargs: object) -> str:
-    """The seed's reply when Anthropic is unavailable."""
-    return ANTHROPIC_FALLBACK_REPLY
-
-
-def telegram_fallback(*args: object, error: BaseException, **kwargs: object) -> dict[str, Any]:
-    """The seed's Bot API-shaped answer when Telegram is unavailable."""
-    return {"ok": False, "error_code": 503, "description": f"khronos: {error}"}
-
-
-_FALLBACKS: Mapping[str, Callable[..., Any]] = {
-    "anthropic-api": anthropic_fallback,
-    "telegram-api": telegram_fallback,
-}
 
 
 class BreakerRegistry(Mapping[str, CircuitBreaker]):
@@ -147,14 +113,12 @@ def build_breakers(
     breakers = {}
     for name, breaker_settings in table.items():
         telegram = name in _TELEGRAM_BREAKERS
-        http = telegram or name in _HTTP_BREAKERS
+        http = name in _HTTP_BREAKERS
         breakers[name] = CircuitBreaker(
             breaker_settings,
             storage=storage,
             clock=clock,
-            fallback=_FALLBACKS.get(name),
             ignore=not_a_telegram_outage if telegram else not_an_outage if http else (),
-            is_failure=http_failure if http else None,
             health_check=checks.get(name),
         )
     return BreakerRegistry(breakers, storage)

@@ -2,7 +2,7 @@
 
 ``await limiter.schedule(fn, *args, key=..., priority=..., weight=..., expiration=...)`` runs
 ``fn`` once its key and the limiter allow it. Rate decisions are pyrate-limiter's atomic
-check-and-consume (see ``limiter_backends``); the waiting, queueing and concurrency are here:
+check-and-consume (see ``backends``); the waiting, queueing and concurrency are here:
 
 - **Per-key groups** (``group_by``): each key has its own priority heap (priority 0 is the most
   important, 5 the default; FIFO within a priority), weighted concurrency, spacing and rates; the
@@ -23,36 +23,35 @@ check-and-consume (see ``limiter_backends``); the waiting, queueing and concurre
 - ``stop(drop_waiting=...)`` refuses new jobs, drains or hands back the queue, and waits for
   the jobs in flight.
 
-A job runs in its caller's task: the dispatcher only resolves the job's "go" future, so a
-cancelled caller cancels its job, and an uncontended job (nothing queued) starts inline with
-no task switch at all.
+The queues and the dispatcher are the limiter's :class:`~.scheduler.Scheduler`, its keys a
+:class:`~.keys.KeyTable`. A job runs in its caller's task: the dispatcher only resolves the
+job's "go" future, so a cancelled caller cancels its job, and an uncontended job (nothing
+queued) starts inline with no task switch at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import heapq
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
 from khronos_cli.config import LimiterSettings
 from khronos_cli.errors import JobDroppedError, JobExpiredError, LimiterStoppedError
-from khronos_cli.resilience.limiter_backends import ADMIT, MemoryRates, RedisRates
-from khronos_cli.resilience.limiter_groups import Job, KeyedDispatcher, KeyGroup, QueuedJob, spacing
-from khronos_cli.resilience.limiter_stats import LimiterEvent, Listener
+from khronos_cli.resilience.limiter.backends import ADMIT, MemoryRates, RedisRates
+from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT, Job, KeyGroup, QueuedJob, spacing
+from khronos_cli.resilience.limiter.keys import KeyTable
+from khronos_cli.resilience.limiter.scheduler import Scheduler
+from khronos_cli.resilience.limiter.stats import LimiterEvent, LimiterStats, Listener
 
-__all__ = ["PRIORITY_DEFAULT", "Limiter", "QueuedJob"]
+__all__ = ["Limiter"]
 
-PRIORITY_DEFAULT: Final = 5
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Limiter(KeyedDispatcher):
+class Limiter:
     """A Bottleneck-style scheduler for one dependency, e.g. ``telegram`` grouped by chat.
 
     ``redis``: share the rate budgets and halts with every process on that Redis (keys under
@@ -82,19 +81,28 @@ class Limiter(KeyedDispatcher):
         backend: MemoryRates | RedisRates
         if redis is not None:
             backend = RedisRates(
-                redis, s.name, g_rates, bot=bot, guard=guard, min_time=g_min,
-                server_time=clock is None, owns_client=owns_redis,
-            )  # fmt: skip
+                redis,
+                s.name,
+                g_rates,
+                bot=bot,
+                guard=guard,
+                min_time=g_min,
+                server_time=clock is None,
+                owns_client=owns_redis,
+            )
         else:
             backend = MemoryRates(g_rates, guard=guard)
-        super().__init__(
-            s.name,
-            backend,
-            clock or (time.time if redis is not None else time.monotonic),
-            key_limits=key_limits,
-            global_limits=(g_max, g_min),
-            idle_timeout=s.idle_timeout,
+        self.name = s.name
+        self.backend = backend
+        self._clock = clock or (time.time if redis is not None else time.monotonic)
+        key_max, key_min, key_rates, group_rates = key_limits
+        self._keys = KeyTable(
+            backend.key_state, self._clock, key_rates, group_rates, key_min, s.idle_timeout
         )
+        self._scheduler = Scheduler(
+            s.name, backend, self._clock, self._keys, key_max=key_max, global_limits=(g_max, g_min)
+        )
+        self.stats: LimiterStats = self._scheduler.stats
         self.settings = s
         self._grouped = s.group_by is not None
         self._g_interval = max(g_min, spacing(g_rates))
@@ -136,40 +144,14 @@ class Limiter(KeyedDispatcher):
             except Exception as exc:
                 if attempt >= retries:
                     self.stats.failed += 1
-                    self._emit("failed", job, error=exc)
+                    self._scheduler.emit("failed", job, error=exc)
                     raise
                 attempt += 1
                 delay = retry_delay(attempt) if callable(retry_delay) else retry_delay
                 self.stats.retried += 1
-                self._emit("retry", job, error=exc, seconds=delay)
+                self._scheduler.emit("retry", job, error=exc, seconds=delay)
                 if delay > 0:
                     await asyncio.sleep(delay)
-
-    def limit(
-        self,
-        *,
-        key: Callable[..., Hashable] | None = None,
-        priority: int = PRIORITY_DEFAULT,
-        weight: int = 1,
-        expiration: float | None = None,
-        retries: int = 0,
-    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
-        """Decorator: every call of the function goes through ``schedule``; ``key(*args,
-        **kwargs)`` picks its group."""
-
-        def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-            @functools.wraps(fn)
-            async def limited(*args: P.args, **kwargs: P.kwargs) -> T:
-                group = key(*args, **kwargs) if key is not None else None
-                call = functools.partial(fn, *args, **kwargs)
-                return await self.schedule(
-                    call, key=group, priority=priority, weight=weight,
-                    expiration=expiration, retries=retries,
-                )  # fmt: skip
-
-            return limited
-
-        return decorate
 
     def room(self, key: Hashable = None, *, waiting: int = 0) -> float | None:
         """None when a job for ``key`` would be queued now; else the seconds to wait (a full
@@ -179,7 +161,7 @@ class Limiter(KeyedDispatcher):
         if self._stopping:
             raise LimiterStoppedError(self.name)
         key = key if self._grouped else None
-        group = self._groups.get(key)
+        group = self._keys.get(key)
         queued = (0 if group is None else len(group.heap)) + waiting
         if self._max_queued is None or queued < self._max_queued:
             return None
@@ -187,17 +169,17 @@ class Limiter(KeyedDispatcher):
             return None  # the newcomer is kept; an older or lower job makes room
         now = self._clock()
         if group is None:
-            group = self._group(key, now)
-            self._mark_idle(group, now)
-        extra = max(self._key_min, group.interval) * waiting
+            group = self._keys.group(key, now)
+            self._keys.mark_idle(group, now)
+        extra = max(self._keys.key_min, group.interval) * waiting
         return round(self._retry_after(group, now) + extra, 3)
 
     def halted(self, key: Hashable = None) -> bool:
         """Whether starts are halted right now: every key's, or ``key``'s (a 429's retry_after)."""
         now = self._clock()
-        if self._halted > now:
+        if self._scheduler.halted > now:
             return True
-        group = self._groups.get(key) if self._grouped else None
+        group = self._keys.get(key) if self._grouped else None
         return group is not None and group.halted > now
 
     def halt(self, seconds: float, scope: Hashable = None) -> None:
@@ -210,15 +192,15 @@ class Limiter(KeyedDispatcher):
         until = now + max(0.0, seconds)
         key = scope if self._grouped else None
         if key is None:
-            self._halted = max(self._halted, until)
+            self._scheduler.halted = max(self._scheduler.halted, until)
         else:
-            group = self._group(key, now)
+            group = self._keys.group(key, now)
             group.halted = max(group.halted, until)
-            self._mark_idle(group, now)
+            self._keys.mark_idle(group, now)
         if self.stats.wants("halt"):
             self.stats.emit(LimiterEvent("halt", self.name, key, seconds=seconds))
-        if isinstance(self._backend, RedisRates):
-            write = self._backend.write_halt(int(until * 1000), int(seconds * 1000) + 1, key)
+        if isinstance(self.backend, RedisRates):
+            write = self.backend.write_halt(int(until * 1000), int(seconds * 1000) + 1, key)
             task = asyncio.get_running_loop().create_task(write)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -231,24 +213,28 @@ class Limiter(KeyedDispatcher):
     async def pump(self) -> None:
         """Evict idle keys and re-examine the queue now; return once the dispatcher has acted on
         all that is due (for an injected clock in tests, and for tools)."""
-        while True:
-            self._sweep()
-            self._kick()
-            await self._resting.wait()
-            if not self._deciding:
-                return
-            await self._decided.wait()
+        await self._scheduler.pump()
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state for the control socket and ``GET /limiter/stats``."""
-        now, st = self._clock(), self.stats
+        now, st, sc = self._clock(), self.stats, self._scheduler
         return {
-            "name": self.name, "backend": self._backend.name, "received": st.received,
-            "queued": self._queued, "running": self._running, "executing": self._executing,
-            "done": st.done, "dropped": st.dropped, "failed": st.failed, "retried": st.retried,
-            "rate": st.rate(now), "history": st.history(now), "keys": len(self._groups),
-            "halted_for": round(max(0.0, self._halted - now), 3), "stopping": self._stopping,
-        }  # fmt: skip
+            "name": self.name,
+            "backend": self.backend.name,
+            "received": st.received,
+            "queued": sc.queued,
+            "running": sc.running,
+            "executing": sc.executing,
+            "done": st.done,
+            "dropped": st.dropped,
+            "failed": st.failed,
+            "retried": st.retried,
+            "rate": st.rate(now),
+            "history": st.history(now),
+            "keys": len(self._keys),
+            "halted_for": round(max(0.0, sc.halted - now), 3),
+            "stopping": self._stopping,
+        }
 
     async def stop(self, *, drop_waiting: bool = False) -> list[QueuedJob]:
         """Refuse new jobs; drain the queue (or hand it back), then wait for running jobs.
@@ -257,29 +243,20 @@ class Limiter(KeyedDispatcher):
         callers and are returned, most important first, for the caller to persist.
         """
         self._stopping = True
+        scheduler = self._scheduler
         if drop_waiting:
-            self._dropping = True
-            for job in sorted(job for group in self._groups.values() for job in group.heap):
-                self._hand_back(job)
-            self._ready.clear()
-        self._kick()
-        await self._drained.wait()
-        self._closed = True
-        for handle in (self._timer, self._sweeper):
-            if handle is not None:
-                handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            scheduler.hand_back_all()
+        scheduler.kick()
+        await scheduler.drained.wait()
+        await scheduler.close()
         await asyncio.gather(*self._background, return_exceptions=True)
-        handed, self._handed = self._handed, []
+        handed, scheduler.handed = scheduler.handed, []
         return handed
 
     async def aclose(self) -> None:
         """Stop at once (queued jobs fail) and release the backend."""
         await self.stop(drop_waiting=True)
-        await self._backend.aclose()
+        await self.backend.aclose()
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -296,61 +273,52 @@ class Limiter(KeyedDispatcher):
     ) -> Job:
         if self._stopping:
             raise LimiterStoppedError(self.name)
+        scheduler = self._scheduler
         now = self._clock()
-        group = self._group(key if self._grouped else None, now)
+        group = self._keys.group(key if self._grouped else None, now)
         job = Job(fn, args, kwargs, group, priority, weight)
         self.stats.received += 1
-        self._drained.clear()
-        self._idle.pop(group.key, None)
-        if (
-            not group.heap
-            and not self._ready
-            and not self._deciding
-            and self._free(group, job, now)
-        ):
-            self._reserve(group, job)
-            verdict = self._backend.acquire(group.handle, weight, int(now * 1000))
+        scheduler.drained.clear()
+        self._keys.busy(group)
+        if scheduler.free(group, job, now):
+            scheduler.reserve(group, job)
+            verdict = self.backend.acquire(group.handle, weight, int(now * 1000))
             if not isinstance(verdict, tuple):
                 try:
-                    verdict = await self._awaited(verdict)
+                    verdict = await scheduler.awaited(verdict)
                 except BaseException:
-                    self._unreserve(job)
-                    self._mark_idle(group, self._clock())
-                    self._maybe_drained()
+                    scheduler.unreserve(job)
+                    self._keys.mark_idle(group, self._clock())
+                    scheduler.maybe_drained()
                     raise
                 now = self._clock()
             if verdict[0] == ADMIT:
-                self._started(job, now)
+                scheduler.started(job, now)
                 return job
-            self._unreserve(job)
-            self._refused(group, verdict, now)
+            scheduler.unreserve(job)
+            scheduler.refused(group, verdict, now)
         return await self._queue(job, now)
 
     async def _queue(self, job: Job, now: float) -> Job:
-        group = job.group
+        scheduler, group = self._scheduler, job.group
         if self._max_queued is not None and len(group.heap) >= self._max_queued:
             victim = self._victim(group, job)
             error = JobDroppedError(self.name, group.key, self._retry_after(group, now))
             if victim is job:
                 self.stats.dropped += 1
-                self._emit("dropped", job, error=error)
+                scheduler.emit("dropped", job, error=error)
                 raise error
-            self._fail(victim, error, dropped=True)
-        job.seq = next(self._seq)
-        job.future = asyncio.get_running_loop().create_future()
-        heapq.heappush(group.heap, job)
-        self._queued += 1
-        self._emit("queued", job)
-        self._evaluate(group, now)
-        self._kick()
+            scheduler.fail(victim, error, dropped=True)
+        scheduler.enqueue(job, now)
+        assert job.future is not None
         try:
             await job.future
         except asyncio.CancelledError:
             if job in group.heap:
-                self._remove(job)
+                scheduler.remove(job)
             elif job.future.done() and not job.future.cancelled():
-                self._running -= 1  # started, then cancelled before executing
-                self._release(job)
+                scheduler.running -= 1  # started, then cancelled before executing
+                scheduler.release(job)
             raise
         return job
 
@@ -364,21 +332,29 @@ class Limiter(KeyedDispatcher):
 
     def _retry_after(self, group: KeyGroup, now: float) -> float:
         """Seconds until the queue ahead of a newcomer to ``group`` has likely drained."""
+        sc, key_min = self._scheduler, self._keys.key_min
         ahead = len(group.heap)
-        head = max(0.0, group.not_before - now, group.last_start + self._key_min - now,
-                   group.halted - now, self._halted - now, self._not_before - now)  # fmt: skip
-        per_key = max(self._key_min, group.interval) * ahead
-        per_global = self._g_interval * self._queued
-        slots = min(c for c in (self._key_max, self._g_max, ahead or 1) if c is not None)
+        head = max(
+            0.0,
+            group.not_before - now,
+            group.last_start + key_min - now,
+            group.halted - now,
+            sc.halted - now,
+            sc.not_before - now,
+        )
+        per_key = max(key_min, group.interval) * ahead
+        per_global = self._g_interval * sc.queued
+        slots = min(c for c in (sc.key_max, sc.g_max, ahead or 1) if c is not None)
         busy = self._avg_exec * ahead / max(1, slots)
         return round(head + max(per_key, per_global, busy, 0.001), 3)
 
     # -- execution ----------------------------------------------------------------------------
 
     async def _execute(self, job: Job, expiration: float | None) -> Any:
-        self._running -= 1
-        self._executing += 1
-        self._emit("executing", job)
+        scheduler = self._scheduler
+        scheduler.running -= 1
+        scheduler.executing += 1
+        scheduler.emit("executing", job)
         started = self._clock()
         try:
             if expiration is None:
@@ -393,25 +369,9 @@ class Limiter(KeyedDispatcher):
                         raise JobExpiredError(self.name, expiration) from exc
                     raise
             self.stats.done += 1
-            self._emit("done", job)
+            scheduler.emit("done", job)
             return result
         finally:
-            self._executing -= 1
+            scheduler.executing -= 1
             self._avg_exec += (self._clock() - started - self._avg_exec) * 0.2
-            self._release(job)
-
-    def _release(self, job: Job) -> None:
-        group = job.group
-        group.running -= job.weight
-        self._used -= job.weight
-        if group.heap:
-            self._evaluate(group, self._clock())
-        elif group.running == 0:
-            self._mark_idle(group, self._clock())
-        if self._queued:
-            self._kick()
-        elif not (self._running or self._executing or self._used):
-            if self.stats.wants("idle"):  # after this job's done/failed event
-                asyncio.get_running_loop().call_soon(self._maybe_drained)
-            else:
-                self._drained.set()
+            scheduler.release(job)
