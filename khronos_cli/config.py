@@ -8,8 +8,9 @@ port's address) is :mod:`khronos_cli.preflight`.
 
 Only the breakers and limiters khronos wires into its calls may be configured: another name (a
 typo such as ``[breakers.anthropic_api]``) would configure nothing, so it is refused with the
-known names. Secrets live only in the environment, wrapped in :class:`Secret`, and are never
-echoed in an error: neither a bad token nor a string under a key khronos does not know.
+known names. Secrets come from the environment, ``NAME_FILE`` or systemd credentials
+(:mod:`khronos_cli.secrets`), wrapped in :class:`Secret`, and are never echoed in an error:
+neither a bad token nor a string under a key khronos does not know.
 
 This module is imported by the CLI, so it uses the standard library only.
 """
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
 from khronos_cli.redaction import Secret
-from khronos_cli.secrets import read_secret
+from khronos_cli.secrets import api_key, bot_token, http_token, read_secret
 from khronos_cli.settings import (
     BREAKER_DEFAULTS,
     DEFAULT_HTTP_PORT,
@@ -72,9 +73,6 @@ MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
 WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of these; ours: 16+
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
-_BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")  # what @BotFather issues: <bot id>:<secret>
-_API_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what fits a header
-MIN_HTTP_TOKEN = 16
 
 
 def load(
@@ -177,11 +175,11 @@ class _Parser:
             http_port=self.port(port, port_key),
             http_probe_port=self.probe_port(tables["http"], env),
             redis_url=self.redis_url(data, env),
-            telegram_token=self.token(env),
-            anthropic_api_key=self.api_key(env, "ANTHROPIC_API_KEY"),
-            openai_api_key=self.api_key(env, "OPENAI_API_KEY"),
+            telegram_token=bot_token(env),
+            anthropic_api_key=api_key(env, "ANTHROPIC_API_KEY"),
+            openai_api_key=api_key(env, "OPENAI_API_KEY"),
             webhook_secret=Secret(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value),
-            http_token=self.http_token(env),
+            http_token=http_token(env),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
             telegram_mode=self.mode(tables["telegram"], env),
             webhook_url=self.webhook_url(tables["telegram"], env),
@@ -410,40 +408,6 @@ class _Parser:
         if not _clean_url(value):
             raise self.fail(key, value, expected + " with a valid host and port")
         return value
-
-    def token(self, env: Mapping[str, str]) -> Secret:
-        """``TELEGRAM_BOT_TOKEN`` (or its file, or credential): empty (``--sandbox`` brings its
-        own; :func:`require_credentials` refuses it elsewhere) or ``<bot id>:<secret>`` as
-        @BotFather issues it. Never echoed."""
-        found = read_secret(env, "TELEGRAM_BOT_TOKEN")
-        value = found.value
-        if value and not _BOT_TOKEN.fullmatch(value):
-            hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
-            expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
-            raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
-        return Secret(value)
-
-    def api_key(self, env: Mapping[str, str], variable: str) -> Secret:
-        """An API key: printable characters without spaces (it travels in an HTTP header)."""
-        found = read_secret(env, variable)
-        value = found.value
-        if value and not _API_KEY.fullmatch(value):
-            hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
-            expected = "an API key of printable characters without spaces"
-            raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
-        return Secret(value)
-
-    def http_token(self, env: Mapping[str, str]) -> Secret:
-        """``KHRONOS_HTTP_TOKEN`` (or its file, or credential): the bearer token the public
-        port's write endpoints require; long enough not to be guessed."""
-        token = self.api_key(env, "KHRONOS_HTTP_TOKEN")
-        if token and len(token.reveal()) < MIN_HTTP_TOKEN:
-            source = read_secret(env, "KHRONOS_HTTP_TOKEN").source
-            expected = (
-                f"a token of at least {MIN_HTTP_TOKEN} characters (e.g. `openssl rand -hex 32`)"
-            )
-            raise ConfigError("environment", source, None, expected, hidden=True)
-        return token
 
     def probe_port(self, http: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
         """``[http] probe_port`` (or ``KHRONOS_HTTP_PROBE_PORT``): a port of its own for

@@ -13,13 +13,23 @@ This module is imported by the CLI, so it uses the standard library only.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from khronos_cli.errors import ConfigError
+from khronos_cli.redaction import Secret
 
-__all__ = ["CREDENTIALS_DIRECTORY", "SECRETS", "FoundSecret", "read_secret"]
+__all__ = [
+    "CREDENTIALS_DIRECTORY",
+    "SECRETS",
+    "FoundSecret",
+    "api_key",
+    "bot_token",
+    "http_token",
+    "read_secret",
+]
 
 SECRETS = (
     "TELEGRAM_BOT_TOKEN",
@@ -30,6 +40,10 @@ SECRETS = (
 )
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"  # set by systemd for a unit with credentials
 MAX_SECRET_BYTES = 64 * 1024  # a token or a key is well under 1 KiB
+MIN_HTTP_TOKEN = 16
+_BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")  # what @BotFather issues: <bot id>:<secret>
+_API_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what fits a header
+_AROUND = " (it has spaces or a line break around it)"
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,40 @@ def read_secret(env: Mapping[str, str], name: str) -> FoundSecret:
             source = f"${CREDENTIALS_DIRECTORY}/{name}"
             return FoundSecret(_read(credential, source), source)
     return FoundSecret("", name)
+
+
+def bot_token(env: Mapping[str, str]) -> Secret:
+    """``TELEGRAM_BOT_TOKEN``: empty (``--sandbox`` brings its own; ``preflight`` refuses it
+    elsewhere) or ``<bot id>:<secret>`` as @BotFather issues it. Never echoed."""
+    found = read_secret(env, "TELEGRAM_BOT_TOKEN")
+    value = found.value
+    if value and not _BOT_TOKEN.fullmatch(value):
+        hint = _AROUND if value.strip() != value else ""
+        expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
+        raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
+    return Secret(value)
+
+
+def api_key(env: Mapping[str, str], variable: str) -> Secret:
+    """An API key: printable characters without spaces (it travels in an HTTP header)."""
+    found = read_secret(env, variable)
+    value = found.value
+    if value and not _API_KEY.fullmatch(value):
+        hint = _AROUND if value.strip() != value else ""
+        expected = "an API key of printable characters without spaces"
+        raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
+    return Secret(value)
+
+
+def http_token(env: Mapping[str, str]) -> Secret:
+    """``KHRONOS_HTTP_TOKEN``: the bearer token the public port's write endpoints require;
+    long enough not to be guessed."""
+    token = api_key(env, "KHRONOS_HTTP_TOKEN")
+    if token and len(token.reveal()) < MIN_HTTP_TOKEN:
+        source = read_secret(env, "KHRONOS_HTTP_TOKEN").source
+        expected = f"a token of at least {MIN_HTTP_TOKEN} characters (`openssl rand -hex 32`)"
+        raise ConfigError("environment", source, None, expected, hidden=True)
+    return token
 
 
 def _read(path: Path, key: str) -> str:
