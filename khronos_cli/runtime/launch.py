@@ -42,14 +42,16 @@ def worker_argv(state_dir: Path, config: Path | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def _sandbox(state_dir: Path, users: int, rate: float) -> Iterator[dict[str, str]]:
-    """Start the stand-ins; yield the environment the worker needs; stop them at the end."""
+def _sandbox(state_dir: Path, users: int, rate: float, log_format: str) -> Iterator[dict[str, str]]:
+    """Start the stand-ins (logging in the worker's format); yield the environment the worker
+    needs; stop them at the end."""
     info_path = state_dir / SANDBOX_FILE
     info_path.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(state_dir),
          "--users", str(users), "--rate", str(rate)],
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "KHRONOS_LOG_FORMAT": log_format},
         start_new_session=True,  # a Ctrl-C is for us to pass on; the stand-ins stop last
         preexec_fn=die_with_parent(os.getpid()),
     )  # fmt: skip
@@ -98,7 +100,9 @@ def launch(
     with contextlib.ExitStack() as stack:
 
         def prepare() -> dict[str, str]:
-            return stack.enter_context(_sandbox(state_dir, users, rate)) if sandbox else {}
+            if not sandbox:
+                return {}
+            return stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
 
         if supervise:
             s = settings.supervisor

@@ -34,9 +34,9 @@ def assert_shape(lines: list[dict[str, Any]]) -> None:
 
 
 def test_no_supervise_logs_json_to_stderr_only(make_instance: Any) -> None:
-    """`run --no-supervise --log-format json`: every worker line on stderr is a JSON object
-    (ts, level, logger under khronos., message, the event's fields) and no log file is
-    written: the service manager keeps stderr."""
+    """`run --no-supervise --log-format json`: every line on stderr (the sandbox's too) is a
+    JSON object (ts, level, logger under khronos., message, the event's fields) and no log
+    file is written: the service manager keeps stderr."""
     instance: Instance = make_instance(args=("--no-supervise", "--log-format", "json")).start()
     forced = instance.khronos(
         "breakers", "open", "anthropic-api", "--for", "30s", "--reason", "drill"
@@ -54,9 +54,12 @@ def test_no_supervise_logs_json_to_stderr_only(make_instance: Any) -> None:
     stopped = instance.khronos("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert instance.wait() == 0
-    lines = json_lines(instance.log())
+    text = instance.log()
+    assert not any(SANDBOX_LINE.match(line) for line in text.splitlines())  # its own JSON too
+    lines = json_lines(text)
     assert_shape(lines)
     assert any(line["message"].startswith("ready:") for line in lines)
+    assert any(line["logger"] == "khronos.sandbox" for line in lines)
     assert not list(instance.state_dir.glob("khronos.log*"))
 
 
