@@ -154,17 +154,10 @@ def detach(
     log = log or LogSettings()
     run_log = state_dir / statedir.RUN_LOG
     statedir.append_private(run_log).close()  # ours, not a symlink: refused here, not later
+    command = [sys.executable, "-m", "khronos_cli.runtime.runlog", str(run_log)]
+    command += ["--max-bytes", str(log.max_bytes), "--backups", str(log.backups)]
     writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "khronos_cli.runtime.runlog",
-            str(run_log),
-            "--max-bytes",
-            str(log.max_bytes),
-            "--backups",
-            str(log.backups),
-        ],
+        command,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
