@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pybreaker
 import redis.asyncio
 
+from benchmarks.common import redis_server
 from khronos_cli.config import BreakerSettings
 from khronos_cli.errors import CircuitOpenError
 from khronos_cli.resilience.breaker import CircuitBreaker
@@ -205,41 +201,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def throwaway_redis() -> Iterator[str]:
-    """A redis-server of our own on a free loopback port, killed on exit."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed; pass --redis-url")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="khronos-bench-") as workdir:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)  # polling for the server to listen, with a deadline
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.kill()
-            process.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", help="use this Redis instead of a throwaway server")
@@ -251,8 +212,8 @@ def main() -> None:
     if args.redis_url:
         rows = asyncio.run(measure(args.redis_url, args.calls, args.rounds))
     else:
-        with throwaway_redis() as url:
-            rows = asyncio.run(measure(url, args.calls, args.rounds))
+        with redis_server() as redis_process:
+            rows = asyncio.run(measure(redis_process.url, args.calls, args.rounds))
     print(table(rows))
 
 

@@ -24,11 +24,8 @@ import dataclasses
 import gc
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -43,6 +40,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import free_port, redis_server
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
 from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.registry import TELEGRAM_GUARD, TELEGRAM_REDIS_GUARD
@@ -51,30 +49,6 @@ BOT_RATE, CHAT_GAP, GROUP_LIMIT, GROUP_PERIOD = 30, 1.0, 20, 60.0
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 async def per_call(fn: Callable[[int], Awaitable[Any]], n: int, repeat: int = 3) -> float:
@@ -452,25 +426,21 @@ def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> N
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as workdir:
-        redis_proc, redis_url = start_redis(workdir)
-        try:
-            version = sys.version.split()[0]
-            plan = f"{args.messages} messages to {args.chats} chats, {args.order} order"
-            print(f"python {version}, {os.cpu_count()} cores, pyrate {pyrate.__version__}; {plan}")
-            rows = await admission(redis_url, args.calls)
-            table("1. uncontended admission", ("what", "per call", "note"), rows)
-            header = ("limiter", "delivered", "rate", "of 30/s", "windows over")
-            if "precision" in args.sections:
-                table("2. precision at Telegram's limits", header, await precision(args, redis_url))
-            if "shared" in args.sections:
-                table("3. shared Redis budget", header, [await shared(args, redis_url)])
-            if "memory" in args.sections:
-                rows = await memory(args.keys, redis_url)
-                table("4. memory", ("what", "memory", "keys"), rows)
-        finally:
-            redis_proc.kill()
-            redis_proc.wait()
+    with redis_server() as redis_process:
+        redis_url = redis_process.url
+        version = sys.version.split()[0]
+        plan = f"{args.messages} messages to {args.chats} chats, {args.order} order"
+        print(f"python {version}, {os.cpu_count()} cores, pyrate {pyrate.__version__}; {plan}")
+        rows = await admission(redis_url, args.calls)
+        table("1. uncontended admission", ("what", "per call", "note"), rows)
+        header = ("limiter", "delivered", "rate", "of 30/s", "windows over")
+        if "precision" in args.sections:
+            table("2. precision at Telegram's limits", header, await precision(args, redis_url))
+        if "shared" in args.sections:
+            table("3. shared Redis budget", header, [await shared(args, redis_url)])
+        if "memory" in args.sections:
+            rows = await memory(args.keys, redis_url)
+            table("4. memory", ("what", "memory", "keys"), rows)
 
 
 def parse() -> argparse.Namespace:

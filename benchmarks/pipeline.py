@@ -27,7 +27,6 @@ aiogram's, its RSS < 80 MB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -40,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import sandbox
 
 LIFTED = """
 [limiters.telegram]
@@ -114,20 +116,6 @@ class Result:
     startup_s: float
 
 
-def start_sandbox(state: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], httpx.Client]:
-    command = [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(state)]
-    options = ["--users", "0", "--llm-latency", "0", "--no-flood-limits", "--quiet"]
-    sandbox = subprocess.Popen([*command, *options], stderr=subprocess.DEVNULL)
-    info_path = state / "sandbox.json"
-    deadline = time.monotonic() + 30
-    while not info_path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("the sandbox did not start")
-        time.sleep(0.02)
-    info = json.loads(info_path.read_text())
-    return sandbox, info["env"], httpx.Client(base_url=info["telegram_base_url"], timeout=30)
-
-
 def push(admin: httpx.Client, index: int) -> None:
     chat = 10_000 + index % 500
     admin.post("/_sandbox/messages", json={"chat_id": chat, "text": f"m{index}"})
@@ -164,7 +152,7 @@ def latencies(admin: httpx.Client, first_index: int) -> list[float]:
     return seen
 
 
-def wait_until(condition: object, bot: subprocess.Popen[bytes], what: str) -> None:
+def wait_for_bot(condition: object, bot: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 300
     while not condition():  # type: ignore[operator]
         if bot.poll() is not None:
@@ -182,15 +170,15 @@ def run_bot(argv: list[str], env: dict[str, str], admin: httpx.Client, n: int, m
         argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_until(lambda: delivered(admin) > 0, bot, "the first answer")
+        wait_for_bot(lambda: delivered(admin) > 0, bot, "the first answer")
         first, cpu_first = time.monotonic(), cpu_seconds(bot.pid)
-        wait_until(lambda: delivered(admin) >= n, bot, f"{n} answers")
+        wait_for_bot(lambda: delivered(admin) >= n, bot, f"{n} answers")
         last, cpu_last = time.monotonic(), cpu_seconds(bot.pid)
         for i in range(m):  # the latency phase, at a steady rate
             due = last + i / LATENCY_RATE
             time.sleep(max(0.0, due - time.monotonic()))
             push(admin, n + i)
-        wait_until(lambda: delivered(admin) >= n + m, bot, f"{m} more answers")
+        wait_for_bot(lambda: delivered(admin) >= n + m, bot, f"{m} more answers")
         seen = sorted(latencies(admin, n))
         memory = rss_mb(bot.pid)
     finally:
@@ -214,26 +202,26 @@ def run_bot(argv: list[str], env: dict[str, str], admin: httpx.Client, n: int, m
 def measure(kind: str, n: int, m: int) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"khronos-bench-{kind}-") as tmp:
         root = Path(tmp)
-        sandbox, env, admin = start_sandbox(root)
-        try:
-            if kind == "khronos":
-                state = root / "worker"
-                state.mkdir(mode=0o700)
-                (state / "khronos.toml").write_text(LIFTED)
-                worker = [sys.executable, "-m", "khronos_cli.runtime.worker"]
-                argv = [*worker, "--state-dir", str(state)]
-                env = {**env, "KHRONOS_HTTP_PORT": "0"}
-            else:
-                script = root / "bot.py"
-                source = AIOGRAM if kind == "aiogram" else PTB
-                source = source.replace("CONCURRENT", str(kind == "ptb-concurrent"))
-                script.write_text(textwrap.dedent(source))
-                argv = [sys.executable, str(script)]
-            return run_bot(argv, env, admin, n, m)
-        finally:
-            admin.close()
-            sandbox.send_signal(signal.SIGTERM)
-            sandbox.wait(timeout=30)
+        with sandbox(root, "--llm-latency", "0", "--no-flood-limits") as stand_ins:
+            env = stand_ins.env
+            admin = httpx.Client(base_url=stand_ins.telegram, timeout=30)
+            try:
+                if kind == "khronos":
+                    state = root / "worker"
+                    state.mkdir(mode=0o700)
+                    (state / "khronos.toml").write_text(LIFTED)
+                    worker = [sys.executable, "-m", "khronos_cli.runtime.worker"]
+                    argv = [*worker, "--state-dir", str(state)]
+                    env = {**env, "KHRONOS_HTTP_PORT": "0"}
+                else:
+                    script = root / "bot.py"
+                    source = AIOGRAM if kind == "aiogram" else PTB
+                    source = source.replace("CONCURRENT", str(kind == "ptb-concurrent"))
+                    script.write_text(textwrap.dedent(source))
+                    argv = [sys.executable, str(script)]
+                return run_bot(argv, env, admin, n, m)
+            finally:
+                admin.close()
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -30,20 +29,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support import RedisServer  # a throwaway redis-server on loopback
+from benchmarks.common import redis_server, sandbox, wait_until
 
 LIFTED = """
 [limiters.telegram]
 max_queued = 100000
 """
-
-
-def wait_until(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting")
-        time.sleep(0.01)
 
 
 def control(state: Path, path: str) -> Any:
@@ -138,20 +129,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="khronos-bench-replicas-") as tmp:
         root = Path(tmp)
-        redis = RedisServer("redis-server", root)
-        redis.start()
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(root), "--users",
-             "0", "--quiet"],
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_until(lambda: (root / "sandbox.json").exists())
-            info = json.loads((root / "sandbox.json").read_text())
-            admin = httpx.Client(base_url=info["telegram_base_url"], timeout=30)
+        with redis_server() as redis, sandbox(root) as stand_ins:
+            admin = httpx.Client(base_url=stand_ins.telegram, timeout=30)
             for count in (1, 2, 4):
                 redis.flushall()
-                cluster = Cluster(root, redis.url, info["env"])
+                cluster = Cluster(root, redis.url, stand_ins.env)
                 cluster.start(count)
                 try:
                     result = send_burst(cluster, admin, options.messages, options.chats)
@@ -160,10 +142,6 @@ def main() -> None:
                     cluster.stop()
                 rows.append((count, result))
             admin.close()
-        finally:
-            sandbox.send_signal(signal.SIGTERM)
-            sandbox.wait(timeout=30)
-            redis.stop()
     print(f"\n{options.messages} bulk messages to {options.chats} chats per run; 2-core machine\n")
     print("| replicas | sends/s | share of 30/s | 1 s windows over 30/s | chat windows over 1/s "
           "| 429s | poller failover s |")  # fmt: skip

@@ -15,10 +15,8 @@ job's end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import Sandbox, free_port, listening, sandbox, wait_until
 
 UVICORN_APP = """
 import uvicorn
@@ -38,25 +39,6 @@ async def app(scope, receive, send):
 
 uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), log_level="warning")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting")
-        time.sleep(0.002)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def stop_and_time(process: subprocess.Popen[bytes]) -> float:
@@ -74,24 +56,15 @@ def uvicorn_once(script: Path) -> float:
 
 
 class Bench:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, stand_ins: Sandbox) -> None:
         self.root = root
-        self.sandbox = subprocess.Popen(
-            [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(root), "--users",
-             "0", "--llm-latency", "0", "--quiet"],
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(lambda: (root / "sandbox.json").exists())
-        info = json.loads((root / "sandbox.json").read_text())
-        self.env = {**os.environ, **info["env"], "KHRONOS_HTTP_PORT": "0"}
-        self.admin = httpx.Client(base_url=info["telegram_base_url"], timeout=30)
-        self.anthropic = info["anthropic_base_url"]
+        self.env = {**os.environ, **stand_ins.env, "KHRONOS_HTTP_PORT": "0"}
+        self.admin = httpx.Client(base_url=stand_ins.telegram, timeout=30)
+        self.anthropic = stand_ins.info["anthropic_base_url"]
         self.round = 0
 
     def close(self) -> None:
         self.admin.close()
-        self.sandbox.send_signal(signal.SIGTERM)
-        self.sandbox.wait(timeout=30)
 
     def start_worker(self) -> tuple[subprocess.Popen[bytes], Path]:
         self.round += 1
@@ -136,13 +109,14 @@ def main() -> None:
         root = Path(tmp)
         script = root / "uvicorn_app.py"
         script.write_text(UVICORN_APP)
-        bench = Bench(root)
-        try:
-            idle = [bench.idle() for _ in range(options.rounds)]
-            job = [bench.with_job(options.job) for _ in range(options.rounds)]
-            uvi = [uvicorn_once(script) for _ in range(options.rounds)]
-        finally:
-            bench.close()
+        with sandbox(root, "--llm-latency", "0") as stand_ins:
+            bench = Bench(root, stand_ins)
+            try:
+                idle = [bench.idle() for _ in range(options.rounds)]
+                job = [bench.with_job(options.job) for _ in range(options.rounds)]
+                uvi = [uvicorn_once(script) for _ in range(options.rounds)]
+            finally:
+                bench.close()
     med = statistics.median
     print(f"\n{options.rounds} rounds each, medians (max); 2-core machine\n")
     print("| what | SIGTERM to exit, ms | ratio to uvicorn |")

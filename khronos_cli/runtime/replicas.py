@@ -1,13 +1,17 @@
 """Several replicas on one Redis: who polls, who owns an update, and what each one looks like.
 
 - **The poller lease.** In polling mode only one replica may call ``getUpdates`` (Telegram answers
-  409 otherwise). The lease is a Redis key set with ``NX`` and a TTL, renewed well before it lapses;
-  a standby tries to take it every second, so it takes over a few seconds after the poller dies. A
-  graceful stop releases it at step 2, so the hand-over is immediate. While Redis is unreachable
-  the poller keeps polling and a standby stays put: each knows who polled last.
+  409 otherwise). The lease is a Redis key set with ``NX`` and a short TTL (:data:`LEASE_TTL`,
+  1.2 s), renewed every :data:`LEASE_INTERVAL` (0.2 s, six renewals per lease); a standby tries
+  to take it as often, so it polls within about 1.2 s of the poller's death
+  (``benchmarks/replicas.py`` measures it). A poller that misses its renewals stops polling
+  before a standby can start, and Telegram ends an older ``getUpdates`` when a newer one
+  arrives, so two never poll together. A graceful stop releases the lease at step 2, so the
+  hand-over is immediate. While Redis is unreachable the poller keeps polling and a standby
+  stays put: each knows who polled last.
 - **Redis unreachable at start.** A replica that has never reached Redis cannot know whether
-  another one holds the lease. It waits one lease (5 s: any lease held by a replica that lost
-  Redis too has lapsed by then), then polls **alone**: its claims fall back to its own journal's
+  another one holds the lease. It waits one lease (any lease held by a replica that lost Redis
+  too has lapsed by then), then polls **alone**: its claims fall back to its own journal's
   dedup. Telegram is the arbiter Redis cannot be: should another process poll the same token
   (Telegram answers 409 "terminated by other getUpdates request"), the lone replica stands down
   and waits for Redis (:meth:`Replicas.stand_down`). When Redis answers it takes the lease like
@@ -45,6 +49,8 @@ __all__ = ["Replicas"]
 
 logger = logging.getLogger("khronos.replicas")
 
+LEASE_TTL = 1.2  # seconds: the poller lease, and so about the longest a dead poller leaves none
+LEASE_INTERVAL = 0.2  # seconds between renewals (or, for a standby, attempts to take it)
 PENDING_TTL_MS = 30_000  # a claim not journaled within this lapses (its replica died first)
 OWNED_TTL_S = 48 * 3600  # longer than the 24 h Telegram keeps updates
 
@@ -75,7 +81,8 @@ class Replicas:
         redis: Redis,
         *,
         bot: str = "bot",
-        lease_ttl: float = 5.0,
+        lease_ttl: float = LEASE_TTL,
+        lease_interval: float = LEASE_INTERVAL,
         interval: float = 1.0,
         snapshot: Callable[[], dict[str, Any]] = dict,
     ) -> None:
@@ -83,6 +90,7 @@ class Replicas:
         self.prefix = f"khronos:{{{bot}}}"
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_ttl = lease_ttl
+        self.lease_interval = lease_interval
         self.interval = interval
         self.snapshot = snapshot
         self.healthy = True
@@ -215,12 +223,17 @@ class Replicas:
             self._lost(exc)
 
     async def run(self, on_tick: Callable[[bool | None], object], *, poll: bool = True) -> None:
-        """Every ``interval`` until cancelled: publish, hold the poller lease (when ``poll``),
-        and tell ``on_tick`` whether this replica is the poller (None: no lease to hold)."""
+        """Until cancelled: publish every ``interval``; hold the poller lease (when ``poll``)
+        every ``lease_interval`` and tell ``on_tick`` whether this replica is the poller (None:
+        no lease to hold)."""
+        published = -float("inf")
         while True:
-            await self.publish()
+            if time.monotonic() - published >= self.interval:
+                published = time.monotonic()
+                await self.publish()
             on_tick(await self.hold_lease() if poll else None)
-            await asyncio.sleep(self.interval)
+            # The lease's renewal period, not a wait for a condition.
+            await asyncio.sleep(self.lease_interval if poll else self.interval)
 
     # -- health -----------------------------------------------------------------------------------
 
