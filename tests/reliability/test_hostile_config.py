@@ -81,9 +81,10 @@ def test_what_only_the_worker_can_find_out_exits_78_not_a_restart_loop(
     the sandbox: exit 78 and the output names the key, with no restart (the worker's finds;
     `khronos run` refuses the missing token itself, before starting anything)."""
     sandbox = ["--sandbox", "--users", "0", "--port", "0"]
+    beyond = {"KHRONOS_HTTP_TOKEN": "a-token-for-the-public-port"}  # beyond loopback: required
     cases = {
-        "no.such.host.invalid": (sandbox, '[http]\nhost = "no.such.host.invalid"\n', {}),
-        "192.0.2.1": (sandbox, '[http]\nhost = "192.0.2.1"\n', {}),  # TEST-NET-1: nobody's
+        "no.such.host.invalid": (sandbox, '[http]\nhost = "no.such.host.invalid"\n', beyond),
+        "192.0.2.1": (sandbox, '[http]\nhost = "192.0.2.1"\n', beyond),  # TEST-NET-1: nobody's
         "TELEGRAM_BOT_TOKEN": (["--port", "0"], "", {"TELEGRAM_BOT_TOKEN": ""}),
     }
     outcome = {}
