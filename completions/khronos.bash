@@ -15,7 +15,7 @@ _khronos_options() {
         "breakers open") echo "--state-dir --for --reason --json --help" ;;
         "breakers reset") echo "--state-dir --json --help" ;;
         "completion") echo "--help" ;;
-        "config") echo "--config --state-dir --json --help" ;;
+        "config") echo "--config --state-dir --json --sandbox --help" ;;
         "limiter") echo "--state-dir --json --all --help" ;;
         "limiter watch") echo "--state-dir --json --interval --all --help" ;;
         "outage") echo "--help" ;;
@@ -24,7 +24,7 @@ _khronos_options() {
         "outage start") echo "--mode --for --probability --status --latency --state-dir --json --help" ;;
         "outage stop") echo "--state-dir --json --help" ;;
         "restart") echo "--state-dir --timeout --json --help" ;;
-        "run") echo "--sandbox --config --port --detach --no-supervise --users --rate --state-dir --help" ;;
+        "run") echo "--sandbox --config --port --detach --no-supervise --users --rate --log-format --log-level --state-dir --help" ;;
         "status") echo "--state-dir --json --all --watch --interval --help" ;;
         "stop") echo "--state-dir --timeout --force --json --help" ;;
     esac
@@ -43,7 +43,7 @@ _khronos_valued() {
         "outage start") echo "--mode --for --probability --status --latency --state-dir" ;;
         "outage stop") echo "--state-dir" ;;
         "restart") echo "--state-dir --timeout" ;;
-        "run") echo "--config --port --users --rate --state-dir" ;;
+        "run") echo "--config --port --users --rate --log-format --log-level --state-dir" ;;
         "status") echo "--state-dir --interval" ;;
         "stop") echo "--state-dir --timeout" ;;
     esac
@@ -52,6 +52,8 @@ _khronos_values() {
     case "$1" in
         "outage drill --mode") echo "down timeout slow errors" ;;
         "outage start --mode") echo "down timeout slow errors" ;;
+        "run --log-format") echo "text json" ;;
+        "run --log-level") echo "debug info warning error" ;;
     esac
 }
 _khronos_arguments() {

@@ -8,8 +8,9 @@ port's address) is :mod:`khronos_cli.preflight`.
 
 Only the breakers and limiters khronos wires into its calls may be configured: another name (a
 typo such as ``[breakers.anthropic_api]``) would configure nothing, so it is refused with the
-known names. Secrets live only in the environment, wrapped in :class:`Secret`, and are never
-echoed in an error: neither a bad token nor a string under a key khronos does not know.
+known names. Secrets come from the environment, ``NAME_FILE`` or systemd credentials
+(:mod:`khronos_cli.secrets`), wrapped in :class:`Secret`, and are never echoed in an error:
+neither a bad token nor a string under a key khronos does not know.
 
 This module is imported by the CLI, so it uses the standard library only.
 """
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
 from khronos_cli.redaction import Secret
+from khronos_cli.secrets import api_key, bot_token, http_token, read_secret
 from khronos_cli.settings import (
     BREAKER_DEFAULTS,
     DEFAULT_HTTP_PORT,
@@ -35,6 +37,7 @@ from khronos_cli.settings import (
     BotSettings,
     BreakerSettings,
     LimiterSettings,
+    LogSettings,
     Rate,
     RetentionSettings,
     Settings,
@@ -70,8 +73,6 @@ MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
 WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of these; ours: 16+
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
-_BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")  # what @BotFather issues: <bot id>:<secret>
-_API_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what fits a header
 
 
 def load(
@@ -147,6 +148,7 @@ class _Parser:
             "anthropic",
             "openai",
             "bot",
+            "log",
             "retention",
             "breakers",
             "limiters",
@@ -155,7 +157,7 @@ class _Parser:
         }
         self.known(data, top, "")
         tables = {
-            "http": self.table(data, "http", {"host", "port"}),
+            "http": self.table(data, "http", {"host", "port", "probe_port"}),
             "telegram": self.table(
                 data, "telegram", {"base_url", "mode", "webhook_url", "poll_timeout"}
             ),
@@ -171,11 +173,13 @@ class _Parser:
             config_path=path,
             http_host=self.string(tables, "http.host", d.http_host),
             http_port=self.port(port, port_key),
+            http_probe_port=self.probe_port(tables["http"], env),
             redis_url=self.redis_url(data, env),
-            telegram_token=self.token(env),
-            anthropic_api_key=self.api_key(env, "ANTHROPIC_API_KEY"),
-            openai_api_key=self.api_key(env, "OPENAI_API_KEY"),
-            webhook_secret=Secret(env.get("KHRONOS_WEBHOOK_SECRET", "")),
+            telegram_token=bot_token(env),
+            anthropic_api_key=api_key(env, "ANTHROPIC_API_KEY"),
+            openai_api_key=api_key(env, "OPENAI_API_KEY"),
+            webhook_secret=Secret(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value),
+            http_token=http_token(env),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
             telegram_mode=self.mode(tables["telegram"], env),
             webhook_url=self.webhook_url(tables["telegram"], env),
@@ -184,6 +188,7 @@ class _Parser:
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
             openai_model=self.string(tables, "openai.model", d.openai_model),
             bot=bot,
+            log=self.log(data, env),
             retention=self.section(RetentionSettings, data, "retention"),
             shutdown=self.section(ShutdownSettings, data, "shutdown"),
             supervisor=self.section(SupervisorSettings, data, "supervisor"),
@@ -214,6 +219,33 @@ class _Parser:
                 )
             values["poll_timeout"] = poll
         return BotSettings(**values)
+
+    def log(self, data: Mapping[str, Any], env: Mapping[str, str]) -> LogSettings:
+        """``[log]``: format, level and file, each overridden by ``KHRONOS_LOG_<KEY>`` (which
+        ``khronos run --log-format`` and ``--log-level`` set)."""
+        table = self.table(data, "log", {"format", "level", "file", "max_bytes", "backups"})
+        values: dict[str, Any] = {
+            key: self.field(f"log.{key}", key, table[key])
+            for key in ("max_bytes", "backups")
+            if key in table
+        }
+        for key in ("format", "level", "file"):
+            variable = f"KHRONOS_LOG_{key.upper()}"
+            source, full = (
+                ("environment", variable) if env.get(variable) else (self.source, f"log.{key}")
+            )
+            value = env.get(variable) or table.get(key)
+            if value is None:
+                continue
+            if key == "file":
+                if not isinstance(value, str) or not value or "\0" in value:
+                    raise ConfigError(source, full, value, "a file path, or 'none'")
+                values[key] = value
+            else:
+                values[key] = choice(
+                    source, full, key, value.lower() if isinstance(value, str) else value
+                )
+        return LogSettings(**values)
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -323,7 +355,7 @@ class _Parser:
         mode = telegram.get("mode", "polling")
         if choice(self.source, "telegram.mode", "mode", mode) == "polling":
             return "polling"
-        if not _WEBHOOK_SECRET.fullmatch(env.get("KHRONOS_WEBHOOK_SECRET", "")):
+        if not _WEBHOOK_SECRET.fullmatch(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value):
             raise ConfigError(
                 "environment",
                 "KHRONOS_WEBHOOK_SECRET",
@@ -377,26 +409,12 @@ class _Parser:
             raise self.fail(key, value, expected + " with a valid host and port")
         return value
 
-    def token(self, env: Mapping[str, str]) -> Secret:
-        """``TELEGRAM_BOT_TOKEN``: empty (``--sandbox`` brings its own; :func:`require_credentials`
-        refuses it elsewhere) or ``<bot id>:<secret>`` as @BotFather issues it. Never echoed."""
-        value = env.get("TELEGRAM_BOT_TOKEN", "")
-        if value and not _BOT_TOKEN.fullmatch(value):
-            hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
-            expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
-            raise ConfigError(
-                "environment", "TELEGRAM_BOT_TOKEN", None, expected + hint, hidden=True
-            )
-        return Secret(value)
-
-    def api_key(self, env: Mapping[str, str], variable: str) -> Secret:
-        """An API key: printable characters without spaces (it travels in an HTTP header)."""
-        value = env.get(variable, "")
-        if value and not _API_KEY.fullmatch(value):
-            hint = " (it has spaces or a line break around it)" if value.strip() != value else ""
-            expected = "an API key of printable characters without spaces"
-            raise ConfigError("environment", variable, None, expected + hint, hidden=True)
-        return Secret(value)
+    def probe_port(self, http: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
+        """``[http] probe_port`` (or ``KHRONOS_HTTP_PROBE_PORT``): a port of its own for
+        ``/health``, ``/ready`` and ``/metrics``; none by default."""
+        key = "KHRONOS_HTTP_PROBE_PORT" if env.get("KHRONOS_HTTP_PROBE_PORT") else "http.probe_port"
+        value = env.get("KHRONOS_HTTP_PROBE_PORT") or http.get("probe_port")
+        return None if value is None else self.port(value, key)
 
     def relations(self, settings: Settings) -> None:
         """Values that are each in range but cannot work together."""
@@ -414,6 +432,9 @@ class _Parser:
                     getattr(stop, key),
                     f"at most shutdown.deadline ({seconds_text(stop.deadline)})",
                 )
+        probe = settings.http_probe_port
+        if probe and probe == settings.http_port:
+            raise self.fail("http.probe_port", probe, "a port other than http.port")
         if restart.kill_after <= stop.deadline + stop.quick_budget:
             longest = seconds_text(stop.deadline + stop.quick_budget)
             raise self.fail(

@@ -85,6 +85,8 @@ _MAX_COUNT = {
     "crashloop_after": 1_000,
     "history_turns": 100_000,
     "max_tokens": 200_000,
+    "max_bytes": 1024**3,
+    "backups": 100,
 }
 _MAX_OPTIONAL_COUNT = {
     "max_concurrent": 100_000,
@@ -97,6 +99,8 @@ _CHOICES: dict[str, tuple[object, ...]] = {
     "group_by": ("chat", "user", "none"),
     "mode": ("polling", "webhook"),
     "groups": ("addressed", "all", "off"),
+    "format": ("text", "json"),
+    "level": ("debug", "info", "warning", "error"),
 }
 
 

@@ -15,6 +15,7 @@ This module is imported by the CLI, so it uses the standard library only.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -22,24 +23,68 @@ from collections.abc import Mapping
 from khronos_cli.errors import ConfigError
 from khronos_cli.settings import Settings
 
-__all__ = ["bind_error", "check_http", "require_credentials"]
+__all__ = [
+    "bind_error",
+    "check_http",
+    "check_public_port",
+    "loopback",
+    "missing_credentials",
+    "require_credentials",
+]
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    """The names of the secrets the bot cannot work without and does not have: the bot token,
+    and a key for at least one of the two LLMs (``ANTHROPIC_API_KEY or OPENAI_API_KEY``)."""
+    missing = []
+    if not settings.telegram_token:
+        missing.append("TELEGRAM_BOT_TOKEN")
+    if not settings.anthropic_api_key and not settings.openai_api_key:
+        missing.append("ANTHROPIC_API_KEY or OPENAI_API_KEY")
+    return missing
 
 
 def require_credentials(settings: Settings) -> None:
-    """Refuse to run the bot without what it cannot work without: the bot token, and a key for
-    at least one of the two LLMs (``khronos run --sandbox`` brings its own)."""
-    if not settings.telegram_token:
-        expected = "the bot's token from @BotFather (or `khronos run --sandbox`, which needs none)"
-        raise ConfigError("environment", "TELEGRAM_BOT_TOKEN", None, expected, hidden=True)
-    if not settings.anthropic_api_key and not settings.openai_api_key:
+    """Refuse to run the bot without what it cannot work without, naming every missing secret
+    at once (``khronos run --sandbox`` brings its own), and a public port beyond loopback
+    without its token (:func:`check_public_port`)."""
+    missing = missing_credentials(settings)
+    if missing:
         raise ConfigError(
             "environment",
-            "ANTHROPIC_API_KEY",
+            "missing " + " and ".join(missing),
             None,
-            "an Anthropic key, or OPENAI_API_KEY, or both: with neither every answer is the "
-            "fallback text",
+            "each set in the environment, in a file named by NAME_FILE, or as a systemd "
+            "credential (`khronos run --sandbox` needs none)",
             hidden=True,
         )
+    check_public_port(settings)
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_public_port(settings: Settings) -> None:
+    """Refuse a public port bound beyond loopback without ``KHRONOS_HTTP_TOKEN``: its write
+    endpoints (``POST /messages`` sends to any chat, ``POST /chat`` spends LLM calls) would
+    be open to the network."""
+    if loopback(settings.http_host) or settings.http_token:
+        return
+    source = str(settings.config_path) if settings.config_path else "environment"
+    raise ConfigError(
+        source,
+        "http.host",
+        settings.http_host,
+        "127.0.0.1, ::1 or localhost, or set KHRONOS_HTTP_TOKEN (or KHRONOS_HTTP_TOKEN_FILE): "
+        "beyond loopback POST /messages and POST /chat require it as a bearer token",
+    )
 
 
 def bind_error(

@@ -24,6 +24,7 @@ __all__ = [
     "BotSettings",
     "BreakerSettings",
     "LimiterSettings",
+    "LogSettings",
     "Rate",
     "RetentionSettings",
     "Settings",
@@ -122,6 +123,21 @@ class BotSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """How the worker logs: ``text`` lines or ``json`` (one object a line), from ``level`` up,
+    to stderr and to ``file``: empty means the default for how it runs (``khronos.log`` in the
+    state dir under ``khronos run``'s supervisor; none under ``--no-supervise``, whose service
+    manager keeps stderr), ``"none"`` none, else a path (relative: in the state dir). The file,
+    and ``run.log`` of a detached run, rotate past ``max_bytes``, ``backups`` old files kept."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str = ""
+    max_bytes: int = 10 * 1024 * 1024  # each log file (khronos.log, run.log) rotates past this
+    backups: int = 3  # rotated files kept: khronos.log.1 to .3
+
+
+@dataclass(frozen=True)
 class RetentionSettings:
     """How long finished rows stay in ``khronos.db``, and how often they are pruned.
 
@@ -189,11 +205,13 @@ class Settings:
     config_path: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
+    http_probe_port: int | None = None  # /health, /ready, /metrics alone, for probes
     redis_url: str | None = None
     telegram_token: Secret = field(default_factory=lambda: Secret(""))
     anthropic_api_key: Secret = field(default_factory=lambda: Secret(""))
     openai_api_key: Secret = field(default_factory=lambda: Secret(""))
     webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    http_token: Secret = field(default_factory=lambda: Secret(""))  # the public port's bearer
     telegram_base_url: str = "https://api.telegram.org"
     telegram_mode: Literal["polling", "webhook"] = "polling"
     webhook_url: str | None = None  # the public https URL Telegram posts to (webhook mode)
@@ -202,6 +220,7 @@ class Settings:
     anthropic_model: str = "claude-sonnet-4-5"
     openai_model: str = "gpt-4o-mini"
     bot: BotSettings = field(default_factory=lambda: BotSettings())
+    log: LogSettings = field(default_factory=lambda: LogSettings())
     retention: RetentionSettings = field(default_factory=lambda: RetentionSettings())
     shutdown: ShutdownSettings = field(default_factory=lambda: ShutdownSettings())
     supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
@@ -216,6 +235,7 @@ class Settings:
             self.anthropic_api_key,
             self.openai_api_key,
             self.webhook_secret,
+            self.http_token,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -8,11 +8,10 @@ one transaction with the update (``Store.record_reply``), split into parts that 
 (:mod:`.messages`), and the caller delivers them. A group's upgrade to a supergroup moves its
 history to the new chat id.
 
-Answers (:meth:`Bot.ask`, the chain ``POST /chat`` shares): Anthropic first; when it fails, its
-breaker rejects, or it answers nothing or refuses, OpenAI; when both fail the user gets the
-seed's fallback text, never silence. A failed or rejected provider that another way served
-counts as a fallback of its breaker (the ``fb`` column of ``khronos breakers``). An answer the
-model cut at its output cap is marked as cut. The conversation sent to a model always starts with a
+Answers (:meth:`Bot.ask`, the chain ``POST /chat`` shares) come from :mod:`.failover`: Anthropic
+first, OpenAI when it fails, refuses or is slower than it has ever been, the seed's fallback text
+when both fail, never silence. An answer the model cut at its output cap is marked as cut. The
+conversation sent to a model always starts with a
 user turn and alternates (consecutive turns of one role are merged). While a model writes, the
 chat shows "typing…" (``sendChatAction`` once the answer has taken a second, then every 4.5 s;
 never retried, never counted against a breaker, skipped while Telegram is unhealthy or the chat
@@ -27,15 +26,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from khronos_cli.bot import messages as say
+from khronos_cli.bot.failover import Failover, Hedge, Reply
 from khronos_cli.bot.store import OutboxMessage, Store
 from khronos_cli.bot.updates import GroupPolicy, Identity, deserves_answer, read_update
-from khronos_cli.errors import CircuitOpenError, KhronosError, UpstreamError
+from khronos_cli.errors import KhronosError, UpstreamError
 from khronos_cli.upstream.base import Guard, through
-from khronos_cli.upstream.llm import Answer, AnthropicClient, OpenAIClient, Turn
+from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient, Turn
 from khronos_cli.upstream.telegram import MAX_DOWNLOAD, TelegramClient
 
 __all__ = ["FALLBACK_TEXT", "HELP_TEXT", "RESET_TEXT", "Bot", "Reply"]
@@ -53,18 +52,11 @@ TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
 COMMANDS = ("/start", "/help", "/reset")
 
 
-@dataclass(frozen=True)
-class Reply:
-    """What the chain answered, and who: ``anthropic``, ``openai``, or the ``fallback`` text."""
-
-    text: str
-    answered_by: Literal["anthropic", "openai", "fallback"]
-
-
 class Bot:
     """Answers updates. ``db_guard`` is the ``database`` breaker's guard for store calls;
     ``may_type(chat_id)`` says whether a "typing…" action may be sent now;
-    ``on_fallback(breaker, error)`` hears each provider another way had to stand in for."""
+    ``on_fallback(breaker, error)`` hears each provider another way had to stand in for;
+    ``hedge`` says when a slow Anthropic makes OpenAI ask too (:class:`.failover.Hedge`)."""
 
     def __init__(
         self,
@@ -78,7 +70,8 @@ class Bot:
         groups: GroupPolicy = "addressed",
         system_prompt: str = SYSTEM_PROMPT,
         may_type: Callable[[int], bool] | None = None,
-        on_fallback: Callable[[str, BaseException], object] | None = None,
+        on_fallback: Callable[[str, BaseException | None], object] | None = None,
+        hedge: Hedge | None = None,
     ) -> None:
         self.store = store
         self.telegram = telegram
@@ -89,9 +82,16 @@ class Bot:
         self.groups = groups
         self.system_prompt = system_prompt
         self._may_type = may_type
-        self._on_fallback = on_fallback
         self.identity: Identity | None = None
         self.answered = {"anthropic": 0, "openai": 0, "fallback": 0, "command": 0, "other": 0}
+        self.failover = Failover(
+            anthropic,
+            openai,
+            system_prompt=system_prompt,
+            answered=self.answered,
+            hedge=hedge,
+            on_fallback=on_fallback,
+        )
         self.skipped = 0
         self.migrations: set[tuple[int, int]] = set()  # (old, new) chat ids seen here
 
@@ -204,38 +204,9 @@ class Bot:
             return (await self.ask(turns, key=user_id)).text
 
     async def ask(self, turns: Sequence[Turn], *, key: Hashable) -> Reply:
-        """Anthropic, else OpenAI, else the fallback text; counted in :attr:`answered`."""
-        try:
-            answer = await self.anthropic.reply(turns, system=self.system_prompt, key=key)
-        except KhronosError as exc:  # an open breaker is expected news, not a new warning
-            log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
-            log("anthropic failed, asking openai: %s", exc)
-            self._fell_back("anthropic-api", exc)  # whatever answers now stands in for it
-        else:
-            if answer.text and not answer.refused:
-                return self._answered("anthropic", answer)
-            why = "refused" if answer.refused else "answered nothing"
-            logger.info("anthropic %s, asking openai", why)
-        try:
-            answer = await self.openai.reply(turns, system=self.system_prompt, key=key)
-        except KhronosError as exc:
-            log = logger.debug if isinstance(exc, CircuitOpenError) else logger.warning
-            log("openai failed too, answering the fallback text: %s", exc)
-            self._fell_back("openai-api", exc)
-        else:
-            if answer.text:
-                return self._answered("openai", answer)
-            logger.info("openai answered nothing too, answering the fallback text")
-        self.answered["fallback"] += 1
-        return Reply(say.FALLBACK_TEXT, "fallback")
-
-    def _answered(self, provider: Literal["anthropic", "openai"], answer: Answer) -> Reply:
-        self.answered[provider] += 1
-        return Reply(_shown(answer), provider)
-
-    def _fell_back(self, breaker: str, error: BaseException) -> None:
-        if self._on_fallback is not None:
-            self._on_fallback(breaker, error)
+        """Anthropic, else OpenAI, else the fallback text (:mod:`.failover`); counted in
+        :attr:`answered`."""
+        return await self.failover.ask(turns, key=key)
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: int, action: str = "typing") -> AsyncIterator[None]:
@@ -261,10 +232,6 @@ class Bot:
 
 class _TooBig(Exception):
     """Telegram will not hand the bot this file (over its 20 MB download limit)."""
-
-
-def _shown(answer: Answer) -> str:
-    return answer.text + say.CUT_NOTE if answer.cut else answer.text
 
 
 def conversation(past: list[tuple[str, str]], text: str) -> list[Turn]:

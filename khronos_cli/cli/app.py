@@ -41,18 +41,28 @@ def config_command(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
     as_json: JSONOption = False,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Check for `khronos run --sandbox` (no secrets).")
+    ] = False,
 ) -> None:
-    """Check the configuration and print the effective settings (exit 78 when invalid)."""
+    """Check the configuration and print the effective settings (exit 78 when invalid or when
+    a secret the bot needs is missing, outside --sandbox)."""
     from khronos_cli import config as config_module
+    from khronos_cli import preflight
 
     settings = config_module.load(config, state_dir=state_dir)
     data = settings.to_json()
+    missing = [] if sandbox else preflight.missing_credentials(settings)
+    data["missing_credentials"] = missing
     if as_json:
         output.print_json(data)
-        return
-    source = settings.config_path or "defaults and environment (no khronos.toml found)"
-    output.stderr.print(f"config ok: {source}", markup=False)
-    _print_settings(data)
+    else:
+        if not missing:
+            source = settings.config_path or "defaults and environment (no khronos.toml found)"
+            output.stderr.print(f"config ok: {source}", markup=False)
+        _print_settings(data)
+    if missing:
+        preflight.require_credentials(settings)  # the one line naming them, exit 78
 
 
 def _print_settings(data: dict[str, Any]) -> None:

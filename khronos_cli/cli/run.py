@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +13,18 @@ import typer
 
 from khronos_cli.cli import output
 from khronos_cli.cli.options import ConfigOption, StateDirOption, number, resolve_state_dir
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 @output.command
@@ -36,9 +50,18 @@ def run(
     rate: Annotated[
         float, typer.Option("--rate", help="Sandbox: their messages per second (0.01 to 1000).")
     ] = 0.5,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="text or json lines (default: [log] format, text)."),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option("--log-level", help="The least severe level logged (default: info)."),
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log."""
+    """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log
+    (to stderr only with --no-supervise, unless [log] file names one)."""
     from khronos_cli import config as config_module
     from khronos_cli import preflight, statedir
     from khronos_cli.control import instance
@@ -46,11 +69,17 @@ def run(
     from khronos_cli.runtime import launch
 
     rate = number(rate, "--rate", least=0.01, most=1000.0)
+    # The options win over [log] and reach the worker (and a --detach'ed run) as variables.
+    if log_format is not None:
+        os.environ["KHRONOS_LOG_FORMAT"] = log_format.value
+    if log_level is not None:
+        os.environ["KHRONOS_LOG_LEVEL"] = log_level.value
     # Ours or refused (exit 78) before anything in it is read, its khronos.toml included.
     directory = statedir.prepare(resolve_state_dir(state_dir))
     settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
     if not sandbox:  # no token or no key: refused now, not a worker polling with nothing
         preflight.require_credentials(settings)
+    preflight.check_public_port(settings)  # beyond loopback: a bearer token, or refused
     if instance.supervisor_pid(directory) is not None or instance.answers(directory):
         raise AlreadyRunningError(str(directory))  # before the port: that one is ours
     if port is not None:
@@ -60,7 +89,7 @@ def run(
     if detach:
         argv = [arg for arg in sys.argv if arg != "--detach"]
         command = [sys.executable, "-m", "khronos_cli", *argv[1:]]
-        pid = launch.detach(command, directory)
+        pid = launch.detach(command, directory, log=settings.log)
         output.stderr.print(
             f"khronos is running (pid {pid}); `khronos stop` stops it", markup=False
         )

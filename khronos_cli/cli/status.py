@@ -132,7 +132,8 @@ def render(data: dict[str, Any]) -> Table:
         row("uptime", _duration(data.get("uptime_s")))
         row("restarts", str(data.get("restarts") or 0))
         if data.get("http_port") is not None:
-            row("http", f"{data.get('http_host') or '127.0.0.1'}:{data['http_port']}")
+            probes = f" (probes on :{data['probe_port']})" if data.get("probe_port") else ""
+            row("http", f"{data.get('http_host') or '127.0.0.1'}:{data['http_port']}{probes}")
     row("socket", str(data["socket"]))
     if state != STOPPED:
         row("backend", str(data.get("backend") or "—"))

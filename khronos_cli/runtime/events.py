@@ -23,6 +23,12 @@ __all__ = ["DROP_LOG_EVERY", "EventHub", "EventLog"]
 
 DROP_LOG_EVERY = 10.0
 logger = logging.getLogger("khronos.events")
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "event",
+    "kind",
+}
 
 
 class EventLog:
@@ -33,8 +39,12 @@ class EventLog:
         self._opened: dict[str, float] = {}
         self._drops: dict[str, int] = {}
         self._drops_told: dict[str, float] = {}
+        self._extra: dict[str, Any] = {}
 
     def __call__(self, topic: str, fields: dict[str, Any]) -> None:
+        # The event's own fields ride on the record: a JSON log line carries them as keys.
+        self._extra = {"event": f"{topic}_{fields.get('kind')}"}
+        self._extra.update((k, v) for k, v in fields.items() if k not in _RESERVED)
         if topic == "breaker":
             self._breaker(fields)
         elif topic == "limiter":
@@ -44,18 +54,25 @@ class EventLog:
         name, kind = event.get("breaker", "?"), event.get("kind")
         if kind == "open":
             self._opened.setdefault(name, self._clock())
-            logger.warning("breaker %s opened: %s", name, event.get("reason") or "tripped")
+            logger.warning(
+                "breaker %s opened: %s", name, event.get("reason") or "tripped", extra=self._extra
+            )
         elif kind == "half_open":
-            logger.info("breaker %s half-open: letting a trial call through", name)
+            logger.info(
+                "breaker %s half-open: letting a trial call through", name, extra=self._extra
+            )
         elif kind == "close":
             since = self._opened.pop(name, None)
             took = "" if since is None else f" after {self._clock() - since:.1f}s open"
-            logger.info("breaker %s closed again%s", name, took)
+            logger.info("breaker %s closed again%s", name, took, extra=self._extra)
         elif kind == "forced":
             forced = event.get("forced")
             if forced is None:
                 logger.warning(
-                    "breaker %s: operator override ended (%s)", name, event.get("reason")
+                    "breaker %s: operator override ended (%s)",
+                    name,
+                    event.get("reason"),
+                    extra=self._extra,
                 )
             else:
                 logger.warning(
@@ -64,11 +81,14 @@ class EventLog:
                     forced,
                     event.get("expires_in"),
                     event.get("reason"),
+                    extra=self._extra,
                 )
         elif kind == "storage_error":
-            logger.warning("breaker %s: shared state unreachable, deciding locally", name)
+            logger.warning(
+                "breaker %s: shared state unreachable, deciding locally", name, extra=self._extra
+            )
         elif kind == "storage_ok":
-            logger.info("breaker %s: shared state reachable again", name)
+            logger.info("breaker %s: shared state reachable again", name, extra=self._extra)
 
     def _limiter(self, event: dict[str, Any]) -> None:
         name, kind = str(event.get("limiter", "?")), event.get("kind")
@@ -80,6 +100,7 @@ class EventLog:
                 name,
                 scope,
                 float(event.get("seconds") or 0.0),
+                extra=self._extra,
             )
         elif kind == "dropped":
             self._drops[name] = self._drops.get(name, 0) + 1
@@ -92,6 +113,7 @@ class EventLog:
                     name,
                     count,
                     "" if count == 1 else "s",
+                    extra=self._extra,
                 )
 
 

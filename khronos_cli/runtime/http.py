@@ -11,6 +11,7 @@
                             Retry-After (computed from the queue) when that chat's queue is full;
                             503 + Retry-After while the database breaker is open
     GET  /health            alive (200 while the process serves at all, saturated or not)
+                            (/health, /ready and /metrics also on ``[http] probe_port`` alone)
     GET  /ready             ready (503 with {"ready": false} while starting or stopping)
 
 **During a stop** (step 1, :meth:`PublicServer.drain`) the port stays open and answers: ``/ready``
@@ -19,6 +20,11 @@ and ``Connection: close``. The port closes at step 7 (:meth:`PublicServer.aclose
 sees "not ready" for the whole stop rather than a refused connection.
     GET  /metrics           Prometheus text format
     POST /telegram/webhook  Telegram's deliveries (webhook mode), with the secret-token header
+
+**The write endpoints take a bearer token.** With ``KHRONOS_HTTP_TOKEN`` set, ``POST /chat``
+and ``POST /messages`` need ``Authorization: Bearer <token>`` (compared in constant time; a 401
+JSON error otherwise, before the body is read). Beyond loopback the token is required: the
+worker refuses to start without it (``preflight.check_public_port``). Probes and reads need none.
 
 **Every input is checked before any guard** (``control.inputs``): JSON at most 32 levels deep
 and 256 KiB, finite numbers, int64 integers, Unicode text (no lone surrogate); ``text`` and
@@ -66,6 +72,7 @@ from khronos_cli.runtime.listener import (
     CappedSite,
     connection_caps,
 )
+from khronos_cli.settings import Settings
 
 __all__ = ["HEADER_TIMEOUT", "MAX_TEXT", "WEBHOOK_PATH", "PublicAPI", "PublicServer"]
 
@@ -121,11 +128,23 @@ def _unavailable(exc: BreakerError) -> web.Response:
 class PublicServer:
     """aiohttp on ``host:port`` (port 0 picks a free one; :attr:`port` tells which)."""
 
-    def __init__(self, api: PublicAPI, host: str = "127.0.0.1", port: int = 18789) -> None:
+    def __init__(
+        self,
+        api: PublicAPI,
+        host: str = "127.0.0.1",
+        port: int = 18789,
+        *,
+        token: str = "",
+        probe_port: int | None = None,
+    ) -> None:
         self.api = api
         self.host = host
         self.port = port
+        self.probe_port = probe_port
+        self._token = token.encode()
+        self._probe: web.AppRunner | None = None
         self.updates_rejected = 0
+        self.rejected: dict[str, int] = {}  # 429s (a full queue) by endpoint, for /metrics
         self.repeats = Repeats(logger)
         self._accept_errors = AcceptErrors(self.repeats)
         self._runner: web.AppRunner | None = None
@@ -189,14 +208,51 @@ class PublicServer:
             raise
         self._accept_errors.install()
         self.port = int(self._runner.addresses[0][1])
+        if self.probe_port is not None:
+            await self._start_probe(self.probe_port)
+
+    @classmethod
+    def for_settings(cls, api: PublicAPI, settings: Settings) -> PublicServer:
+        return cls(
+            api,
+            settings.http_host,
+            settings.http_port,
+            token=settings.http_token.reveal(),
+            probe_port=settings.http_probe_port,
+        )
+
+    async def _start_probe(self, port: int) -> None:
+        """``/health``, ``/ready`` and ``/metrics`` on a port of their own (Kubernetes probes
+        and scrapes), so the public port's caps and token never stand in their way."""
+        probe = web.Application(middlewares=[json_errors(self.repeats)])
+        probe.add_routes(
+            [
+                web.get("/health", self._health),
+                web.get("/ready", self._ready),
+                web.get("/metrics", self._metrics),
+            ]
+        )
+        self._probe = web.AppRunner(
+            probe, access_log=None, handle_signals=False, keepalive_timeout=HEADER_TIMEOUT
+        )
+        await self._probe.setup()
+        try:
+            await web.TCPSite(self._probe, self.host, port, backlog=128).start()
+        except OSError:
+            await self.aclose()
+            raise
+        self.probe_port = int(self._probe.addresses[0][1])
 
     async def aclose(self) -> None:
         """Stop listening, close idle keep-alive connections, let busy requests finish (2 s)."""
         runner, self._runner = self._runner, None
         overflow, self._overflow = self._overflow, None
+        probe, self._probe = self._probe, None
         self._accept_errors.uninstall()
         if runner is not None:
             await runner.cleanup()
+        if probe is not None:
+            await probe.cleanup()
         if overflow is not None:
             overflow.pre_shutdown()
             await overflow.shutdown(0.5)
@@ -233,7 +289,26 @@ class PublicServer:
             body=self.api.metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
 
+    def _denied(self, request: web.Request) -> web.Response | None:
+        """The 401 for a write request without the bearer token (None: let it through)."""
+        if not self._token:
+            return None
+        given = request.headers.get("Authorization", "")
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self._token
+        ):
+            return None
+        problem = "wrong bearer token" if given else "no bearer token"
+        return error(
+            401,
+            f"{problem}: send Authorization: Bearer <KHRONOS_HTTP_TOKEN>",
+            headers={"WWW-Authenticate": 'Bearer realm="khronos"'},
+        )
+
     async def _chat(self, request: web.Request) -> web.Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
         body = await read_object(request)
         message = inputs.text(body, "message", most=MAX_TEXT)
         assert message is not None
@@ -241,7 +316,7 @@ class PublicServer:
         try:
             reply = await self.api.chat(message, user=f"chat:{user}")
         except JobDroppedError as exc:
-            return error(429, str(exc), headers=_retry_after(exc.retry_after))
+            return self._refused(request, exc)
         if reply["answered_by"] == "fallback":  # neither model answered: say so, and when
             trial = self.api.breakers().get("anthropic-api", {}).get("next_trial_in")
             body = {**error_body(503, "no model answered; try again later"), **reply}
@@ -249,6 +324,8 @@ class PublicServer:
         return web.json_response(reply)
 
     async def _messages(self, request: web.Request) -> web.Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
         body = await read_object(request)
         chat_id = inputs.integer(body, "chat_id")
         text = inputs.text(body, "text", most=MAX_TEXT)
@@ -256,10 +333,15 @@ class PublicServer:
         try:
             queued = await self.api.send(chat_id, text)
         except JobDroppedError as exc:
-            return error(429, str(exc), headers=_retry_after(exc.retry_after))
+            return self._refused(request, exc)
         except BreakerError as exc:  # the database breaker: nothing was queued
             return _unavailable(exc)
         return web.json_response({"queued": True, **queued}, status=202)
+
+    def _refused(self, request: web.Request, exc: JobDroppedError) -> web.Response:
+        """A 429 for an enqueue a full queue refused, counted by endpoint."""
+        self.rejected[request.path] = self.rejected.get(request.path, 0) + 1
+        return error(429, str(exc), headers=_retry_after(exc.retry_after))
 
     async def _webhook(self, request: web.Request) -> web.Response:
         secret = self.api.webhook_secret

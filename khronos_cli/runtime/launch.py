@@ -26,12 +26,15 @@ from typing import Any
 
 from khronos_cli import statedir
 from khronos_cli.config import Settings
-from khronos_cli.errors import ExitCode, KhronosError
+from khronos_cli.errors import ConfigError, ExitCode, KhronosError
+from khronos_cli.runtime.logs import log_file
 from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent, read_state
+from khronos_cli.settings import LogSettings
 
 __all__ = ["detach", "launch", "worker_argv"]
 
 SANDBOX_FILE = "sandbox.json"
+SANDBOX_SECRETS = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 _LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ +[A-Z]+ +")  # a log line's time and level
 PRIVATE_UMASK = 0o077
 
@@ -42,14 +45,16 @@ def worker_argv(state_dir: Path, config: Path | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def _sandbox(state_dir: Path, users: int, rate: float) -> Iterator[dict[str, str]]:
-    """Start the stand-ins; yield the environment the worker needs; stop them at the end."""
+def _sandbox(state_dir: Path, users: int, rate: float, log_format: str) -> Iterator[dict[str, str]]:
+    """Start the stand-ins (logging in the worker's format); yield the environment the worker
+    needs; stop them at the end."""
     info_path = state_dir / SANDBOX_FILE
     info_path.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(state_dir),
          "--users", str(users), "--rate", str(rate)],
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "KHRONOS_LOG_FORMAT": log_format},
         start_new_session=True,  # a Ctrl-C is for us to pass on; the stand-ins stop last
         preexec_fn=die_with_parent(os.getpid()),
     )  # fmt: skip
@@ -88,10 +93,19 @@ def launch(
     env = dict(os.environ)
     if port is not None:
         env["KHRONOS_HTTP_PORT"] = str(port)
+    if not supervise and not settings.log.file:  # a service manager keeps stderr: no copy
+        env["KHRONOS_LOG_FILE"] = os.environ["KHRONOS_LOG_FILE"] = "none"
+    _check_log_file(settings, supervise)
+    if sandbox:  # the stand-ins' own token and keys replace the operator's, wherever they are
+        for name in SANDBOX_SECRETS:
+            env.pop(f"{name}_FILE", None)
+            os.environ.pop(f"{name}_FILE", None)  # --no-supervise: the worker reads ours
     with contextlib.ExitStack() as stack:
 
         def prepare() -> dict[str, str]:
-            return stack.enter_context(_sandbox(state_dir, users, rate)) if sandbox else {}
+            if not sandbox:
+                return {}
+            return stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
 
         if supervise:
             s = settings.supervisor
@@ -101,7 +115,13 @@ def launch(
             )  # fmt: skip
             argv = worker_argv(state_dir, config)
             return Supervisor(
-                argv, state_dir, env=env, prepare=prepare, backoff=backoff, kill_after=s.kill_after
+                argv,
+                state_dir,
+                env=env,
+                prepare=prepare,
+                backoff=backoff,
+                kill_after=s.kill_after,
+                log_format=settings.log.format,
             ).run()
         env.update(prepare())
         os.environ.update(env)
@@ -111,20 +131,56 @@ def launch(
     return int(ExitCode.FAILURE)  # pragma: no cover - the with block always returns
 
 
-def detach(argv: list[str], state_dir: Path, *, timeout: float = 60.0) -> int:
+def _check_log_file(settings: Settings, supervise: bool) -> None:
+    """Refuse (exit 78) a ``[log] file`` the worker could not open, before anything starts."""
+    if not supervise and not settings.log.file:
+        return
+    path = log_file(settings)
+    if path is None:
+        return
+    try:
+        statedir.append_private(path).close()
+    except (OSError, statedir.StateDirError) as exc:
+        source = str(settings.config_path) if settings.config_path else "environment"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        expected = f"a file this user may write ({reason})"
+        raise ConfigError(source, "log.file", str(path), expected) from None
+
+
+def detach(
+    argv: list[str], state_dir: Path, *, log: LogSettings | None = None, timeout: float = 60.0
+) -> int:
     """Start ``argv`` (``khronos run`` without ``--detach``) in the background; wait for ready.
+    Its output goes to ``run.log`` through a rotating writer of its own (``runtime/runlog``).
 
     A start that fails leaves nothing running: a worker that exits before it is ready (the
     supervisor goes to ``backoff``), or no readiness within ``timeout``, and the supervisor is
     stopped (SIGTERM, then SIGKILL) before the error says why, with the worker's last line."""
     os.umask(PRIVATE_UMASK)
     statedir.prepare(state_dir)
+    log = log or LogSettings()
     run_log = state_dir / statedir.RUN_LOG
-    log = statedir.append_private(run_log)
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+    statedir.append_private(run_log).close()  # ours, not a symlink: refused here, not later
+    command = [sys.executable, "-m", "khronos_cli.runtime.runlog", str(run_log)]
+    command += ["--max-bytes", str(log.max_bytes), "--backups", str(log.backups)]
+    writer = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    log.close()
+    assert writer.stdin is not None
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=writer.stdin,
+            stderr=writer.stdin,
+            start_new_session=True,
+        )
+    finally:
+        writer.stdin.close()  # the run holds the pipe now; the writer ends when it does
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         code = process.poll()

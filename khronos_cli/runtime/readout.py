@@ -50,6 +50,8 @@ class Readable(Protocol):
     def backend(self) -> str: ...
     @property
     def polling(self) -> bool: ...
+    @property
+    def ready(self) -> bool: ...
 
 
 def status(worker: Readable) -> dict[str, Any]:
@@ -61,6 +63,7 @@ def status(worker: Readable) -> dict[str, Any]:
         "started_at": worker.started_at,
         "http_host": worker.settings.http_host,
         "http_port": public.port if public else None,
+        "probe_port": public.probe_port if public else None,
         "socket": str(socket_path(worker.state_dir)),
         "backend": worker.backend,
         "mode": worker.settings.telegram_mode,
@@ -145,6 +148,21 @@ def limiters(worker: Readable) -> dict[str, Any]:
 def outages(worker: Readable) -> list[dict[str, Any]]:
     """The active outages (``GET /outages``; the CLI keys them by name)."""
     return [o.to_dict() for o in worker.parts.faults.active()] if worker.parts else []
+
+
+def metrics_source(worker: Readable) -> dict[str, Any]:
+    """What ``GET /metrics`` draws from: the snapshots, each breaker's latency histogram since
+    start, and the public port's refusals."""
+    parts, public = worker.parts, worker.public
+    return {
+        "breakers": breakers(worker),
+        "limiters": limiters(worker),
+        "worker": {**status(worker), "ready": worker.ready},
+        "latency": {n: b.machine.window.cumulative() for n, b in parts.breakers.items()}
+        if parts
+        else {},
+        "rejected": dict(public.rejected) if public else {},
+    }
 
 
 def replica_snapshot(worker: Readable) -> dict[str, Any]:

@@ -112,6 +112,7 @@ def seven_steps(worker: Worker) -> list[Step]:
         if worker.public is not None:
             await worker.public.aclose()
         if parts is not None:
+            await parts.bot.failover.aclose()  # slow LLM calls another provider answered for
             for client in parts.clients:
                 await client.aclose()
         return None

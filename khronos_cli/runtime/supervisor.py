@@ -109,7 +109,9 @@ class Supervisor:
         rng: random.Random | None = None,
         keep_lines: int = 20,
         prepare: Callable[[], dict[str, str]] | None = None,
+        log_format: str = "text",
     ) -> None:
+        self.log_format = log_format
         self.argv = list(argv)
         self.state_dir = state_dir
         self.backoff = backoff
@@ -380,7 +382,16 @@ class Supervisor:
                 pass
 
     def _say(self, message: str) -> None:
-        self.output.write(f"khronos supervisor: {message}\n")
+        if self.log_format == "json":  # the worker's shape (runtime/logs.py), one object a line
+            now = time.time()
+            ts = (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                + f".{int(now % 1 * 1000):03d}Z"
+            )
+            line = {"ts": ts, "level": "info", "logger": "khronos.supervisor", "message": message}
+            self.output.write(json.dumps(line) + "\n")
+        else:
+            self.output.write(f"khronos supervisor: {message}\n")
         self.output.flush()
 
     @staticmethod

@@ -29,6 +29,7 @@ import httpx
 from redis.asyncio import Redis
 
 from khronos_cli.bot.bot import Bot
+from khronos_cli.bot.failover import Hedge
 from khronos_cli.bot.jobs import JobTracker
 from khronos_cli.bot.outbox import Outbox
 from khronos_cli.bot.poller import Poller
@@ -205,6 +206,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         groups=settings.bot.groups,
         may_type=may_type,
         on_fallback=lambda name, error: b[name].record_fallback(error),
+        hedge=Hedge(ceiling=settings.breakers["anthropic-api"].timeout),
     )
     outbox = Outbox(store, telegram, db_guard=db_guard, scrub=scrub)
     jobs = JobTracker()

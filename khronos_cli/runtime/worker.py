@@ -102,7 +102,7 @@ class Worker:
         self.parts = parts = await build(self.settings, poll_timeout=self.poll_timeout)
         self._listen(parts)
         await parts.breakers.startup()
-        self.public = PublicServer(self, self.settings.http_host, self.settings.http_port)
+        self.public = PublicServer.for_settings(self, self.settings)
         try:
             await self.public.startup()
         except (OSError, UnicodeError) as exc:  # a host that cannot work: exit 78, not 1
@@ -362,9 +362,7 @@ class Worker:
         return self._metrics.render()
 
     def _metrics_source(self) -> dict[str, Any]:
-        status = self.status()
-        status["ready"] = self.ready
-        return {"breakers": self.breakers(), "limiters": self.limiters(), "worker": status}
+        return readout.metrics_source(self)
 
     # -- what the control socket writes ---------------------------------------------------------
 

@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s sandbox %(message)s"
     )
+    if os.environ.get("KHRONOS_LOG_FORMAT") == "json":  # `khronos run --sandbox`'s own format
+        from khronos_cli.redaction import Scrubber
+        from khronos_cli.runtime.logs import JSONFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JSONFormatter(Scrubber()))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     options.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     asyncio.run(serve(options))

@@ -15,7 +15,7 @@ mentions, replies, chatter, service messages, an edit, a callback query, a migra
 Everything users do goes into a :class:`~khronos_cli.sandbox.ledger.Ledger` with whether it
 deserves an answer, the stand-in's blocks and migrations too, and every reply the bot sends while
 the users run is matched in it. Each push and reply is logged as one line through ``on_line``
-(default: the ``khronos_cli.sandbox.users`` logger), with the texts ``repr``-quoted so no log
+(default: the ``khronos.sandbox.users`` logger), with the texts ``repr``-quoted so no log
 viewer ever interprets them (a long one shortened, with its length).
 """
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FIRST_GROUP_ID", "FIRST_USER_ID", "PHRASES", "SimulatedUsers"]
 
-LOGGER = logging.getLogger("khronos_cli.sandbox.users")
+LOGGER = logging.getLogger("khronos.sandbox.users")
 
 
 class SimulatedUsers:

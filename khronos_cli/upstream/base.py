@@ -15,6 +15,9 @@ outbox, the log or an HTTP answer.
 from __future__ import annotations
 
 import email.utils
+import errno
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol, TypeVar
@@ -25,7 +28,14 @@ from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT
 
-__all__ = ["Guard", "UpstreamClient", "parse_retry_after", "through", "unguarded"]
+__all__ = [
+    "Guard",
+    "UpstreamClient",
+    "connection_failure",
+    "parse_retry_after",
+    "through",
+    "unguarded",
+]
 
 T = TypeVar("T")
 
@@ -79,6 +89,35 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(seconds, 0.0) if seconds == seconds else None  # NaN -> None
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """What a failed connection was, named for what it is ("name not resolved", "connection
+    refused", ...), or None when it was not one of those (a real timeout, a protocol error).
+
+    The transport underneath (httpx-aiohttp) reports every connection failure as
+    ``httpx.ConnectTimeout``; the OS error that really happened is in its chain of causes.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            if cause.errno == socket.EAI_AGAIN:
+                return "name not resolved (the DNS server did not answer)"
+            return "name not resolved (no such host)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (nothing listens on that host and port)"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the peer"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted"
+        if isinstance(cause, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "network unreachable (no route to that host)"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class UpstreamClient:
@@ -143,9 +182,12 @@ class UpstreamClient:
         """One HTTP exchange, with transport failures translated to UpstreamError."""
         try:
             return await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(self.dependency, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
+            named = connection_failure(exc)
+            if named is not None:
+                raise UpstreamError(self.dependency, named, code="network") from None
+            if isinstance(exc, httpx.TimeoutException):
+                raise UpstreamError(self.dependency, f"timed out ({type(exc).__name__})") from None
             reason = self._scrub(str(exc)) or type(exc).__name__
             raise UpstreamError(self.dependency, f"unreachable: {reason}", code="network") from None
 

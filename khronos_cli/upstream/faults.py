@@ -61,7 +61,7 @@ assert MODES == OUTAGE_MODES  # what crosses the control socket is defined there
 DEFAULT_DURATION = 60.0
 _MAX_DEFAULT_RETRY_AFTER = 60.0
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("khronos.faults")
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,15 @@ class AnthropicClient(_LLMClient):
         self.max_tokens = max_tokens
 
     async def reply(
-        self, turns: Sequence[Turn], *, system: str | None = None, key: Hashable | None = None
+        self,
+        turns: Sequence[Turn],
+        *,
+        system: str | None = None,
+        key: Hashable | None = None,
+        sending: asyncio.Event | None = None,
     ) -> Answer:
-        """The assistant's answer to the conversation ``turns`` (last one from the user)."""
+        """The assistant's answer to the conversation ``turns`` (last one from the user).
+        ``sending`` is set when the request leaves (the limiter's wait is over)."""
         payload: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
@@ -142,6 +148,8 @@ class AnthropicClient(_LLMClient):
             payload["system"] = system
 
         async def attempt() -> Answer:
+            if sending is not None:
+                sending.set()
             response = await self._send("POST", "/v1/messages", json=payload)
             self._raise_for_error(response)
             body = self._json(response)

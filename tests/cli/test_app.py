@@ -71,7 +71,7 @@ def test_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:
 def test_config_json_has_effective_settings_and_hides_secrets(tmp_path: Path) -> None:
     """`khronos config --json` prints the merged settings; secrets show only as set/unset."""
     env = {"TELEGRAM_BOT_TOKEN": "999:never-print-me"}
-    result = khronos("config", "--json", "--state-dir", str(tmp_path), env=env)
+    result = khronos("config", "--json", "--sandbox", "--state-dir", str(tmp_path), env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["telegram_token"] == "set" and data["openai_api_key"] == "unset"

@@ -81,9 +81,10 @@ def test_a_host_that_cannot_work_or_no_token_exit_78_before_anything_starts(
     the sandbox: exit 78 and the output names the key; `khronos run` finds each before it starts
     anything (the worker checks the same again: a bind that fails there is exit 78 too)."""
     sandbox = ["--sandbox", "--users", "0", "--port", "0"]
+    beyond = {"KHRONOS_HTTP_TOKEN": "a-token-for-the-public-port"}  # beyond loopback: required
     cases = {
-        "no.such.host.invalid": (sandbox, '[http]\nhost = "no.such.host.invalid"\n', {}),
-        "192.0.2.1": (sandbox, '[http]\nhost = "192.0.2.1"\n', {}),  # TEST-NET-1: nobody's
+        "no.such.host.invalid": (sandbox, '[http]\nhost = "no.such.host.invalid"\n', beyond),
+        "192.0.2.1": (sandbox, '[http]\nhost = "192.0.2.1"\n', beyond),  # TEST-NET-1: nobody's
         "TELEGRAM_BOT_TOKEN": (["--port", "0"], "", {"TELEGRAM_BOT_TOKEN": ""}),
     }
     outcome = {}

@@ -125,10 +125,11 @@ def _other_local_address() -> str | None:
 
 
 def test_the_public_port_binds_loopback_unless_configured(
-    make_instance: Any, figures: Callable[..., None]
+    make_instance: Any, figures: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """By default the port listens on 127.0.0.1 only (a non-loopback address is refused);
-    with [http] host = "0.0.0.0" it listens on every address."""
+    with [http] host = "0.0.0.0" (and the token that then requires) it listens on every
+    address."""
     default = make_instance("default").start()
     port = default.status()["http_port"]
     listening = _listeners(port)
@@ -139,6 +140,7 @@ def test_the_public_port_binds_loopback_unless_configured(
             pass
         refused = other
     wide_port = free_port()
+    monkeypatch.setenv("KHRONOS_HTTP_TOKEN", "a-token-for-the-public-port")
     wide = make_instance("wide", config=FAST_CONFIG + '[http]\nhost = "0.0.0.0"\n',
                          port=wide_port).start()  # fmt: skip
     figures(

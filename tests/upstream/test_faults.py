@@ -331,7 +331,7 @@ def test_listeners_get_started_and_ended_and_a_raising_one_breaks_nothing(
 
     injector.add_listener(broken)
     injector.add_listener(lambda e: seen.append((e.kind, e.outage.mode, e.cause)))
-    with caplog.at_level(logging.ERROR, logger="khronos_cli.upstream.faults"):
+    with caplog.at_level(logging.ERROR, logger="khronos.faults"):
         injector.start("openai-api", "down")
         injector.start("openai-api", "slow")
         injector.stop("openai-api")

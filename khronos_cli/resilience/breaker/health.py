@@ -58,8 +58,9 @@ class HealthCheck:
         state.refresh(now)
         if not healthy:
             state.listeners.emit("health_check_failed", state.current, error)
-            if state.current is not OPEN and state.forced is None:
-                state.trip(now, "health check failed")
+            if state.current is not OPEN and state.forced is None:  # say what it did
+                why = "no answer in time" if isinstance(error, TimeoutError) else str(error or "")
+                state.trip(now, "health check failed" + (f": {why}" if why else ""))
         elif state.current is OPEN and state.forced is None and now >= state.hold_until:
             state.next_trial_at = now
             state.to_half_open()

@@ -21,11 +21,16 @@ dependency.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["BINS", "RollingWindow", "latency_bin"]
+__all__ = ["BINS", "LATENCY_BOUNDS", "RollingWindow", "latency_bin"]
+
+# The upper bounds (seconds) of the cumulative latency histogram kept since start, for
+# Prometheus (``khronos_breaker_call_duration_seconds``): 5 ms to a minute.
+LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 _SUB = 8  # sub-bins per power of two
 _OCTAVES = 28  # 2**27 µs ~ 134 s
@@ -58,7 +63,19 @@ class RollingWindow:
     seconds.
     """
 
-    __slots__ = ("_bad", "_hist", "_lat", "_lat_sum", "_ok", "_size", "_tick", "_width", "duration")
+    __slots__ = (
+        "_bad",
+        "_hist",
+        "_lat",
+        "_lat_sum",
+        "_ok",
+        "_size",
+        "_tick",
+        "_total",
+        "_total_sum",
+        "_width",
+        "duration",
+    )
 
     def __init__(self, duration: float = 10.0, buckets: int = 10) -> None:
         if duration <= 0 or buckets < 1:
@@ -73,6 +90,8 @@ class RollingWindow:
         self._lat_sum = [0.0] * buckets
         self._lat = [[0] * BINS for _ in range(buckets)]
         self._hist = [0] * BINS  # the sum of the slots' histograms
+        self._total = [0] * (len(LATENCY_BOUNDS) + 1)  # since start, by LATENCY_BOUNDS (+Inf)
+        self._total_sum = 0.0
 
     # -- writes (the hot path) ----------------------------------------------------------------
 
@@ -104,6 +123,8 @@ class RollingWindow:
         self._lat[slot][index] += 1
         self._hist[index] += 1
         self._lat_sum[slot] += latency
+        self._total[bisect.bisect_left(LATENCY_BOUNDS, latency)] += 1
+        self._total_sum += latency
 
     def reset_counts(self) -> None:
         """Forget every success and failure (the breaker closed); latency figures stay."""
@@ -111,6 +132,15 @@ class RollingWindow:
         self._bad = [0] * self._size
 
     # -- reads --------------------------------------------------------------------------------
+
+    def cumulative(self) -> tuple[list[tuple[float, int]], float]:
+        """Every latency since start as a cumulative histogram: ``([(bound, calls at most
+        bound), ..., (inf, all calls)], sum of seconds)``; never reset, never expired."""
+        buckets, running = [], 0
+        for bound, count in zip((*LATENCY_BOUNDS, math.inf), self._total, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets, self._total_sum
 
     def counts(self, now: float) -> tuple[int, int]:
         """``(calls, failures)`` in the window ending at ``now``."""

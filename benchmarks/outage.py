@@ -1,0 +1,110 @@
+"""Outage detection: how long users wait when Anthropic starts to hang, with the default settings.
+
+Run: ``.venv/bin/python benchmarks/outage.py [--rate 2] [--before 10] [--during 60]``.
+
+One khronos worker (``python -m khronos_cli.runtime.worker``, no ``khronos.toml``: every default)
+against the sandbox stand-ins (0.2 s per LLM answer). Users send ``--rate`` messages a second,
+each from its own chat; after ``--before`` seconds the Anthropic stand-in starts to hang (it
+accepts requests and never answers, as an overloaded API does) and stays so for ``--during``
+seconds while users keep writing. Printed: from the hang's start to the first answer OpenAI
+gave, who answered the messages sent during the outage, and their message-to-answer latency
+(p50, p99, max), with how many waited longer than 15 s. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import sandbox, wait_until
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=2.0, help="messages a second")
+    parser.add_argument("--before", type=float, default=10.0, help="healthy seconds first")
+    parser.add_argument("--during", type=float, default=60.0, help="seconds Anthropic hangs")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="khronos-bench-outage-") as tmp:
+        root = Path(tmp)
+        with sandbox(root) as stand_ins:
+            state = root / "worker"
+            state.mkdir(mode=0o700)
+            env = {**stand_ins.env, "KHRONOS_HTTP_PORT": "0", "PATH": "/usr/bin:/bin"}
+            command = [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir"]
+            worker = subprocess.Popen([*command, str(state)], env=env, stderr=subprocess.DEVNULL)
+            admin = httpx.Client(base_url=stand_ins.telegram, timeout=30)
+            anthropic = str(stand_ins.info["anthropic_base_url"])
+            try:
+                wait_until((state / "khronos.sock").exists, 60, "the worker")
+                report = run(admin, anthropic, options)
+            finally:
+                worker.terminate()
+                worker.wait(timeout=60)
+                admin.close()
+    print(report)
+
+
+def run(admin: httpx.Client, anthropic: str, options: argparse.Namespace) -> str:
+    sent: dict[str, float] = {}
+    gap = 1.0 / options.rate
+    began = time.monotonic()
+    hang_at = began + options.before
+    end = hang_at + options.during
+    index = 0
+    hanging = False
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if not hanging and now >= hang_at:
+            httpx.post(f"{anthropic}/_sandbox/mode", json={"mode": "hang"}, timeout=10)
+            hanging, hang_wall = True, time.monotonic()
+        text = f"m{index}"
+        admin.post("/_sandbox/messages", json={"chat_id": 20_000 + index, "text": text})
+        sent[text] = time.monotonic()  # the sandbox stamps deliveries on the same clock
+        index += 1
+        time.sleep(max(0.0, began + index * gap - time.monotonic()))  # the users' pace
+    wait_until(lambda: answered(admin) >= len(sent), 120, "every answer")
+    httpx.post(f"{anthropic}/_sandbox/mode", json={"mode": "ok"}, timeout=10)
+    during, first_openai, providers = [], None, {"anthropic": 0, "openai": 0, "other": 0}
+    for item in admin.get("/_sandbox/deliveries").json()["items"]:
+        words = str(item["text"]).rsplit(" ", 1)
+        at_sent = sent.get(words[-1])
+        if at_sent is None or at_sent < hang_wall:
+            continue
+        during.append(float(item["at"]) - at_sent)
+        provider = words[0].split(" ")[0] if len(words) == 2 else "other"
+        providers[provider if provider in providers else "other"] += 1
+        if provider == "openai" and (first_openai is None or item["at"] < first_openai):
+            first_openai = float(item["at"])
+    during.sort()
+    p99 = during[min(len(during) - 1, int(0.99 * len(during)))]
+    detect = "never" if first_openai is None else f"{first_openai - hang_wall:.1f} s"
+    return "\n".join(
+        [
+            f"{len(sent)} messages at {options.rate:g}/s; Anthropic hangs after "
+            f"{options.before:g} s for {options.during:g} s; default settings",
+            "",
+            "| hang to the first OpenAI answer | answered during the hang (anthropic/openai/other)"
+            " | latency p50 | p99 | max | waited > 15 s |",
+            "|---:|---|---:|---:|---:|---:|",
+            f"| {detect} | {providers['anthropic']}/{providers['openai']}/{providers['other']} | "
+            f"{statistics.median(during):.1f} s | {p99:.1f} s | {during[-1]:.1f} s | "
+            f"{sum(1 for d in during if d > 15)} of {len(during)} |",
+        ]
+    )
+
+
+def answered(admin: httpx.Client) -> int:
+    return int(admin.get("/_sandbox/stats").json()["deliveries"])
+
+
+if __name__ == "__main__":
+    main()
