@@ -205,8 +205,8 @@ def stop(
         float | None,
         typer.Option(
             "--timeout",
-            help="Overall deadline for the stop, seconds (1 to 900) [default: the configured "
-            "[shutdown] deadline].",
+            help="Overall deadline for the stop, seconds (1 to 900); default: the config's "
+            "shutdown.deadline (30 s unless set).",
             show_default=False,
         ),
     ] = None,
