@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
+from khronos_cli.kinds import Choice, Kind, kind_of
 from khronos_cli.redaction import Secret
 from khronos_cli.secrets import api_key, bot_token, http_token, read_secret
 from khronos_cli.settings import (
@@ -70,6 +71,7 @@ __all__ = [  # the settings are re-exported: ``from khronos_cli.config import Se
 CONFIG_NAME = "khronos.toml"
 MAX_CONFIG_BYTES = 1024 * 1024  # a khronos.toml is a few hundred bytes
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
+TELEGRAM_MODES = Choice(("polling", "webhook"))
 WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of these; ours: 16+
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
@@ -205,11 +207,14 @@ class _Parser:
         for provider in ("anthropic", "openai"):
             if "max_tokens" in tables[provider]:
                 full = f"{provider}.max_tokens"
-                value = self.field(full, "max_tokens", tables[provider]["max_tokens"])
+                kind = kind_of(BotSettings, f"{provider}_max_tokens")
+                value = self.field(full, kind, tables[provider]["max_tokens"])
                 values[f"{provider}_max_tokens"] = value
         if "poll_timeout" in tables["telegram"]:
             poll = self.field(
-                "telegram.poll_timeout", "poll_timeout", tables["telegram"]["poll_timeout"]
+                "telegram.poll_timeout",
+                kind_of(BotSettings, "poll_timeout"),
+                tables["telegram"]["poll_timeout"],
             )
             if not isinstance(poll, float) or not 1 <= poll <= MAX_POLL_TIMEOUT:
                 raise self.fail(
@@ -225,7 +230,7 @@ class _Parser:
         ``khronos run --log-format`` and ``--log-level`` set)."""
         table = self.table(data, "log", {"format", "level", "file", "max_bytes", "backups"})
         values: dict[str, Any] = {
-            key: self.field(f"log.{key}", key, table[key])
+            key: self.field(f"log.{key}", kind_of(LogSettings, key), table[key])
             for key in ("max_bytes", "backups")
             if key in table
         }
@@ -242,8 +247,10 @@ class _Parser:
                     raise ConfigError(source, full, value, "a file path, or 'none'")
                 values[key] = value
             else:
+                kind = kind_of(LogSettings, key)
+                assert isinstance(kind, Choice)
                 values[key] = choice(
-                    source, full, key, value.lower() if isinstance(value, str) else value
+                    source, full, kind, value.lower() if isinstance(value, str) else value
                 )
         return LogSettings(**values)
 
@@ -322,12 +329,14 @@ class _Parser:
     def fields(self, cls: type[Any], table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         names = {f.name for f in dataclasses.fields(cls)} - {"name"}
         self.known(table, names, prefix)
-        return {key: self.field(prefix + key, key, value) for key, value in table.items()}
+        return {
+            key: self.field(prefix + key, kind_of(cls, key), value) for key, value in table.items()
+        }
 
     # -- values -------------------------------------------------------------------------------
 
-    def field(self, full: str, key: str, value: object) -> object:
-        return check(self.source, full, key, value)
+    def field(self, full: str, kind: Kind, value: object) -> object:
+        return check(self.source, full, kind, value)
 
     def string(self, tables: Mapping[str, Any], dotted: str, default: str) -> str:
         table, key = dotted.split(".")
@@ -353,7 +362,7 @@ class _Parser:
         self, telegram: Mapping[str, Any], env: Mapping[str, str]
     ) -> Literal["polling", "webhook"]:
         mode = telegram.get("mode", "polling")
-        if choice(self.source, "telegram.mode", "mode", mode) == "polling":
+        if choice(self.source, "telegram.mode", TELEGRAM_MODES, mode) == "polling":
             return "polling"
         if not _WEBHOOK_SECRET.fullmatch(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value):
             raise ConfigError(

@@ -1,11 +1,12 @@
-"""What each key of ``khronos.toml`` may hold: its kind (duration, count, rate, choice) and its
-range. A value outside its range is refused at start, because it cannot work: ``buckets =
-100000000`` allocates for 18 s and dies of MemoryError, ``restart_delay = 1e308`` kills the
-supervisor, a timeout of a century never times out.
+"""Parsing and bounding what each key of ``khronos.toml`` holds, by its kind (duration, count,
+rate, choice) and range. A value outside its range is refused at start, because it cannot
+work: ``buckets = 100000000`` allocates for 18 s and dies of MemoryError, ``restart_delay =
+1e308`` kills the supervisor, a timeout of a century never times out.
 
-Every duration is finite and at most :data:`MAX_SECONDS` (one hour) unless its key says
-otherwise (:data:`_MAX_SECONDS`); every count has a cap (:data:`_MAX_COUNT`); a rate allows at
-most :data:`MAX_RATE_LIMIT` events in a period of at most :data:`MAX_RATE_PERIOD`. The caps are
+Each field's kind and range is declared on the field (``settings.py``, :mod:`khronos_cli.kinds`):
+every duration is finite and at most one hour unless its kind says otherwise; every count has a
+cap; a rate allows at most :data:`MAX_RATE_LIMIT` events in a period of at most
+:data:`MAX_RATE_PERIOD`. The caps are
 far above any setting that makes sense and far below the ones that break something.
 
 This module is imported by the CLI, so it uses the standard library only.
@@ -17,6 +18,7 @@ import math
 import re
 
 from khronos_cli.errors import ConfigError
+from khronos_cli.kinds import DAY, HOUR, MINUTE, Choice, Count, Duration, Kind, Percent, Rates
 from khronos_cli.settings import Rate
 
 __all__ = [
@@ -29,7 +31,6 @@ __all__ = [
     "seconds_text",
 ]
 
-MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 MAX_SECONDS = HOUR
 MAX_RATE_LIMIT = 1_000_000
 MAX_RATE_PERIOD = DAY
@@ -49,59 +50,6 @@ _RATE_UNITS = {
     "hour": HOUR,
 }
 _DURATION_HINT = "seconds or a duration like '500ms', '30s', '2m'"
-
-_SHUTDOWN = {"deadline", "jobs_timeout", "outbox_timeout", "quick_budget"}
-_SUPERVISOR = {"restart_delay", "max_restart_delay", "healthy_after", "kill_after"}
-_RETENTION = {"journal", "outbox", "history", "interval"}
-_POSITIVE_DURATIONS = {
-    "timeout",
-    "reset_timeout",
-    "rolling_window",
-    "health_check_interval",
-    "idle_timeout",
-    "poll_timeout",
-    *_SHUTDOWN,
-    *_SUPERVISOR,
-    *_RETENTION,
-}
-_DURATIONS = {"min_time", "global_min_time", *_POSITIVE_DURATIONS}
-_OPTIONAL_DURATIONS = {"half_open_max_wait"}
-_MAX_SECONDS = {  # keys whose cap is not MAX_SECONDS
-    "idle_timeout": DAY,
-    "quick_budget": MINUTE,
-    "max_restart_delay": DAY,
-    "healthy_after": DAY,
-    "journal": 3650 * DAY,
-    "outbox": 3650 * DAY,
-    "history": 3650 * DAY,
-    "interval": DAY,
-}
-_RATES = {"rates", "group_rates", "global_rates"}
-_MAX_COUNT = {
-    "volume_threshold": 1_000_000,
-    "buckets": 1_000,
-    "half_open_max_calls": 1_000,
-    "fail_max": 1_000_000,
-    "crashloop_after": 1_000,
-    "history_turns": 100_000,
-    "max_tokens": 200_000,
-    "max_bytes": 1024**3,
-    "backups": 100,
-}
-_MAX_OPTIONAL_COUNT = {
-    "max_concurrent": 100_000,
-    "max_queued": 1_000_000,
-    "global_max_concurrent": 100_000,
-}
-_CHOICES: dict[str, tuple[object, ...]] = {
-    "policy": ("error_rate", "consecutive"),
-    "strategy": ("reject", "drop-oldest", "drop-lowest"),
-    "group_by": ("chat", "user", "none"),
-    "mode": ("polling", "webhook"),
-    "groups": ("addressed", "all", "off"),
-    "format": ("text", "json"),
-    "level": ("debug", "info", "warning", "error"),
-}
 
 
 def seconds_text(seconds: float) -> str:
@@ -142,46 +90,48 @@ def parse_rate(value: object, *, source: str = "argument", key: str = "rate") ->
     return Rate(int(match[1]), period)
 
 
-def check(source: str, full: str, key: str, value: object) -> object:
-    """``value`` of ``key`` (spelled ``full`` in the file) as khronos uses it, or ConfigError."""
-    if key in _DURATIONS or key in _OPTIONAL_DURATIONS:
-        if key in _OPTIONAL_DURATIONS and value == "none":
+def check(source: str, full: str, kind: Kind, value: object) -> object:
+    """``value`` of the key spelled ``full`` in the file, of ``kind``, as khronos uses it, or
+    ConfigError naming the source, the key and the value."""
+    if isinstance(kind, Duration):
+        if kind.optional and value == "none":
             return None
         seconds = parse_duration(value, source=source, key=full)
-        cap = _MAX_SECONDS.get(key, MAX_SECONDS)
-        low = "above zero" if key in _POSITIVE_DURATIONS else "of zero or more"
-        if (seconds == 0 and key in _POSITIVE_DURATIONS) or seconds > cap:
+        low = "above zero" if kind.positive else "of zero or more"
+        if (seconds == 0 and kind.positive) or seconds > kind.cap:
             raise ConfigError(
-                source, full, value, f"a duration {low} and at most {seconds_text(cap)}"
+                source, full, value, f"a duration {low} and at most {seconds_text(kind.cap)}"
             )
         return seconds
-    if key in _RATES:
+    if isinstance(kind, Rates):
         if not isinstance(value, list):
             raise ConfigError(source, full, value, "a list of rates like ['1/s', '20/min']")
         return tuple(_rate(source, full, item) for item in value)
-    if key in _MAX_COUNT or key in _MAX_OPTIONAL_COUNT:
-        optional = key in _MAX_OPTIONAL_COUNT
-        if optional and value == "none":
+    if isinstance(kind, Count):
+        if kind.optional and value == "none":
             return None
-        cap = _MAX_OPTIONAL_COUNT[key] if optional else _MAX_COUNT[key]
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= cap:
-            expected = f"a whole number from 1 to {cap:,}" + (" or 'none'" if optional else "")
-            raise ConfigError(source, full, value, expected)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= kind.cap:
+            none = " or 'none'" if kind.optional else ""
+            raise ConfigError(source, full, value, f"a whole number from 1 to {kind.cap:,}{none}")
         return value
-    if key == "error_threshold":
+    if isinstance(kind, Percent):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
             raise ConfigError(source, full, value, "a percentage above 0 and at most 100")
         return float(value)
-    return choice(source, full, key, value)
+    if isinstance(kind, Choice):
+        return choice(source, full, kind, value)
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(source, full, value, "a non-empty string")
+    return value
 
 
-def choice(source: str, full: str, key: str, value: object) -> object:
-    """One of the words ``key`` takes (``group_by = "none"`` is None)."""
-    choices = _CHOICES[key]
-    if key == "group_by" and value == "none":
+def choice(source: str, full: str, kind: Choice, value: object) -> object:
+    """One of the words of ``kind`` (``"none"``, when it takes it, is None)."""
+    if kind.none and value == "none":
         return None
-    if value not in choices:
-        raise ConfigError(source, full, value, "one of " + ", ".join(repr(c) for c in choices))
+    if value not in kind.words:
+        words = (*kind.words, "none") if kind.none else kind.words
+        raise ConfigError(source, full, value, "one of " + ", ".join(repr(w) for w in words))
     return value
 
 

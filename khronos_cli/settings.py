@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from khronos_cli.kinds import (
+    DAY,
+    HOUR,
+    MINUTE,
+    Choice,
+    Count,
+    Duration,
+    Percent,
+    Rates,
+    Text,
+    setting,
+)
 from khronos_cli.redaction import Secret, scrub
 
 __all__ = [
@@ -57,17 +69,21 @@ class BreakerSettings:
     """One circuit breaker. Times are seconds, ``error_threshold`` a percentage."""
 
     name: str
-    timeout: float = 10.0
-    error_threshold: float = 50.0
-    reset_timeout: float = 30.0
-    volume_threshold: int = 5
-    rolling_window: float = 10.0
-    buckets: int = 10
-    half_open_max_calls: int = 1
-    half_open_max_wait: float | None = None  # None: the breaker's timeout plus one second
-    health_check_interval: float = 5.0
-    policy: Literal["error_rate", "consecutive"] = "error_rate"
-    fail_max: int = 5  # the consecutive-failure policy's threshold (pybreaker's rule)
+    timeout: float = setting(10.0, Duration())
+    error_threshold: float = setting(50.0, Percent())
+    reset_timeout: float = setting(30.0, Duration())
+    volume_threshold: int = setting(5, Count(1_000_000))
+    rolling_window: float = setting(10.0, Duration())
+    buckets: int = setting(10, Count(1_000))
+    half_open_max_calls: int = setting(1, Count(1_000))
+    # None: the breaker's timeout plus one second
+    half_open_max_wait: float | None = setting(None, Duration(optional=True))
+    health_check_interval: float = setting(5.0, Duration())
+    policy: Literal["error_rate", "consecutive"] = setting(
+        "error_rate", Choice(("error_rate", "consecutive"))
+    )
+    # the consecutive-failure policy's threshold (pybreaker's rule)
+    fail_max: int = setting(5, Count(1_000_000))
 
 
 @dataclass(frozen=True)
@@ -76,38 +92,41 @@ class LimiterSettings:
     Group semantics) and the ``global_*`` fields to all keys together."""
 
     name: str
-    group_by: str | None = None
-    max_concurrent: int | None = None
-    min_time: float = 0.0
-    max_queued: int | None = None
-    rates: tuple[Rate, ...] = ()
-    group_rates: tuple[Rate, ...] = ()  # keys that are group chats (negative Telegram chat ids)
-    global_max_concurrent: int | None = None
-    global_min_time: float = 0.0
-    global_rates: tuple[Rate, ...] = ()
-    strategy: Literal["reject", "drop-oldest", "drop-lowest"] = "reject"
-    idle_timeout: float = 60.0
+    group_by: str | None = setting(None, Choice(("chat", "user"), none=True))
+    max_concurrent: int | None = setting(None, Count(100_000, optional=True))
+    min_time: float = setting(0.0, Duration(positive=False))
+    max_queued: int | None = setting(None, Count(1_000_000, optional=True))
+    rates: tuple[Rate, ...] = setting((), Rates())
+    # keys that are group chats (negative Telegram chat ids)
+    group_rates: tuple[Rate, ...] = setting((), Rates())
+    global_max_concurrent: int | None = setting(None, Count(100_000, optional=True))
+    global_min_time: float = setting(0.0, Duration(positive=False))
+    global_rates: tuple[Rate, ...] = setting((), Rates())
+    strategy: Literal["reject", "drop-oldest", "drop-lowest"] = setting(
+        "reject", Choice(("reject", "drop-oldest", "drop-lowest"))
+    )
+    idle_timeout: float = setting(60.0, Duration(cap=DAY))
 
 
 @dataclass(frozen=True)
 class ShutdownSettings:
     """The stop's budgets (DESIGN.md: 30 s overall, 10 s for active jobs, 2 s for a quick stop)."""
 
-    deadline: float = 30.0
-    jobs_timeout: float = 10.0
-    outbox_timeout: float = 5.0
-    quick_budget: float = 2.0
+    deadline: float = setting(30.0, Duration())
+    jobs_timeout: float = setting(10.0, Duration())
+    outbox_timeout: float = setting(5.0, Duration())
+    quick_budget: float = setting(2.0, Duration(cap=MINUTE))
 
 
 @dataclass(frozen=True)
 class SupervisorSettings:
     """Restart backoff: ``restart_delay`` doubling, capped, reset after ``healthy_after`` up."""
 
-    restart_delay: float = 1.0
-    max_restart_delay: float = 60.0
-    healthy_after: float = 60.0
-    crashloop_after: int = 10
-    kill_after: float = 40.0
+    restart_delay: float = setting(1.0, Duration())
+    max_restart_delay: float = setting(60.0, Duration(cap=DAY))
+    healthy_after: float = setting(60.0, Duration(cap=DAY))
+    crashloop_after: int = setting(10, Count(1_000))
+    kill_after: float = setting(40.0, Duration())
 
 
 @dataclass(frozen=True)
@@ -115,11 +134,14 @@ class BotSettings:
     """How the bot answers: which group messages (``addressed``: commands to it, mentions of
     it, replies to it; ``all``; ``off``), how much history it sends, and its output caps."""
 
-    groups: Literal["addressed", "all", "off"] = "addressed"
-    history_turns: int = 20
-    anthropic_max_tokens: int = 1024
-    openai_max_tokens: int = 1024
-    poll_timeout: float = 30.0  # getUpdates' long poll (Telegram caps it at 50 s)
+    groups: Literal["addressed", "all", "off"] = setting(
+        "addressed", Choice(("addressed", "all", "off"))
+    )
+    history_turns: int = setting(20, Count(100_000))
+    anthropic_max_tokens: int = setting(1024, Count(200_000))
+    openai_max_tokens: int = setting(1024, Count(200_000))
+    # getUpdates' long poll (Telegram caps it at 50 s)
+    poll_timeout: float = setting(30.0, Duration())
 
 
 @dataclass(frozen=True)
@@ -130,11 +152,14 @@ class LogSettings:
     manager keeps stderr), ``"none"`` none, else a path (relative: in the state dir). The file,
     and ``run.log`` of a detached run, rotate past ``max_bytes``, ``backups`` old files kept."""
 
-    format: Literal["text", "json"] = "text"
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    file: str = ""
-    max_bytes: int = 10 * 1024 * 1024  # each log file (khronos.log, run.log) rotates past this
-    backups: int = 3  # rotated files kept: khronos.log.1 to .3
+    format: Literal["text", "json"] = setting("text", Choice(("text", "json")))
+    level: Literal["debug", "info", "warning", "error"] = setting(
+        "info", Choice(("debug", "info", "warning", "error"))
+    )
+    file: str = setting("", Text())
+    # each log file (khronos.log, run.log) rotates past this
+    max_bytes: int = setting(10 * 1024 * 1024, Count(1024**3))
+    backups: int = setting(3, Count(100))  # rotated files kept: khronos.log.1 to .3
 
 
 @dataclass(frozen=True)
@@ -146,11 +171,11 @@ class RetentionSettings:
     conversation turns (and at most ``history_turns`` per chat).
     """
 
-    journal: float = 48 * 3600.0
-    outbox: float = 48 * 3600.0
-    history: float = 30 * 24 * 3600.0
-    history_turns: int = 200
-    interval: float = 600.0
+    journal: float = setting(48 * HOUR, Duration(cap=3650 * DAY))
+    outbox: float = setting(48 * HOUR, Duration(cap=3650 * DAY))
+    history: float = setting(30 * DAY, Duration(cap=3650 * DAY))
+    history_turns: int = setting(200, Count(100_000))
+    interval: float = setting(600.0, Duration(cap=DAY))
 
 
 def llm_timeout(max_tokens: int) -> float:

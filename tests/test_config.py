@@ -175,3 +175,26 @@ def test_webhook_mode_needs_a_url_and_a_strong_secret(tmp_path: Path) -> None:
         settings.telegram_mode == "webhook" and settings.webhook_url == "https://bot.example/hook"
     )
     assert load(env={}, state_dir=tmp_path / "none").telegram_mode == "polling"
+
+
+def test_every_field_the_file_can_set_declares_its_kind() -> None:
+    """Each settings field khronos.toml can set carries its kind (duration, count, rates,
+    percent, choice or text) on the field, so none can fall through to a wrong parser."""
+    import dataclasses
+
+    from khronos_cli import settings
+    from khronos_cli.kinds import kind_of
+
+    classes = (
+        settings.BreakerSettings,
+        settings.LimiterSettings,
+        settings.ShutdownSettings,
+        settings.SupervisorSettings,
+        settings.BotSettings,
+        settings.LogSettings,
+        settings.RetentionSettings,
+    )
+    for cls in classes:
+        for item in dataclasses.fields(cls):
+            if item.name != "name":
+                kind_of(cls, item.name)  # raises TypeError for a field without one

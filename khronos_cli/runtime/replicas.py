@@ -193,8 +193,11 @@ class Replicas:
         index = self.key("replicas")
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(self.key("replica", self.id), json.dumps(data, default=str),
-                         ex=max(2, int(self.interval * 5)))  # fmt: skip
+                pipe.set(
+                    self.key("replica", self.id),
+                    json.dumps(data, default=str),
+                    ex=max(2, int(self.interval * 5)),
+                )
                 pipe.zadd(index, {self.id: now})
                 pipe.zremrangebyscore(index, 0, now - self.interval * 5)
                 pipe.expire(index, max(2, int(self.interval * 10)))

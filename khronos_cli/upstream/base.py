@@ -160,9 +160,10 @@ class UpstreamClient:
         response = await self._send("GET", "/")
         if response.status_code >= 500:
             raise UpstreamError(
-                self.dependency, f"health check answered {response.status_code}",
+                self.dependency,
+                f"health check answered {response.status_code}",
                 status=response.status_code,
-            )  # fmt: skip
+            )
 
     async def _guarded(
         self,

@@ -130,9 +130,10 @@ class TelegramClient(UpstreamClient):
             response = await self._send("GET", path)
             if response.status_code != 200:
                 raise UpstreamError(
-                    self.dependency, f"file download answered HTTP {response.status_code}",
+                    self.dependency,
+                    f"file download answered HTTP {response.status_code}",
                     status=response.status_code,
-                )  # fmt: skip
+                )
             return response.content
 
         return await self._guarded(attempt)
@@ -161,9 +162,11 @@ class TelegramClient(UpstreamClient):
         body = self._json(response)
         if not isinstance(body, dict) or "ok" not in body:
             raise UpstreamError(
-                self.dependency, f"{name} answered an unexpected shape",
-                status=502, code="garbage",
-            )  # fmt: skip
+                self.dependency,
+                f"{name} answered an unexpected shape",
+                status=502,
+                code="garbage",
+            )
         if body["ok"] is True:
             return body.get("result")
         code = body.get("error_code")

@@ -79,8 +79,10 @@ class RollingWindow:
 
     def __init__(self, duration: float = 10.0, buckets: int = 10) -> None:
         if duration <= 0 or buckets < 1:
-            raise ValueError(f"a rolling window needs duration > 0 and buckets >= 1, "
-                             f"got {duration!r} and {buckets!r}")  # fmt: skip
+            raise ValueError(
+                f"a rolling window needs duration > 0 and buckets >= 1, "
+                f"got {duration!r} and {buckets!r}"
+            )
         self.duration = duration
         self._size = buckets
         self._width = duration / buckets

@@ -387,8 +387,12 @@ class RedisRates:
             self._local, self._local_share = MemoryRates(scaled, guard=self.guard), share
         if not self.degraded:
             self.degraded = True
-            _log.warning("limiter %s: redis unreachable (%s); local limits, 1/%d of the shared "
-                         "budget", self.prefix, exc, share)  # fmt: skip
+            _log.warning(
+                "limiter %s: redis unreachable (%s); local limits, 1/%d of the shared budget",
+                self.prefix,
+                exc,
+                share,
+            )
         if handle.local is None or handle.local[0] is not self._local:
             scaled_key = [Rate(r.limit, r.period * share) for r in handle.source]
             handle.local = (self._local, self._local.key_state(handle.key, scaled_key)[0])
