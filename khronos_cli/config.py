@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from khronos_cli import statedir
 from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
 from khronos_cli.kinds import Choice, Kind, kind_of
@@ -68,7 +69,6 @@ __all__ = [  # the settings are re-exported: ``from khronos_cli.config import Se
     "parse_rate",
 ]
 
-CONFIG_NAME = "khronos.toml"
 MAX_CONFIG_BYTES = 1024 * 1024  # a khronos.toml is a few hundred bytes
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
 TELEGRAM_MODES = Choice(("polling", "webhook"))
@@ -91,8 +91,8 @@ def load(
     env = os.environ if env is None else env
     root = Path(state_dir).expanduser() if state_dir else default_state_dir(env)
     config_path = Path(path).expanduser() if path else None
-    if config_path is None and (root / CONFIG_NAME).is_file():
-        config_path = root / CONFIG_NAME
+    if config_path is None and (root / statedir.CONFIG_FILE).is_file():
+        config_path = root / statedir.CONFIG_FILE
     data: dict[str, Any] = {}
     if config_path is not None:
         data = _read_toml(config_path)

@@ -35,19 +35,25 @@ from khronos_cli.control.protocol import SOCKET_NAME
 from khronos_cli.errors import StateDirError
 
 __all__ = [
+    "CONFIG_FILE",
+    "DB_FILE",
     "LOCK_FILE",
     "LOG_FILE",
     "NOTIFY_SOCKET",
-    "PREVIOUS_RUN_FILE",
     "REPORT_FILE",
     "RUN_LOG",
     "RUN_MARKER",
+    "SANDBOX_FILE",
+    "SANDBOX_IDS_FILE",
     "SUPERVISOR_FILE",
     "StateDirError",
     "append_private",
     "check",
+    "mark_running",
+    "mark_stopped",
     "open_private",
     "prepare",
+    "previous_run",
     "read_json",
     "socket_temporary",
     "write_private",
@@ -57,16 +63,18 @@ SUPERVISOR_FILE = "supervisor.json"  # the supervisor's state, for `khronos stat
 LOCK_FILE = "khronos.lock"  # held by the supervisor: one instance per state directory
 NOTIFY_SOCKET = "notify.sock"  # the supervisor's sd_notify datagram socket
 RUN_MARKER = "run.json"  # the worker runs (a marker left behind means it was killed)
-PREVIOUS_RUN_FILE = "previous-run.json"  # how a killed previous run ended
 REPORT_FILE = "last-shutdown.json"  # the last stop's report
 LOG_FILE = "khronos.log"  # the worker's log (rotated: .1, .2, .3)
 RUN_LOG = "run.log"  # the output of `khronos run --detach`
+DB_FILE = "khronos.db"  # the journal, the outbox and the conversations (SQLite, WAL)
+CONFIG_FILE = "khronos.toml"  # the configuration read when no --config is given
+SANDBOX_FILE = "sandbox.json"  # the sandbox stand-ins' addresses, for `khronos run --sandbox`
+SANDBOX_IDS_FILE = "sandbox-ids.json"  # where the sandbox's update ids go on from
 
 _WRITTEN = (
     SUPERVISOR_FILE,
     LOCK_FILE,
     RUN_MARKER,
-    PREVIOUS_RUN_FILE,
     REPORT_FILE,
     LOG_FILE,
     RUN_LOG,
@@ -285,3 +293,25 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def previous_run(state_dir: Path) -> dict[str, Any] | None:
+    """How the previous run ended: its stop's report, or ``killed`` when the run marker of a run
+    that wrote no report is still there (None: no run before)."""
+    marker = read_json(state_dir / RUN_MARKER)
+    if marker is None:
+        return read_json(state_dir / REPORT_FILE)
+    started = marker.get("started_at")
+    return {"result": "killed", "exit_code": None, "pid": marker.get("pid"), "started_at": started}
+
+
+def mark_running(state_dir: Path, started_at: float) -> None:
+    """``run.json`` says this run is on (0600, never through a symlink); the last report goes."""
+    marker = json.dumps({"pid": os.getpid(), "started_at": started_at})
+    write_private(state_dir / RUN_MARKER, marker)
+    (state_dir / REPORT_FILE).unlink(missing_ok=True)
+
+
+def mark_stopped(state_dir: Path) -> None:
+    """The run has written its report: it is no longer on."""
+    (state_dir / RUN_MARKER).unlink(missing_ok=True)

@@ -17,9 +17,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DROP_LOG_EVERY", "EventHub", "EventLog"]
+if TYPE_CHECKING:
+    from khronos_cli.runtime.wiring import Parts
+
+__all__ = ["DROP_LOG_EVERY", "EventHub", "EventLog", "listen"]
 
 DROP_LOG_EVERY = 10.0
 logger = logging.getLogger("khronos.events")
@@ -148,3 +151,29 @@ class EventHub:
                 yield await queue.get()
         finally:
             self._queues.discard(queue)
+
+
+def listen(parts: Parts, hub: EventHub, *, on_change: Callable[[], object]) -> None:
+    """Publish on ``hub`` what the parts tell: breaker transitions (then ``on_change()``, an open
+    breaker degrades the worker), limiter drops and halts, outages started and ended."""
+    publish = hub.publish
+    transitions = ("open", "half_open", "close", "forced", "storage_error", "storage_ok")
+
+    def on_breaker(e: Any) -> None:
+        detail = {k: v for k, v in e.detail.items() if isinstance(v, str | int | float | None)}
+        publish("breaker", breaker=e.breaker, kind=e.kind, state=e.state, **detail)
+        on_change()
+
+    def on_limiter(e: Any) -> None:
+        publish("limiter", limiter=e.limiter, kind=e.event, key=str(e.key), seconds=e.seconds)
+
+    def on_outage(e: Any) -> None:
+        outage = e.outage
+        publish("outage", kind=e.kind, name=outage.name, mode=outage.mode, cause=e.cause)
+
+    for breaker in parts.breakers.values():
+        breaker.add_listener(on_breaker, *transitions)
+    for limiter in parts.limiters.values():
+        limiter.on("dropped", on_limiter)
+        limiter.on("halt", on_limiter)
+    parts.faults.add_listener(on_outage)

@@ -28,12 +28,11 @@ from khronos_cli import statedir
 from khronos_cli.config import Settings
 from khronos_cli.errors import ConfigError, ExitCode, KhronosError
 from khronos_cli.runtime.logs import log_file
-from khronos_cli.runtime.supervisor import Backoff, Supervisor, die_with_parent, read_state
+from khronos_cli.runtime.supervisor import Supervisor, die_with_parent, read_state
 from khronos_cli.settings import LogSettings
 
 __all__ = ["detach", "launch", "worker_argv"]
 
-SANDBOX_FILE = "sandbox.json"
 SANDBOX_SECRETS = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 _LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ +[A-Z]+ +")  # a log line's time and level
 PRIVATE_UMASK = 0o077
@@ -48,16 +47,25 @@ def worker_argv(state_dir: Path, config: Path | None) -> list[str]:
 def _sandbox(state_dir: Path, users: int, rate: float, log_format: str) -> Iterator[dict[str, str]]:
     """Start the stand-ins (logging in the worker's format); yield the environment the worker
     needs; stop them at the end."""
-    info_path = state_dir / SANDBOX_FILE
+    info_path = state_dir / statedir.SANDBOX_FILE
     info_path.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(state_dir),
-         "--users", str(users), "--rate", str(rate)],
+        [
+            sys.executable,
+            "-m",
+            "khronos_cli.sandbox",
+            "--state-dir",
+            str(state_dir),
+            "--users",
+            str(users),
+            "--rate",
+            str(rate),
+        ],
         stdin=subprocess.DEVNULL,
         env={**os.environ, "KHRONOS_LOG_FORMAT": log_format},
         start_new_session=True,  # a Ctrl-C is for us to pass on; the stand-ins stop last
         preexec_fn=die_with_parent(os.getpid()),
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 30
         while not info_path.exists():
@@ -108,19 +116,13 @@ def launch(
             return stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
 
         if supervise:
-            s = settings.supervisor
-            backoff = Backoff(
-                initial=s.restart_delay, cap=s.max_restart_delay, healthy_after=s.healthy_after,
-                crashloop_after=s.crashloop_after,
-            )  # fmt: skip
             argv = worker_argv(state_dir, config)
             return Supervisor(
                 argv,
                 state_dir,
                 env=env,
                 prepare=prepare,
-                backoff=backoff,
-                kill_after=s.kill_after,
+                settings=settings.supervisor,
                 log_format=settings.log.format,
             ).run()
         env.update(prepare())

@@ -212,8 +212,14 @@ class Shutdown:
         self._emit({"event": "step_finished", **result})
         log = logger.info if outcome in (*_FINE, "cut") else logger.warning
         kept = {k: v for k, v in (detail or {}).items() if k.startswith("kept_") and v}
-        log("shutdown step %d %s: %s in %.3fs%s", number, step.name, outcome, result["duration_s"],
-            "".join(f"; {k.replace('_', ' ')}: {v}" for k, v in kept.items()))  # fmt: skip
+        log(
+            "shutdown step %d %s: %s in %.3fs%s",
+            number,
+            step.name,
+            outcome,
+            result["duration_s"],
+            "".join(f"; {k.replace('_', ' ')}: {v}" for k, v in kept.items()),
+        )
         return result
 
     async def _attempt(self, step: Step) -> tuple[str, Detail | None]:

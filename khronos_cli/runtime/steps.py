@@ -45,7 +45,7 @@ def seven_steps(worker: Worker) -> list[Step]:
 
     async def telegram() -> dict[str, Any] | None:
         parts = worker.parts
-        tasks = list(worker._tasks)
+        tasks = list(worker.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

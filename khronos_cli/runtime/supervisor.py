@@ -43,7 +43,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,26 +50,11 @@ from khronos_cli import statedir
 from khronos_cli.control.instance import RESTART_SIGNAL
 from khronos_cli.errors import AlreadyRunningError, ExitCode
 from khronos_cli.runtime.notify import notify, parse_notify
+from khronos_cli.settings import SupervisorSettings
 
-__all__ = ["Backoff", "Supervisor", "die_with_parent", "read_state"]
+__all__ = ["Supervisor", "die_with_parent", "read_state"]
 
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential restart delays with jitter; ``fast`` failures count toward a crash loop."""
-
-    initial: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    healthy_after: float = 60.0
-    jitter: float = 0.1
-    crashloop_after: int = 10
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        base = min(self.cap, self.initial * self.factor ** max(failures - 1, 0))
-        return min(self.cap, base * (1 + rng.uniform(-self.jitter, self.jitter)))
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
@@ -102,8 +86,8 @@ class Supervisor:
         argv: Sequence[str],
         state_dir: Path,
         *,
-        backoff: Backoff = Backoff(),
-        kill_after: float = 40.0,
+        settings: SupervisorSettings | None = None,
+        jitter: float = 0.1,
         env: dict[str, str] | None = None,
         output: IO[str] | None = None,
         rng: random.Random | None = None,
@@ -114,18 +98,26 @@ class Supervisor:
         self.log_format = log_format
         self.argv = list(argv)
         self.state_dir = state_dir
-        self.backoff = backoff
-        self.kill_after = kill_after
+        self.settings = settings or SupervisorSettings()
+        self.jitter = jitter
         self.env = dict(os.environ if env is None else env)
         self.output = output if output is not None else sys.stderr
         self.rng = rng or random.Random()
         self.prepare = prepare
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self.state: dict[str, Any] = {
-            "pid": os.getpid(), "worker_pid": None, "state": "starting", "restarts": 0,
-            "failures": 0, "started_at": time.time(), "worker_started_at": None,
-            "last_exit": None, "next_start_at": None, "last_lines": [], "exit_code": None,
-        }  # fmt: skip
+            "pid": os.getpid(),
+            "worker_pid": None,
+            "state": "starting",
+            "restarts": 0,
+            "failures": 0,
+            "started_at": time.time(),
+            "worker_started_at": None,
+            "last_exit": None,
+            "next_start_at": None,
+            "last_lines": [],
+            "exit_code": None,
+        }
         self._signals: list[int] = []
         self._stop_signal: int | None = None
         self._stop_at: float | None = None
@@ -212,8 +204,12 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=die_with_parent(os.getpid()),  # safe: this process has one thread
         )
-        self._write(state="starting", worker_pid=worker.pid, worker_started_at=time.time(),
-                    next_start_at=None)  # fmt: skip
+        self._write(
+            state="starting",
+            worker_pid=worker.pid,
+            worker_started_at=time.time(),
+            next_start_at=None,
+        )
         return worker
 
     def _watch(
@@ -244,8 +240,11 @@ class Supervisor:
                     elif key.fd == pidfd:
                         exited = True
                 if self._stop_at is not None and time.monotonic() >= self._stop_at and not exited:
-                    self._say(f"worker {worker.pid} still running {self.kill_after:g}s after the "
-                              "stop request: killing it")  # fmt: skip
+                    after = self.settings.kill_after
+                    self._say(
+                        f"worker {worker.pid} still running {after:g}s after the stop request: "
+                        "killing it"
+                    )
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(worker.pid, signal.SIGKILL)
                     self._stop_at = None
@@ -261,8 +260,15 @@ class Supervisor:
         uptime = time.time() - started
         signum = -returncode if returncode < 0 else None
         code = 128 + signum if signum else returncode
-        self._write(last_exit={"code": code, "signal": signum, "at": time.time(),
-                               "uptime_s": round(uptime, 3)}, worker_pid=None)  # fmt: skip
+        self._write(
+            last_exit={
+                "code": code,
+                "signal": signum,
+                "at": time.time(),
+                "uptime_s": round(uptime, 3),
+            },
+            worker_pid=None,
+        )
         requested = self._stop_signal is not None or self._worker_stopping
         if self._restarting and self._stop_signal is None:
             self._killed, self._stop_at = False, None
@@ -276,19 +282,28 @@ class Supervisor:
         if code == ExitCode.CONFIG:
             self._say("worker refused its configuration (exit 78): not restarting it")
             return int(ExitCode.CONFIG)
-        failures = self.state["failures"] + 1 if uptime < self.backoff.healthy_after else 1
+        failures = self.state["failures"] + 1 if uptime < self.settings.healthy_after else 1
         self._write(failures=failures)
-        self._say(f"worker {worker.pid} exited with {self._describe(code, signum)} after "
-                  f"{uptime:.1f}s: restarting")  # fmt: skip
+        self._say(
+            f"worker {worker.pid} exited with {self._describe(code, signum)} after "
+            f"{uptime:.1f}s: restarting"
+        )
         return None
+
+    def _delay(self, failures: int) -> float:
+        """``restart_delay`` doubling with each fast failure, capped, with jitter."""
+        s = self.settings
+        base = min(s.max_restart_delay, s.restart_delay * 2.0 ** max(failures - 1, 0))
+        return min(s.max_restart_delay, base * (1 + self.rng.uniform(-self.jitter, self.jitter)))
 
     def _wait_backoff(self, wakeup: int) -> bool:
         """Sleep the backoff (interruptible by a stop signal); False if a stop was requested."""
         failures = self.state["failures"]
-        delay = self.backoff.delay(failures, self.rng)
-        state = "crashloop" if failures >= self.backoff.crashloop_after else "backoff"
-        self._write(state=state, next_start_at=time.time() + delay,
-                    restarts=self.state["restarts"] + 1)  # fmt: skip
+        delay = self._delay(failures)
+        state = "crashloop" if failures >= self.settings.crashloop_after else "backoff"
+        self._write(
+            state=state, next_start_at=time.time() + delay, restarts=self.state["restarts"] + 1
+        )
         deadline = time.monotonic() + delay
         with selectors.DefaultSelector() as selector:
             selector.register(wakeup, selectors.EVENT_READ)
@@ -312,7 +327,7 @@ class Supervisor:
             if signum == RESTART_SIGNAL:
                 if self._stop_signal is None and not self._restarting:
                     self._restarting = True
-                    self._stop_at = time.monotonic() + self.kill_after
+                    self._stop_at = time.monotonic() + self.settings.kill_after
                     self._write(state="restarting")
                     self._say(f"restart requested: stopping worker {worker.pid} gracefully")
                     with contextlib.suppress(ProcessLookupError):
@@ -322,7 +337,7 @@ class Supervisor:
                 self._say("SIGHUP: stopping gracefully")
             if self._stop_signal is None:
                 self._stop_signal = signum
-                self._stop_at = time.monotonic() + self.kill_after
+                self._stop_at = time.monotonic() + self.settings.kill_after
                 self._write(state="stopping")
                 notify("STOPPING=1")
             with contextlib.suppress(ProcessLookupError):

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import httpx
 from redis.asyncio import Redis
 
+from khronos_cli import statedir
 from khronos_cli.bot.bot import Bot
 from khronos_cli.bot.failover import Hedge
 from khronos_cli.bot.jobs import JobTracker
@@ -50,8 +51,6 @@ from khronos_cli.upstream.telegram import TelegramClient
 __all__ = ["Parts", "build", "close_parts", "guard"]
 
 T = TypeVar("T")
-
-DB_FILE = "khronos.db"
 
 
 def guard(
@@ -180,7 +179,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         scrub=scrub,
     )
     try:
-        store = await Store.open(settings.state_dir / DB_FILE, faults=faults)
+        store = await Store.open(settings.state_dir / statedir.DB_FILE, faults=faults)
     except BaseException:
         for client in (telegram, anthropic, openai):
             await client.aclose()

@@ -20,31 +20,27 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from khronos_cli import config as config_module
 from khronos_cli import preflight, statedir
 from khronos_cli.bot.poller import OTHER_POLLER
-from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.config import Settings
-from khronos_cli.control.protocol import DEPENDENCIES, socket_path
+from khronos_cli.control.protocol import socket_path
 from khronos_cli.control.server import ControlServer
-from khronos_cli.errors import ExitCode, JobDroppedError, KhronosError
+from khronos_cli.errors import ExitCode, KhronosError
 from khronos_cli.runtime import readout
-from khronos_cli.runtime.events import EventHub
+from khronos_cli.runtime.api import WorkerAPI
+from khronos_cli.runtime.events import EventHub, listen
 from khronos_cli.runtime.http import PublicServer
 from khronos_cli.runtime.logs import setup_logging
-from khronos_cli.runtime.metrics import Metrics
 from khronos_cli.runtime.notify import notify
 from khronos_cli.runtime.replicas import Replicas
-from khronos_cli.runtime.shutdown import Shutdown, read_report
+from khronos_cli.runtime.shutdown import Shutdown
 from khronos_cli.runtime.steps import seven_steps
 from khronos_cli.runtime.wiring import Parts, build, close_parts, guard
-from khronos_cli.statedir import PREVIOUS_RUN_FILE, REPORT_FILE, RUN_MARKER
-from khronos_cli.upstream.faults import DEFAULT_DURATION
-from khronos_cli.upstream.llm import Turn
 
 __all__ = ["Worker", "main"]
 
@@ -59,7 +55,7 @@ class Worker:
         self.state_dir = settings.state_dir
         self.poll_timeout = poll_timeout
         self.events = EventHub()
-        self._metrics = Metrics(self._metrics_source)
+        self.api = WorkerAPI(self)
         self.started_at = time.time()
         self.state = "starting"
         self.parts: Parts | None = None
@@ -67,7 +63,7 @@ class Worker:
         self.control: ControlServer | None = None
         self.shutdown: Shutdown | None = None
         self.previous: dict[str, Any] | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.tasks: list[asyncio.Task[Any]] = []
         self.replicas: Replicas | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._told: str | None = None
@@ -82,8 +78,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: a graceful stop
             loop.add_signal_handler(signum, self._on_signal, signum)
-        self.previous = self._previous_run()
-        self.control = ControlServer(socket_path(self.state_dir), self)
+        self.previous = statedir.previous_run(self.state_dir)
+        self.control = ControlServer(socket_path(self.state_dir), self.api)
         await self.control.startup()
         self._starting = asyncio.ensure_future(self.startup())  # a stop meanwhile cancels it
         try:
@@ -100,9 +96,9 @@ class Worker:
 
     async def startup(self) -> None:
         self.parts = parts = await build(self.settings, poll_timeout=self.poll_timeout)
-        self._listen(parts)
+        listen(parts, self.events, on_change=self._tell_state)
         await parts.breakers.startup()
-        self.public = PublicServer.for_settings(self, self.settings)
+        self.public = PublicServer.for_settings(self.api, self.settings)
         try:
             await self.public.startup()
         except (OSError, UnicodeError) as exc:  # a host that cannot work: exit 78, not 1
@@ -110,10 +106,10 @@ class Worker:
             if refused is None:
                 raise
             raise refused from exc
-        self._write_marker()
+        statedir.mark_running(self.state_dir, self.started_at)
         kept = await parts.outbox.load()  # first, so no new answer overtakes a kept one
         resumed = await parts.poller.resume()
-        self._tasks = [
+        self.tasks = [
             asyncio.create_task(parts.poller.pump(), name="journal-pump"),
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
             asyncio.create_task(self._prune(), name="retention"),
@@ -126,12 +122,12 @@ class Worker:
                 self.settings.webhook_url, secret_token=self.settings.webhook_secret.reveal()
             )
         if parts.redis is not None:  # replicas: the lease elects the poller, claims dedup
-            self.replicas = Replicas(parts.redis, snapshot=self._replica_snapshot)
+            self.replicas = Replicas(parts.redis, snapshot=lambda: readout.replica_snapshot(self))
             parts.poller.claims = self.replicas
             replicas = self.replicas
             parts.limiters.share_replicas(lambda: replicas.count)
             task = asyncio.create_task(self.replicas.run(self._on_tick, poll=polling))
-            self._tasks.append(task)
+            self.tasks.append(task)
         elif polling:
             self._on_lease(True)
         self.state = "ready"
@@ -196,7 +192,7 @@ class Worker:
         running = self._poll_task is not None and not self._poll_task.done()
         if held and not running and self.shutdown is None and self.parts is not None:
             self._poll_task = asyncio.create_task(self.parts.poller.run(), name="poller")
-            self._tasks.append(self._poll_task)
+            self.tasks.append(self._poll_task)
         elif not held and running:
             assert self._poll_task is not None
             self._poll_task.cancel()
@@ -260,16 +256,20 @@ class Worker:
 
     async def _stop(self) -> dict[str, Any]:
         report = await self._begin_stop().start()
-        (self.state_dir / RUN_MARKER).unlink(missing_ok=True)
-        logger.info("stopped: %s", json.dumps({k: report[k] for k in ("result", "exit_code",
-                    "duration_s", "hung_step", "kept")}))  # fmt: skip
+        statedir.mark_stopped(self.state_dir)
+        logger.info(
+            "stopped: %s",
+            json.dumps(
+                {k: report[k] for k in ("result", "exit_code", "duration_s", "hung_step", "kept")}
+            ),
+        )
         if self.control is not None:
             await self.control.aclose()  # waits for the stop streams to send their last line
         return report
 
     async def _abort(self) -> None:
         """Startup failed: close whatever was opened, quietly."""
-        for task in self._tasks:
+        for task in self.tasks:
             task.cancel()
         if self.public is not None:
             await self.public.aclose()
@@ -278,49 +278,7 @@ class Worker:
         if self.control is not None:
             await self.control.aclose()
 
-    # -- run marker: how the previous run ended -------------------------------------------------
-
-    def _previous_run(self) -> dict[str, Any] | None:
-        data = statedir.read_json(self.state_dir / RUN_MARKER)
-        if data is None:
-            return read_report(self.state_dir)
-        return {"result": "killed", "exit_code": None, "pid": data.get("pid"),
-                "started_at": data.get("started_at")}  # fmt: skip
-
-    def _write_marker(self) -> None:
-        """run.json says this run is on; previous-run.json keeps how a killed one ended (both
-        0600, never written through a symlink)."""
-        marker = json.dumps({"pid": os.getpid(), "started_at": self.started_at})
-        statedir.write_private(self.state_dir / RUN_MARKER, marker)
-        (self.state_dir / REPORT_FILE).unlink(missing_ok=True)
-        if self.previous is not None and self.previous.get("result") == "killed":
-            previous = json.dumps(self.previous)
-            statedir.write_private(self.state_dir / PREVIOUS_RUN_FILE, previous)
-
-    def _listen(self, parts: Parts) -> None:
-        publish = self.events.publish
-        transitions = ("open", "half_open", "close", "forced", "storage_error", "storage_ok")
-
-        def on_breaker(e: Any) -> None:
-            detail = {k: v for k, v in e.detail.items() if isinstance(v, str | int | float | None)}
-            publish("breaker", breaker=e.breaker, kind=e.kind, state=e.state, **detail)
-            self._tell_state()  # an open breaker makes the worker degraded
-
-        def on_limiter(e: Any) -> None:
-            publish("limiter", limiter=e.limiter, kind=e.event, key=str(e.key), seconds=e.seconds)
-
-        def on_outage(e: Any) -> None:
-            outage = e.outage
-            publish("outage", kind=e.kind, name=outage.name, mode=outage.mode, cause=e.cause)
-
-        for breaker in parts.breakers.values():
-            breaker.add_listener(on_breaker, *transitions)
-        for limiter in parts.limiters.values():
-            limiter.on("dropped", on_limiter)
-            limiter.on("halt", on_limiter)
-        parts.faults.add_listener(on_outage)
-
-    # -- what the control socket and the public port read ---------------------------------------
+    # -- what the api and the readout read ----------------------------------------------------
 
     @property
     def backend(self) -> str:
@@ -331,116 +289,24 @@ class Worker:
         return self.current_state in ("ready", "degraded")
 
     @property
-    def webhook_secret(self) -> str | None:
-        if self.settings.telegram_mode != "webhook":
-            return None
-        return self.settings.webhook_secret.reveal()
-
-    @property
     def polling(self) -> bool:
         return self._poll_task is not None and not self._poll_task.done()
 
-    def status(self) -> dict[str, Any]:
-        return readout.status(self)
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``work`` as one of the worker's tasks (step 2 of the stop cancels them)."""
+        task = asyncio.create_task(work, name=name)
+        self.tasks.append(task)
+        task.add_done_callback(self._forget)
 
-    def breakers(self) -> dict[str, Any]:
-        return readout.breakers(self)
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
 
-    def limiters(self) -> dict[str, Any]:
-        return readout.limiters(self)
-
-    def outages(self) -> list[dict[str, Any]]:
-        return readout.outages(self)
-
-    async def replica_list(self) -> list[dict[str, Any]]:
-        return await readout.replica_list(self)
-
-    def _replica_snapshot(self) -> dict[str, Any]:
-        return readout.replica_snapshot(self)
-
-    def metrics(self) -> bytes:
-        return self._metrics.render()
-
-    def _metrics_source(self) -> dict[str, Any]:
-        return readout.metrics_source(self)
-
-    # -- what the control socket writes ---------------------------------------------------------
-
-    async def force_breaker(
-        self, name: str, state: str | None, *, reason: str, duration: float | None
-    ) -> dict[str, Any]:
-        breaker = self._parts().breakers[name]
-        if state == "open":
-            await breaker.force_open(reason, duration or 300.0)
-        elif state == "closed":
-            await breaker.force_closed(reason, duration or 300.0)
-        else:
-            await breaker.reset()
-        return breaker.snapshot()
-
-    def start_outage(self, spec: dict[str, Any]) -> dict[str, Any]:
-        name = spec.get("name")
-        if name not in DEPENDENCIES:
-            raise ValueError(f"'name' must be one of {', '.join(DEPENDENCIES)}")
-        options = {k: spec[k] for k in ("probability", "status", "latency") if k in spec}
-        mode, duration = str(spec.get("mode", "down")), spec.get("for", DEFAULT_DURATION)
-        outage = self._parts().faults.start(name, mode, duration=duration, **options)
-        logger.warning("outage started on %s: %s for %gs", name, outage.mode, outage.duration)
-        return outage.to_dict()
-
-    def stop_outages(self, name: str | None) -> list[dict[str, Any]]:
-        return [o.to_dict() for o in self._parts().faults.stop(name)]
-
-    def event_stream(self) -> AsyncIterator[dict[str, Any]]:
-        return self.events.subscribe()
-
-    async def stop_stream(
-        self, *, force: bool, deadline: float | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    def request_stop(self, deadline: float | None = None) -> Shutdown:
+        """``khronos stop``: the stop begins (once) and :meth:`serve` finishes it."""
         shutdown = self._begin_stop(deadline)
         self._stop_requested.set()
-        if force:
-            shutdown.force()
-        async for event in shutdown.follow():
-            yield event
-
-    # -- public API -----------------------------------------------------------------------------
-
-    async def chat(self, message: str, *, user: str) -> dict[str, str]:
-        """``POST /chat``: the bot's own chain (Anthropic, OpenAI, the fallback text), through
-        the ``global`` limiter that guards the public port's work (the seed's middleware);
-        ``{"reply", "answered_by"}``."""
-        parts = self._parts()
-        turns: list[Turn] = [{"role": "user", "content": message}]
-        reply = await parts.limiters["global"].schedule(lambda: parts.bot.ask(turns, key=user))
-        return {"reply": reply.text, "answered_by": reply.answered_by}
-
-    async def send(self, chat_id: int, text: str) -> dict[str, Any]:
-        """``POST /messages``: queued durably, then sent through the outbox (and the
-        ``telegram`` limiter); the request itself goes through the ``global`` limiter."""
-        return await self._parts().limiters["global"].schedule(lambda: self._send(chat_id, text))
-
-    async def _send(self, chat_id: int, text: str) -> dict[str, Any]:
-        parts = self._parts()
-        wait = parts.limiters["telegram"].room(chat_id, waiting=parts.outbox.queued_in(chat_id))
-        if wait is not None:
-            raise JobDroppedError("telegram", chat_id, wait, reason="that chat's queue is full")
-        outbox_id = await guard(parts.breakers["database"])(
-            lambda: parts.store.enqueue_message(chat_id, text, source="api")
-        )
-        message = OutboxMessage(outbox_id, chat_id, text, None, None, "api", 0, None, time.time())
-        task = asyncio.create_task(parts.outbox.deliver([message]), name=f"send-{outbox_id}")
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
-        return {"id": outbox_id}
-
-    async def webhook(self, update: dict[str, Any]) -> None:
-        await self._parts().poller.accept(update)
-
-    def _parts(self) -> Parts:
-        if self.parts is None:
-            raise KhronosError("the worker is still starting; try again in a moment")
-        return self.parts
+        return shutdown
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,8 @@ from pathlib import Path
 
 from khronos_cli.sandbox.flood import FloodLimits
 from khronos_cli.sandbox.stack import SandboxStack
+from khronos_cli.statedir import SANDBOX_FILE, SANDBOX_IDS_FILE
 
-STATE_FILE = "sandbox.json"
-IDS_FILE = "sandbox-ids.json"  # where update ids go on from, across restarts of the sandbox
 _IDS_EVERY = 2.0  # seconds between saves of the next update id
 _EPOCH = 1_700_000_000  # update ids never fall below 10 per second since then (a lost save)
 
@@ -61,7 +60,7 @@ async def serve(options: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    state = options.state_dir / STATE_FILE
+    state = options.state_dir / SANDBOX_FILE
     async with SandboxStack(
         flood_limits=limits, llm_latency=options.llm_latency, token_latency=options.token_latency
     ) as stack:
@@ -80,7 +79,7 @@ async def serve(options: argparse.Namespace) -> None:
             "env": env,
         }
         _write(state, info)
-        ids = options.state_dir / IDS_FILE
+        ids = options.state_dir / SANDBOX_IDS_FILE
         stack.telegram.updates.continue_from(_first_update_id(ids))
         saver = asyncio.create_task(_save_ids(stack, ids), name="sandbox-ids")
         log = logging.getLogger("khronos.sandbox")

@@ -20,10 +20,11 @@ from tests.support import wait_for
 RUNNER = """
 import json, sys
 from pathlib import Path
-from khronos_cli.runtime.supervisor import Backoff, Supervisor
+from khronos_cli.runtime.supervisor import Supervisor
+from khronos_cli.settings import SupervisorSettings
 options = json.loads(sys.argv[1])
-backoff = Backoff(**options.pop("backoff", {}))
-sys.exit(Supervisor(options.pop("argv"), Path(options.pop("state_dir")), backoff=backoff,
+settings = SupervisorSettings(**options.pop("settings", {}))
+sys.exit(Supervisor(options.pop("argv"), Path(options.pop("state_dir")), settings=settings,
                     **options).run())
 """
 
@@ -78,7 +79,12 @@ class Run:
         options = {
             "argv": [sys.executable, str(worker), mode, str(self.counter)],
             "state_dir": str(self.state_dir),
-            "backoff": {"initial": 0.02, "cap": 0.1, "jitter": 0.0, **options.pop("backoff", {})},
+            "settings": {
+                "restart_delay": 0.02,
+                "max_restart_delay": 0.1,
+                **options.pop("settings", {}),
+            },
+            "jitter": 0.0,
             **options,
         }
         self.process = subprocess.Popen(
@@ -161,7 +167,7 @@ def test_crashes_are_restarted_with_backoff(runs: list[Run], tmp_path: Path) -> 
 
 def test_crash_loop_is_shown_and_retries_go_on(runs: list[Run], tmp_path: Path) -> None:
     """After N fast failures the state is crashloop with the last exit and lines; retries go on."""
-    run = start(runs, tmp_path, "crash", backoff={"crashloop_after": 3})
+    run = start(runs, tmp_path, "crash", settings={"crashloop_after": 3})
     wait_for(lambda: run.state().get("state") == "crashloop")
     state = run.state()
     assert state["last_exit"]["code"] == 3
@@ -218,7 +224,7 @@ def test_worker_ignoring_sigterm_is_killed_after_the_deadline(
     runs: list[Run], tmp_path: Path
 ) -> None:
     """A worker still running kill_after seconds after the stop request is SIGKILLed, exit 1."""
-    run = start(runs, tmp_path, "stubborn", kill_after=0.5)
+    run = start(runs, tmp_path, "stubborn", settings={"kill_after": 0.5})
     wait_for(lambda: run.state().get("state") == "ready")
     worker = run.state()["worker_pid"]
     run.process.send_signal(signal.SIGTERM)
@@ -232,7 +238,9 @@ def test_restart_signal_replaces_the_worker_without_a_backoff(
 ) -> None:
     """SIGUSR1 (`khronos restart`): the worker gets SIGTERM, a new one starts at once (a 60 s
     backoff is not waited), the supervisor stays; the restart is counted, not a failure."""
-    run = start(runs, tmp_path, "serve", backoff={"initial": 60.0, "cap": 60.0})
+    run = start(
+        runs, tmp_path, "serve", settings={"restart_delay": 60.0, "max_restart_delay": 60.0}
+    )
     wait_for(lambda: run.state().get("state") == "ready")
     first = run.state()["worker_pid"]
     run.process.send_signal(signal.SIGUSR1)
@@ -247,7 +255,12 @@ def test_restart_signal_replaces_the_worker_without_a_backoff(
 
 def test_restart_signal_in_a_backoff_starts_the_worker_now(runs: list[Run], tmp_path: Path) -> None:
     """SIGUSR1 during a 60 s backoff starts the next worker at once."""
-    run = start(runs, tmp_path, "crash-then-run:1", backoff={"initial": 60.0, "cap": 60.0})
+    run = start(
+        runs,
+        tmp_path,
+        "crash-then-run:1",
+        settings={"restart_delay": 60.0, "max_restart_delay": 60.0},
+    )
     wait_for(lambda: run.state().get("state") == "backoff")
     run.process.send_signal(signal.SIGUSR1)
     wait_for(lambda: run.state().get("state") == "ready", timeout=20)
