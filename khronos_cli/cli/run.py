@@ -70,13 +70,15 @@ def run(
 
     rate = number(rate, "--rate", least=0.01, most=1000.0)
     # The options win over [log] and reach the worker (and a --detach'ed run) as variables.
-    if log_format is not None:
-        os.environ["KHRONOS_LOG_FORMAT"] = log_format.value
-    if log_level is not None:
-        os.environ["KHRONOS_LOG_LEVEL"] = log_level.value
+    overrides = {
+        name: option.value
+        for name, option in (("KHRONOS_LOG_FORMAT", log_format), ("KHRONOS_LOG_LEVEL", log_level))
+        if option is not None
+    }
     # Ours or refused (exit 78) before anything in it is read, its khronos.toml included.
     directory = statedir.prepare(resolve_state_dir(state_dir))
-    settings = config_module.load(config, state_dir=directory)  # a bad config: exit 78 now
+    env = {**os.environ, **overrides}
+    settings = config_module.load(config, env, state_dir=directory)  # a bad config: exit 78 now
     if not sandbox:  # no token or no key: refused now, not a worker polling with nothing
         preflight.require_credentials(settings)
     preflight.check_public_port(settings)  # beyond loopback: a bearer token, or refused
@@ -87,9 +89,13 @@ def run(
     # A taken port, a host that is not this machine's: exit 78 now, before anything is forked.
     preflight.check_http(settings, env=None if port is None else {"KHRONOS_HTTP_PORT": str(port)})
     if detach:
-        argv = [arg for arg in sys.argv if arg != "--detach"]
-        command = [sys.executable, "-m", "khronos_cli", *argv[1:]]
-        pid = launch.detach(command, directory, log=settings.log)
+        # The same run in the foreground of a process of its own (the options as parsed).
+        command = [sys.executable, "-m", "khronos_cli", "run", "--state-dir", str(directory)]
+        command += ["--sandbox"] * sandbox + ["--no-supervise"] * no_supervise
+        command += ["--config", str(config)] * (config is not None)
+        command += ["--port", str(port)] * (port is not None)
+        command += ["--users", str(users), "--rate", str(rate)]
+        pid = launch.detach(command, directory, log=settings.log, env=overrides)
         output.stderr.print(
             f"khronos is running (pid {pid}); `khronos stop` stops it", markup=False
         )
@@ -103,5 +109,6 @@ def run(
         supervise=not no_supervise,
         users=users,
         rate=rate,
+        env=overrides,
     )
     raise typer.Exit(code)

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,21 @@ from khronos_cli.runtime.logs import log_file
 from khronos_cli.runtime.supervisor import Supervisor, die_with_parent, read_state
 from khronos_cli.settings import LogSettings
 
-__all__ = ["detach", "launch", "worker_argv"]
+__all__ = ["detach", "launch", "worker_args", "worker_argv"]
 
 SANDBOX_SECRETS = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 _LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ +[A-Z]+ +")  # a log line's time and level
 PRIVATE_UMASK = 0o077
 
 
+def worker_args(state_dir: Path, config: Path | None) -> list[str]:
+    """The worker's own options."""
+    return ["--state-dir", str(state_dir), *(["--config", str(config)] if config else [])]
+
+
 def worker_argv(state_dir: Path, config: Path | None) -> list[str]:
-    argv = [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir", str(state_dir)]
-    return argv + (["--config", str(config)] if config else [])
+    """The worker's command line (``python -m khronos_cli.runtime.worker ...``)."""
+    return [sys.executable, "-m", "khronos_cli.runtime.worker", *worker_args(state_dir, config)]
 
 
 @contextlib.contextmanager
@@ -94,20 +99,21 @@ def launch(
     supervise: bool = True,
     users: int = 5,
     rate: float = 0.5,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run in the foreground until stopped; the process's exit code."""
+    """Run in the foreground until stopped; the process's exit code. ``env`` joins this
+    process's environment for the worker (``khronos run``'s options as variables)."""
     os.umask(PRIVATE_UMASK)
     statedir.prepare(state_dir)
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if port is not None:
         env["KHRONOS_HTTP_PORT"] = str(port)
     if not supervise and not settings.log.file:  # a service manager keeps stderr: no copy
-        env["KHRONOS_LOG_FILE"] = os.environ["KHRONOS_LOG_FILE"] = "none"
+        env["KHRONOS_LOG_FILE"] = "none"
     _check_log_file(settings, supervise)
     if sandbox:  # the stand-ins' own token and keys replace the operator's, wherever they are
         for name in SANDBOX_SECRETS:
             env.pop(f"{name}_FILE", None)
-            os.environ.pop(f"{name}_FILE", None)  # --no-supervise: the worker reads ours
     with contextlib.ExitStack() as stack:
 
         def prepare() -> dict[str, str]:
@@ -126,10 +132,9 @@ def launch(
                 log_format=settings.log.format,
             ).run()
         env.update(prepare())
-        os.environ.update(env)
         from khronos_cli.runtime.worker import main
 
-        return main(worker_argv(state_dir, config)[3:])
+        return main(worker_args(state_dir, config), env=env)
     return int(ExitCode.FAILURE)  # pragma: no cover - the with block always returns
 
 
@@ -150,7 +155,12 @@ def _check_log_file(settings: Settings, supervise: bool) -> None:
 
 
 def detach(
-    argv: list[str], state_dir: Path, *, log: LogSettings | None = None, timeout: float = 60.0
+    argv: list[str],
+    state_dir: Path,
+    *,
+    log: LogSettings | None = None,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Start ``argv`` (``khronos run`` without ``--detach``) in the background; wait for ready.
     Its output goes to ``run.log`` through a rotating writer of its own (``runtime/runlog``).
@@ -176,6 +186,7 @@ def detach(
     try:
         process = subprocess.Popen(
             argv,
+            env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=writer.stdin,
             stderr=writer.stdin,

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -309,13 +309,14 @@ class Worker:
         return shutdown
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The worker's command line; ``env`` instead of this process's environment."""
     parser = argparse.ArgumentParser(prog="python -m khronos_cli.runtime.worker")
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--config", type=Path, default=None)
     options = parser.parse_args(argv)
     try:
-        settings = config_module.load(options.config, state_dir=options.state_dir)
+        settings = config_module.load(options.config, env, state_dir=options.state_dir)
         preflight.require_credentials(settings)
     except KhronosError as exc:
         print(f"khronos: {exc}", file=sys.stderr)
