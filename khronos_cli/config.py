@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from khronos_cli import config_addresses as addresses
 from khronos_cli import statedir
 from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
 from khronos_cli.errors import ConfigError
@@ -71,10 +70,6 @@ __all__ = [  # the settings are re-exported: ``from khronos_cli.config import Se
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a khronos.toml is a few hundred bytes
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on getUpdates' long poll
-TELEGRAM_MODES = Choice(("polling", "webhook"))
-WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
-_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of these; ours: 16+
-_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
 
 
 def load(
@@ -174,17 +169,17 @@ class _Parser:
             d,
             config_path=path,
             http_host=self.string(tables, "http.host", d.http_host),
-            http_port=self.port(port, port_key),
-            http_probe_port=self.probe_port(tables["http"], env),
-            redis_url=self.redis_url(data, env),
+            http_port=addresses.port(self.source, port, port_key),
+            http_probe_port=addresses.probe_port(self.source, tables["http"], env),
+            redis_url=addresses.redis_url(self.source, data, env),
             telegram_token=bot_token(env),
             anthropic_api_key=api_key(env, "ANTHROPIC_API_KEY"),
             openai_api_key=api_key(env, "OPENAI_API_KEY"),
             webhook_secret=Secret(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value),
             http_token=http_token(env),
             telegram_base_url=self.url(tables, "telegram.base_url", d.telegram_base_url, env),
-            telegram_mode=self.mode(tables["telegram"], env),
-            webhook_url=self.webhook_url(tables["telegram"], env),
+            telegram_mode=addresses.mode(self.source, tables["telegram"], env),
+            webhook_url=addresses.webhook_url(self.source, tables["telegram"], env),
             anthropic_base_url=self.url(tables, "anthropic.base_url", d.anthropic_base_url, env),
             openai_base_url=self.url(tables, "openai.base_url", d.openai_base_url, env),
             anthropic_model=self.string(tables, "anthropic.model", d.anthropic_model),
@@ -351,79 +346,8 @@ class _Parser:
         """A base URL from the file, or ``KHRONOS_<TABLE>_BASE_URL`` (which wins)."""
         variable = f"KHRONOS_{dotted.split('.')[0].upper()}_BASE_URL"
         if env.get(variable):
-            value, key = env[variable], variable
-        else:
-            value, key = self.string(tables, dotted, default), dotted
-        if not value.startswith(("http://", "https://")) or not _clean_url(value):
-            raise self.fail(key, value, "an http:// or https:// URL with a valid host and port")
-        return value.rstrip("/")
-
-    def mode(
-        self, telegram: Mapping[str, Any], env: Mapping[str, str]
-    ) -> Literal["polling", "webhook"]:
-        mode = telegram.get("mode", "polling")
-        if choice(self.source, "telegram.mode", TELEGRAM_MODES, mode) == "polling":
-            return "polling"
-        if not _WEBHOOK_SECRET.fullmatch(read_secret(env, "KHRONOS_WEBHOOK_SECRET").value):
-            raise ConfigError(
-                "environment",
-                "KHRONOS_WEBHOOK_SECRET",
-                None,
-                "16 to 256 characters of A-Z, a-z, 0-9, _ and - in webhook mode "
-                "(Telegram refuses any other secret_token)",
-                hidden=True,
-            )
-        return "webhook"
-
-    def webhook_url(self, telegram: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
-        """The URL Telegram posts to, checked as Telegram checks it: https on port 80, 88, 443
-        or 8443. A loopback host may use http and any port, as a local Bot API server
-        (``telegram-bot-api --local``) allows."""
-        mode = telegram.get("mode", "polling")
-        key = "KHRONOS_WEBHOOK_URL" if env.get("KHRONOS_WEBHOOK_URL") else "telegram.webhook_url"
-        value = env.get("KHRONOS_WEBHOOK_URL") or telegram.get("webhook_url")
-        if value is None:
-            if mode == "webhook":
-                raise self.fail("telegram.webhook_url", None, "the public URL Telegram posts to")
-            return None
-        expected = f"an https:// URL on port {', '.join(map(str, WEBHOOK_PORTS))}"
-        if not isinstance(value, str):
-            raise self.fail(key, value, expected)
-        try:
-            url = urllib.parse.urlsplit(value)
-            port = url.port
-        except ValueError:
-            raise self.fail(key, value, expected) from None
-        host = url.hostname or ""
-        if _LOOPBACK.match(host if ":" not in host else f"[{host}]"):
-            if url.scheme in ("http", "https"):
-                return value
-            raise self.fail(key, value, "an http:// or https:// URL")
-        if url.scheme != "https" or not host:
-            raise self.fail(key, value, expected)
-        if (port or 443) not in WEBHOOK_PORTS:
-            raise self.fail(key, value, expected + " (Telegram posts to no other port)")
-        return value
-
-    def redis_url(self, data: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
-        """``REDIS_URL`` (which wins) or ``redis_url``; a password in it is never echoed."""
-        key = "REDIS_URL" if env.get("REDIS_URL") else "redis_url"
-        value = env.get("REDIS_URL") or data.get("redis_url")
-        if value is None:
-            return None
-        expected = "a redis://, rediss:// or unix:// URL"
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-            raise self.fail(key, value, expected)
-        if not _clean_url(value):
-            raise self.fail(key, value, expected + " with a valid host and port")
-        return value
-
-    def probe_port(self, http: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
-        """``[http] probe_port`` (or ``KHRONOS_HTTP_PROBE_PORT``): a port of its own for
-        ``/health``, ``/ready`` and ``/metrics``; none by default."""
-        key = "KHRONOS_HTTP_PROBE_PORT" if env.get("KHRONOS_HTTP_PROBE_PORT") else "http.probe_port"
-        value = env.get("KHRONOS_HTTP_PROBE_PORT") or http.get("probe_port")
-        return None if value is None else self.port(value, key)
+            return addresses.base_url("environment", variable, env[variable])
+        return addresses.base_url(self.source, dotted, self.string(tables, dotted, default))
 
     def relations(self, settings: Settings) -> None:
         """Values that are each in range but cannot work together."""
@@ -453,23 +377,3 @@ class _Parser:
                 "steps run within quick_budget after the deadline), or the supervisor kills a "
                 "stop that is still within its time",
             )
-
-    def port(self, value: object, key: str) -> int:
-        text = str(value).strip() if isinstance(value, int | str) else ""
-        digits = text.isascii() and text.isdigit() and len(text) <= 5
-        if isinstance(value, bool) or not digits or not 0 <= int(text) <= 65535:
-            raise self.fail(key, value, "a port number from 0 to 65535")
-        return int(text)
-
-
-def _clean_url(value: str) -> bool:
-    """Whether ``value`` parses as a URL with a host (or a unix path) and a valid port, and
-    holds no whitespace or control character."""
-    if any(c.isspace() or not c.isprintable() for c in value):
-        return False
-    try:
-        url = urllib.parse.urlsplit(value)
-        url.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return False
-    return bool(url.hostname) or (url.scheme == "unix" and bool(url.path))
