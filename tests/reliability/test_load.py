@@ -241,7 +241,7 @@ def test_health_stays_fast_while_anthropic_hangs(
     if FULL:
         assert health["p99_ms"] < 50, health
     stopped = instance.khronos("stop", "--force")  # the hung calls are cut, their work kept
-    assert stopped.returncode in (0, 1), stopped.stderr
+    assert stopped.returncode == 1, stopped.stderr  # a quick stop is forced: exit 1
 
 
 def _in_flight(instance: Instance) -> int:
