@@ -35,10 +35,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="khronos-bench-cli-") as tmp:
         state = Path(tmp) / "state"
         run = subprocess.Popen(
-            [sys.executable, "-m", "khronos_cli", "run", "--sandbox", "--users", "0", "--port",
-             "0", "--state-dir", str(state)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "khronos_cli",
+                "run",
+                "--sandbox",
+                "--users",
+                "0",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -67,11 +79,15 @@ def main() -> None:
     print(f"\n{options.runs} runs each, interleaved, medians; 2-core machine\n")
     print("| command | median ms | p90 ms | ratio to floor |")
     print("|---|---:|---:|---:|")
-    for name, samples in (("khronos breakers --json (live worker)", ours),
-                          ('python -c "import typer, rich, httpx"', base)):  # fmt: skip
+    for name, samples in (
+        ("khronos breakers --json (live worker)", ours),
+        ('python -c "import typer, rich, httpx"', base),
+    ):
         p90 = statistics.quantiles(samples, n=10)[-1]
-        print(f"| {name} | {statistics.median(samples) * 1000:.0f} | {p90 * 1000:.0f} | "
-              f"{statistics.median(samples) / ref:.2f}x |")  # fmt: skip
+        print(
+            f"| {name} | {statistics.median(samples) * 1000:.0f} | {p90 * 1000:.0f} | "
+            f"{statistics.median(samples) / ref:.2f}x |"
+        )
     print(f"\ngoal: at most 1.3x the floor: {'met' if mine <= 1.3 * ref else 'NOT met'}")
 
 

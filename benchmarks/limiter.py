@@ -87,9 +87,12 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
     base = await per_call(lambda i: noop(), n)
     concurrency = Limiter(LimiterSettings("bench", max_concurrent=100))
     keyed = LimiterSettings(
-        "bench", group_by="chat", max_concurrent=1, rates=(Rate(1, 0.001),),
+        "bench",
+        group_by="chat",
+        max_concurrent=1,
+        rates=(Rate(1, 0.001),),
         global_rates=(Rate(10**9, 1.0),),
-    )  # fmt: skip
+    )
     ours_keyed = Limiter(keyed)
     plain = await per_call(lambda i: concurrency.schedule(noop), n) - base
     pool = 5000  # keys reused (each at most 1/ms), so no group is created in the timed runs
@@ -124,11 +127,17 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
     pyr_r = await per_call(lambda i: pyrate_redis.try_acquire_async("x"), rn)
     rows += [
         ("redis: redis-py PING (one round trip)", f"{ping * 1e6:.0f} µs", "1.00x"),
-        ("redis: khronos schedule() (one EVALSHA)", f"{ours * 1e6:.0f} µs",
-         f"{ours / ping:.2f}x (goal ≤ 1.1x)"),
-        ("redis: pyrate try_acquire_async (RedisBucket)", f"{pyr_r * 1e6:.0f} µs",
-         f"{pyr_r / ping:.2f}x"),
-    ]  # fmt: skip
+        (
+            "redis: khronos schedule() (one EVALSHA)",
+            f"{ours * 1e6:.0f} µs",
+            f"{ours / ping:.2f}x (goal ≤ 1.1x)",
+        ),
+        (
+            "redis: pyrate try_acquire_async (RedisBucket)",
+            f"{pyr_r * 1e6:.0f} µs",
+            f"{pyr_r / ping:.2f}x",
+        ),
+    ]
     await ours_redis.aclose()
     pyrate_redis.close()
     await client.aclose()
@@ -187,8 +196,13 @@ class CountingServer:
         total = bot + over[1] + over[GROUP_LIMIT]
         detail = f"{total} (bot {bot}, chat {over[1]}, group {over[GROUP_LIMIT]}); "
         detail += f"tightest 31 in {self.tightest * 1000:.0f} ms"
-        return (label, f"{len(times)}/{expected}", f"{rate:.2f}/s", f"{rate / BOT_RATE:.1%}",
-                detail)  # fmt: skip
+        return (
+            label,
+            f"{len(times)}/{expected}",
+            f"{rate:.2f}/s",
+            f"{rate / BOT_RATE:.1%}",
+            detail,
+        )
 
 
 class RemoteCounter(CountingServer):
@@ -340,8 +354,16 @@ async def shared(args: argparse.Namespace, redis_url: str) -> tuple[str, ...]:
     procs = []
     for p in range(args.processes):
         mine = json.dumps(plan[p :: args.processes])
-        cmd = [sys.executable, __file__, "--worker", server.url, redis_url, mine,
-               str(args.min_times[-1]), str(args.guard or TELEGRAM_REDIS_GUARD)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            server.url,
+            redis_url,
+            mine,
+            str(args.min_times[-1]),
+            str(args.guard or TELEGRAM_REDIS_GUARD),
+        ]
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
         procs.append(await asyncio.create_subprocess_exec(*cmd, **pipes))  # type: ignore[arg-type]
     for proc in procs:  # every worker connected: start them together
@@ -410,9 +432,12 @@ async def memory(keys: int, redis_url: str) -> list[tuple[str, str, str]]:
         ("khronos memory, after idle eviction", f"{idle / mib:.2f} MiB", f"{count} keys"),
         (f"pyrate, {keys:,} per-chat buckets (never evicted)", f"{pyr_mem / mib:.1f} MiB", ""),
         (f"aiolimiter, {keys:,} per-chat limiters (never evicted)", f"{aio_mem / mib:.1f} MiB", ""),
-        ("khronos on Redis: Redis used_memory growth", f"{(after - before) / mib:.1f} MiB",
-         f"{redis_keys:,} keys, {expired:,} after 2.5 s"),
-    ]  # fmt: skip
+        (
+            "khronos on Redis: Redis used_memory growth",
+            f"{(after - before) / mib:.1f} MiB",
+            f"{redis_keys:,} keys, {expired:,} after 2.5 s",
+        ),
+    ]
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -451,17 +476,27 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=20000, help="admissions timed per variant")
     parser.add_argument("--keys", type=int, default=100_000, help="distinct chats for memory")
     parser.add_argument(
-        "--min-times", type=float, nargs="+", default=[0.035, 0.030],
+        "--min-times",
+        type=float,
+        nargs="+",
+        default=[0.035, 0.030],
         help="telegram global_min_time values to run (the last one is used for section 3)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--sections", nargs="+", default=["precision", "shared", "memory"],
+        "--sections",
+        nargs="+",
+        default=["precision", "shared", "memory"],
         choices=["precision", "shared", "memory"],
-    )  # fmt: skip
-    parser.add_argument("--guard", type=float, default=0.0,
-                        help="seconds (default: 8 ms alone, 25 ms on Redis)")  # fmt: skip
-    parser.add_argument("--no-compare", dest="compare", action="store_false",
-                        help="skip the pyrate-limiter and aiolimiter runs")  # fmt: skip
+    )
+    parser.add_argument(
+        "--guard", type=float, default=0.0, help="seconds (default: 8 ms alone, 25 ms on Redis)"
+    )
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="skip the pyrate-limiter and aiolimiter runs",
+    )
     parser.add_argument("--order", choices=["broadcast", "chat-major"], default="broadcast")
     parser.add_argument("--quick", action="store_true", help="600 messages, 200 chats, 20k keys")
     args = parser.parse_args()

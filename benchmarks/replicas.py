@@ -66,8 +66,10 @@ class Cluster:
             (state / "khronos.toml").write_text(f'redis_url = "{self.redis_url}"\n' + LIFTED)
             process = subprocess.Popen(
                 [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir", str(state)],
-                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.workers.append((process, state))
         for _, state in self.workers:
             wait_until(lambda state=state: (state / "run.json").exists())
@@ -91,8 +93,9 @@ def send_burst(cluster: Cluster, admin: httpx.Client, messages: int, chats: int)
     clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=30) for p in ports]
     try:
         for i in range(messages):  # far above the limits: all queued in well under a second
-            clients[i % len(clients)].post("/messages", json={"chat_id": 50_000 + i % chats,
-                                                              "text": f"bulk {i}"})  # fmt: skip
+            clients[i % len(clients)].post(
+                "/messages", json={"chat_id": 50_000 + i % chats, "text": f"bulk {i}"}
+            )
         total = before["deliveries"] + messages
         wait_until(lambda: admin.get("/_sandbox/stats").json()["deliveries"] >= total, 600)
     finally:
@@ -143,17 +146,23 @@ def main() -> None:
                 rows.append((count, result))
             admin.close()
     print(f"\n{options.messages} bulk messages to {options.chats} chats per run; 2-core machine\n")
-    print("| replicas | sends/s | share of 30/s | 1 s windows over 30/s | chat windows over 1/s "
-          "| 429s | poller failover s |")  # fmt: skip
+    print(
+        "| replicas | sends/s | share of 30/s | 1 s windows over 30/s | chat windows over 1/s "
+        "| 429s | poller failover s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for count, r in rows:
         fail = "—" if r["failover"] is None else f"{r['failover']:.2f}"
-        print(f"| {count} | {r['rate']:.2f} | {r['rate'] / 30:.1%} | {r['over_bot']} | "
-              f"{r['over_chat']} | {r['flood_429']} | {fail} |")  # fmt: skip
+        print(
+            f"| {count} | {r['rate']:.2f} | {r['rate'] / 30:.1%} | {r['over_bot']} | "
+            f"{r['over_chat']} | {r['flood_429']} | {fail} |"
+        )
     share = min(r["rate"] / 30 for _, r in rows)
     over = sum(r["over_bot"] + r["over_chat"] for _, r in rows)
-    print(f"\ngoal: >= 95 % of 30/s: {'met' if share >= 0.95 else 'NOT met'}; 0 windows over: "
-          f"{'met' if over == 0 else 'NOT met'}")  # fmt: skip
+    print(
+        f"\ngoal: >= 95 % of 30/s: {'met' if share >= 0.95 else 'NOT met'}; 0 windows over: "
+        f"{'met' if over == 0 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

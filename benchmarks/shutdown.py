@@ -72,8 +72,10 @@ class Bench:
         state.mkdir(mode=0o700)
         process = subprocess.Popen(
             [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir", str(state)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(lambda: (state / "run.json").exists())
         return process, state
 
@@ -121,11 +123,15 @@ def main() -> None:
     print(f"\n{options.rounds} rounds each, medians (max); 2-core machine\n")
     print("| what | SIGTERM to exit, ms | ratio to uvicorn |")
     print("|---|---:|---:|")
-    print(f"| khronos worker, idle | {med(idle) * 1000:.0f} ({max(idle) * 1000:.0f}) | "
-          f"{med(idle) / med(uvi):.2f}x |")  # fmt: skip
+    print(
+        f"| khronos worker, idle | {med(idle) * 1000:.0f} ({max(idle) * 1000:.0f}) | "
+        f"{med(idle) / med(uvi):.2f}x |"
+    )
     print(f"| uvicorn, empty app | {med(uvi) * 1000:.0f} ({max(uvi) * 1000:.0f}) | 1.00x |")
-    print(f"| khronos worker, last job ends {options.job:g} s after SIGTERM: exit after the "
-          f"job's end | {med(job) * 1000:.0f} ({max(job) * 1000:.0f}) | |")  # fmt: skip
+    print(
+        f"| khronos worker, last job ends {options.job:g} s after SIGTERM: exit after the "
+        f"job's end | {med(job) * 1000:.0f} ({max(job) * 1000:.0f}) | |"
+    )
     print()
     print(
         f"goal: idle under 500 ms: {'met' if med(idle) < 0.5 else 'NOT met'}; "

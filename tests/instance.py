@@ -76,10 +76,23 @@ class Instance:
         else:
             mode = ["--sandbox", "--users", "0"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "khronos_cli", "run", *mode, "--port", str(self.port),
-             "--state-dir", str(self.state_dir), *self.args],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "khronos_cli",
+                "run",
+                *mode,
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+                *self.args,
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         log.close()
         if ready:
             self.wait_ready()
@@ -98,10 +111,18 @@ class Instance:
         if self.sandbox_process is None:
             home.mkdir(mode=0o700, exist_ok=True)
             self.sandbox_process = subprocess.Popen(
-                [sys.executable, "-m", "khronos_cli.sandbox", "--state-dir", str(home),
-                 *self.sandbox_args],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "khronos_cli.sandbox",
+                    "--state-dir",
+                    str(home),
+                    *self.sandbox_args,
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
             wait_for(lambda: (home / "sandbox.json").exists(), timeout=30)
         env: dict[str, str] = self.sandbox()["env"]
         return env
@@ -196,9 +217,11 @@ class Instance:
         """The real CLI, as a subprocess, on this instance's state dir."""
         return subprocess.run(
             [sys.executable, "-m", "khronos_cli", *args, "--state-dir", str(self.state_dir)],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
-        )  # fmt: skip
+        )
 
 
 def alive(pid: int) -> bool:

@@ -37,8 +37,10 @@ def test_defaults_are_the_seeds(tmp_path: Path) -> None:
     assert b["openai-api"].timeout == 30.48
     assert b["telegram-updates"].timeout == 40 and b["openai-transcription"].timeout == 120
     assert (b["database"].timeout, b["database"].error_threshold, b["database"].reset_timeout) == (
-        5, 30, 15,
-    )  # fmt: skip
+        5,
+        30,
+        15,
+    )
     lim = settings.limiters
     assert (lim["global"].max_concurrent, lim["global"].min_time) == (100, 0.010)
     assert (lim["anthropic"].max_concurrent, lim["anthropic"].min_time) == (3, 0.5)

@@ -126,9 +126,14 @@ async def test_a_redelivered_update_is_answered_once(pipeline: Pipeline) -> None
     """The same update accepted twice (a Telegram redelivery) is answered once."""
     update = {
         "update_id": 900001,
-        "message": {"message_id": 77, "chat": {"id": 14, "type": "private"},
-                    "from": {"id": 14}, "date": 0, "text": "twice"},
-    }  # fmt: skip
+        "message": {
+            "message_id": 77,
+            "chat": {"id": 14, "type": "private"},
+            "from": {"id": 14},
+            "date": 0,
+            "text": "twice",
+        },
+    }
     assert await pipeline.poller.accept(update) is True
     assert await pipeline.poller.accept(update) is False
     await async_wait_for(lambda: pipeline.jobs.active == 0 and pipeline.stack.telegram.deliveries)

@@ -171,9 +171,13 @@ asyncio.run(main())
 async def test_committed_rows_survive_kill_9(db_path: Path, synchronous: str) -> None:
     """A process SIGKILLed mid-stream leaves every row it reported committed to the next start."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _CHILD, str(db_path), synchronous,
+        sys.executable,
+        "-c",
+        _CHILD,
+        str(db_path),
+        synchronous,
         stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert child.stdout is not None
     lines: list[bytes] = []
     async with asyncio.timeout(60):
@@ -332,8 +336,11 @@ async def test_enqueue_and_failed_sends_count_attempts(store: Store) -> None:
     second = await store.enqueue_message(CHAT, "second")
     [message, _] = await store.pending_outbox()
     assert (message.id, message.source, message.update_id, message.attempts) == (
-        first, "http", None, 0,
-    )  # fmt: skip
+        first,
+        "http",
+        None,
+        0,
+    )
     assert await store.mark_failed(first, "HTTP 502") == 1
     assert await store.mark_failed(first, "HTTP 503") == 2
     [message, _] = await store.pending_outbox()

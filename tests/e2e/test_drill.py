@@ -22,11 +22,22 @@ CHECKS = ["steady_state", "breaker_opened", "users_served", "outage_ended", "rec
 def start_drill(instance: Instance, *args: str) -> subprocess.Popen[str]:
     """`khronos outage drill ... --json` as a background process on this instance."""
     return subprocess.Popen(
-        [sys.executable, "-m", "khronos_cli", "outage", "drill", *args, "--json",
-         "--state-dir", str(instance.state_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "khronos_cli",
+            "outage",
+            "drill",
+            *args,
+            "--json",
+            "--state-dir",
+            str(instance.state_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "NO_COLOR": "1"},
-    )  # fmt: skip
+    )
 
 
 def finish(drill: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
@@ -51,8 +62,17 @@ def no_outage_left(instance: Instance) -> bool:
 
 def test_a_drill_on_anthropic_api_passes_and_users_get_openai(instance: Instance) -> None:
     """Users' messages during the drill are answered by OpenAI; every check passes; exit 0."""
-    drill = start_drill(instance, "anthropic-api", "--for", "4s", "--expect-open-within", "4s",
-                        "--expect-recovery-within", "20s", "--require-traffic")  # fmt: skip
+    drill = start_drill(
+        instance,
+        "anthropic-api",
+        "--for",
+        "4s",
+        "--expect-open-within",
+        "4s",
+        "--expect-recovery-within",
+        "20s",
+        "--require-traffic",
+    )
     wait_for(lambda: outage_on(instance, "anthropic-api"), timeout=30)
     for i in range(3):
         instance.push(7000 + i, f"during the drill {i}")
@@ -72,8 +92,18 @@ def test_a_drill_on_anthropic_api_passes_and_users_get_openai(instance: Instance
 
 def test_a_breaker_that_never_opens_fails_the_drill(instance: Instance) -> None:
     """An outage too mild to trip the breaker fails `breaker_opened`, exits 1, ends the outage."""
-    drill = start_drill(instance, "anthropic-api", "--mode", "slow", "--latency", "10ms",
-                        "--for", "2s", "--expect-open-within", "1s")  # fmt: skip
+    drill = start_drill(
+        instance,
+        "anthropic-api",
+        "--mode",
+        "slow",
+        "--latency",
+        "10ms",
+        "--for",
+        "2s",
+        "--expect-open-within",
+        "1s",
+    )
     code, report, _ = finish(drill)
     assert code == 1 and report["passed"] is False
     checks = {check["check"]: check for check in report["checks"]}

@@ -92,15 +92,28 @@ def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
     (state / "khronos.toml").write_text('[log]\nformat = "xml"\n')
     done = subprocess.run(
         [sys.executable, "-m", "khronos_cli", "config", "--sandbox", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 78, done.stderr
     assert "log.format" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     usage = subprocess.run(
-        [sys.executable, "-m", "khronos_cli", "run", "--sandbox", "--log-format", "xml",
-         "--state-dir", str(tmp_path / "t")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "khronos_cli",
+            "run",
+            "--sandbox",
+            "--log-format",
+            "xml",
+            "--state-dir",
+            str(tmp_path / "t"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert usage.returncode == 2, usage.stderr
 
 
@@ -111,10 +124,26 @@ def test_detached_run_log_is_rotated(tmp_path: Path) -> None:
     state.mkdir(mode=0o700)
     (state / "khronos.toml").write_text("[log]\nmax_bytes = 4000\nbackups = 2\n")
     run = subprocess.run(
-        [sys.executable, "-m", "khronos_cli", "run", "--detach", "--sandbox", "--users", "5",
-         "--rate", "20", "--port", "0", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "khronos_cli",
+            "run",
+            "--detach",
+            "--sandbox",
+            "--users",
+            "5",
+            "--rate",
+            "20",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert run.returncode == 0, run.stderr
     detached = Instance(tmp_path)
     supervisor = detached.supervisor()

@@ -24,10 +24,21 @@ def test_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
     state.mkdir(mode=0o700)
     (state / "khronos.toml").write_text(BEYOND)
     done = subprocess.run(
-        [sys.executable, "-m", "khronos_cli", "run", "--sandbox", "--port", "0",
-         "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "khronos_cli",
+            "run",
+            "--sandbox",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 78, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "http.host" in lines[0] and "KHRONOS_HTTP_TOKEN" in lines[0]

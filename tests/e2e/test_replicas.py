@@ -18,8 +18,13 @@ def replicas(make_instance: Any, redis_url: str, count: int = 2) -> list[Instanc
     first.start()
     group = [first]
     for i in range(1, count):
-        other = make_instance(f"r{i}", config=config, external_sandbox=True, sandbox_of=first,
-                              args=("--no-supervise",))  # fmt: skip
+        other = make_instance(
+            f"r{i}",
+            config=config,
+            external_sandbox=True,
+            sandbox_of=first,
+            args=("--no-supervise",),
+        )
         group.append(other.start())
     return group
 

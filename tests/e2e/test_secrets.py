@@ -26,8 +26,11 @@ def khronos(state_dir: Path, *args: str, **env: str) -> subprocess.CompletedProc
     clean.pop("CREDENTIALS_DIRECTORY", None)
     return subprocess.run(
         [sys.executable, "-m", "khronos_cli", *args, "--state-dir", str(state_dir)],
-        capture_output=True, text=True, timeout=60, env={**clean, **env, "NO_COLOR": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env, "NO_COLOR": "1"},
+    )
 
 
 class FromFiles(Instance):
@@ -82,9 +85,12 @@ def test_secret_files_and_credentials_are_read(tmp_path: Path) -> None:
     credentials.mkdir()
     (credentials / "ANTHROPIC_API_KEY").write_text("sk-ant-from-credential\n")
     done = khronos(
-        tmp_path / "s", "config", "--json",
-        TELEGRAM_BOT_TOKEN_FILE=str(tmp_path / "token"), CREDENTIALS_DIRECTORY=str(credentials),
-    )  # fmt: skip
+        tmp_path / "s",
+        "config",
+        "--json",
+        TELEGRAM_BOT_TOKEN_FILE=str(tmp_path / "token"),
+        CREDENTIALS_DIRECTORY=str(credentials),
+    )
     assert done.returncode == 0, done.stderr
     assert '"telegram_token":"set"' in done.stdout and '"anthropic_api_key":"set"' in done.stdout
     assert '"missing_credentials":[]' in done.stdout
@@ -96,9 +102,13 @@ def test_a_secret_set_twice_or_unreadable_is_refused_naming_it(tmp_path: Path) -
     variable (and the path), never the secret's content."""
     (tmp_path / "token").write_text(TOKEN)
     both = khronos(
-        tmp_path / "s", "run", "--port", "0",
-        TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_BOT_TOKEN_FILE=str(tmp_path / "token"),
-    )  # fmt: skip
+        tmp_path / "s",
+        "run",
+        "--port",
+        "0",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_BOT_TOKEN_FILE=str(tmp_path / "token"),
+    )
     assert both.returncode == 78, both.stderr
     assert "TELEGRAM_BOT_TOKEN_FILE" in both.stderr and TOKEN not in both.stderr
     (tmp_path / "token").chmod(0o000)

@@ -155,10 +155,24 @@ def test_detach_returns_once_ready_and_stop_ends_it(tmp_path: Any) -> None:
     """`run --detach` returns when the worker is ready; `khronos stop` ends it, exit 0."""
     state = tmp_path / "state"
     run = subprocess.run(
-        [sys.executable, "-m", "khronos_cli", "run", "--detach", "--sandbox", "--users", "0",
-         "--port", "0", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "khronos_cli",
+            "run",
+            "--detach",
+            "--sandbox",
+            "--users",
+            "0",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert run.returncode == 0, run.stderr
     assert "is running" in run.stderr
     detached = Instance(tmp_path)

@@ -28,10 +28,22 @@ def test_refused_and_unresolvable_upstreams_are_named_in_the_log(tmp_path: Path)
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "khronos_cli", "run", "--no-supervise", "--port", "0",
-             "--state-dir", str(state)],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "khronos_cli",
+                "run",
+                "--no-supervise",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state),
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
 
     def text() -> str:
         return log.read_text(errors="replace")

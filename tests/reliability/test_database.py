@@ -90,13 +90,17 @@ def _run_fault(
     ledger = instance.ledger()
     return {
         **held,
-        "before": BEFORE, "during": DURING, "fault_seconds": round(fault_seconds, 2),
+        "before": BEFORE,
+        "during": DURING,
+        "fault_seconds": round(fault_seconds, 2),
         "seconds_from_heal_to_last_answer": round(recovery, 2),
-        "answered": ledger["answered"], "duplicates": len(ledger["duplicates"]),
-        "lost": len(ledger["unanswered"]), "unmatched": ledger["unmatched"],
+        "answered": ledger["answered"],
+        "duplicates": len(ledger["duplicates"]),
+        "lost": len(ledger["unanswered"]),
+        "unmatched": ledger["unmatched"],
         "pending_at_end": _pending(instance),
         "breaker_transitions": events.breaker("database"),
-    }  # fmt: skip
+    }
 
 
 def _check(figures: dict[str, Any]) -> None:

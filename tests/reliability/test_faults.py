@@ -67,14 +67,20 @@ def test_an_anthropic_fault_is_answered_by_the_right_path_exactly_once(
     paths = answered_by(instance, chats)
     figures(
         f"fault: anthropic {fault}",
-        mode=mode, messages=MESSAGES, answered=ledger["answered"],
-        duplicates=len(ledger["duplicates"]), lost=len(ledger["unanswered"]),
-        answered_by=paths, seconds_to_last_answer=round(elapsed, 2),
-        latency_s=ledger["latency"], breaker_transitions=events.breaker("anthropic-api"),
-        breaker_state_at_end=snapshot["state"], breaker_stats={
+        mode=mode,
+        messages=MESSAGES,
+        answered=ledger["answered"],
+        duplicates=len(ledger["duplicates"]),
+        lost=len(ledger["unanswered"]),
+        answered_by=paths,
+        seconds_to_last_answer=round(elapsed, 2),
+        latency_s=ledger["latency"],
+        breaker_transitions=events.breaker("anthropic-api"),
+        breaker_state_at_end=snapshot["state"],
+        breaker_stats={
             k: snapshot["stats"][k] for k in ("successes", "failures", "timeouts", "rejects")
         },
-    )  # fmt: skip
+    )
     assert ledger["duplicates"] == [] and ledger["unmatched"] == 0
     assert paths[path] == MESSAGES, paths
     assert ("open" in events.breaker("anthropic-api")) is opens
@@ -127,14 +133,20 @@ def test_a_telegram_fault_delays_answers_but_loses_and_repeats_none(
     stats = instance.admin.get("/_sandbox/stats").json()
     figures(
         f"fault: telegram {fault}",
-        failure=failure, messages=MESSAGES, answered_during_fault=during,
-        answered=ledger["answered"], duplicates=len(ledger["duplicates"]),
-        lost=len(ledger["unanswered"]), fault_seconds=round(healed - started, 2),
+        failure=failure,
+        messages=MESSAGES,
+        answered_during_fault=during,
+        answered=ledger["answered"],
+        duplicates=len(ledger["duplicates"]),
+        lost=len(ledger["unanswered"]),
+        fault_seconds=round(healed - started, 2),
         seconds_from_heal_to_last_answer=round(done - healed, 2),
-        telegram_requests=stats["requests"], flood_rejections=stats["flood_rejections"],
-        breaker=name, breaker_transitions=events.breaker(name),
+        telegram_requests=stats["requests"],
+        flood_rejections=stats["flood_rejections"],
+        breaker=name,
+        breaker_transitions=events.breaker(name),
         answered_by=answered_by(instance, chats),
-    )  # fmt: skip
+    )
     assert ledger["duplicates"] == [] and ledger["unmatched"] == 0
     assert ledger["answered"] == MESSAGES and stats["pending_update_count"] == 0
     assert events.breaker(name)[-1] == "close"
@@ -174,11 +186,15 @@ def test_a_crash_loop_is_held_and_recovers_with_nothing_lost(
     supervisor = instance.supervisor()
     figures(
         "fault: crash loop",
-        seconds_to_crashloop=round(to_crashloop, 2), restarts=supervisor["restarts"],
-        messages_during_loop=MESSAGES, pending_at_telegram_during_loop=pending,
-        seconds_from_fix_to_ready=round(recovered, 2), answered=ledger["answered"],
-        duplicates=len(ledger["duplicates"]), lost=len(ledger["unanswered"]),
+        seconds_to_crashloop=round(to_crashloop, 2),
+        restarts=supervisor["restarts"],
+        messages_during_loop=MESSAGES,
+        pending_at_telegram_during_loop=pending,
+        seconds_from_fix_to_ready=round(recovered, 2),
+        answered=ledger["answered"],
+        duplicates=len(ledger["duplicates"]),
+        lost=len(ledger["unanswered"]),
         answered_by=answered_by(instance, chats),
-    )  # fmt: skip
+    )
     assert pending == MESSAGES  # none confirmed while no worker ran
     assert ledger["duplicates"] == [] and ledger["answered"] == MESSAGES

@@ -37,9 +37,11 @@ from tests.reliability.harness import FULL, size
 
 EXAMPLES = size(50, 1000)
 FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=not FULL,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not FULL,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)  # fmt: skip
+)
 
 pytestmark = pytest.mark.timeout(1800 if FULL else 120)
 
@@ -52,16 +54,21 @@ surrogates = st.builds(
     st.text(max_size=5),
 )
 scalars = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
-    | st.integers(-(10**60), 10**60) | surrogates
-)  # fmt: skip
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.integers(-(10**60), 10**60)
+    | surrogates
+)
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 def _field_dicts(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
@@ -81,9 +88,23 @@ bodies = st.one_of(
     st.binary(max_size=300),
     st.integers(30, 100_000).map(_nested),
     json_values.map(_encode),
-    _field_dicts(["for", "reason", "name", "mode", "probability", "status", "latency",
-                  "message", "chat_id", "text", "force", "deadline"]).map(_encode),
-)  # fmt: skip
+    _field_dicts(
+        [
+            "for",
+            "reason",
+            "name",
+            "mode",
+            "probability",
+            "status",
+            "latency",
+            "message",
+            "chat_id",
+            "text",
+            "force",
+            "deadline",
+        ]
+    ).map(_encode),
+)
 header_values = st.text(
     st.characters(min_codepoint=32, max_codepoint=126), max_size=40
 )  # printable: the request line itself stays parseable
@@ -138,13 +159,16 @@ def _status(answer: bytes) -> int | None:
 
 control_paths = st.one_of(
     st.sampled_from(["/status", "/breakers", "/limiters", "/outages", "/"]),
-    st.builds(lambda n, a: f"/breakers/{n}/{a}", st.sampled_from(NAMES),
-              st.sampled_from(["open", "close", "reset", "explode", ""])),
+    st.builds(
+        lambda n, a: f"/breakers/{n}/{a}",
+        st.sampled_from(NAMES),
+        st.sampled_from(["open", "close", "reset", "explode", ""]),
+    ),
     st.builds(lambda n: f"/outages/{n}", st.sampled_from(NAMES)),
-    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=30).map(
-        lambda p: "/" + p.lstrip("/")
-    ).filter(lambda p: not p.startswith(("/stop", "/events"))),
-)  # fmt: skip
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=30)
+    .map(lambda p: "/" + p.lstrip("/"))
+    .filter(lambda p: not p.startswith(("/stop", "/events"))),
+)
 methods = st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "BREW"])
 
 
@@ -157,10 +181,15 @@ def test_the_control_socket_answers_any_request_with_a_4xx_or_a_valid_answer(
 
     @FUZZ
     @given(
-        method=methods, path=control_paths, body=bodies,
-        headers=st.dictionaries(st.sampled_from(["Content-Type", "X-Anything", "Accept",
-                                                 "Expect"]), header_values, max_size=3),
-    )  # fmt: skip
+        method=methods,
+        path=control_paths,
+        body=bodies,
+        headers=st.dictionaries(
+            st.sampled_from(["Content-Type", "X-Anything", "Accept", "Expect"]),
+            header_values,
+            max_size=3,
+        ),
+    )
     def case(method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         request = (
@@ -188,8 +217,16 @@ def test_raw_bytes_on_the_control_socket_never_hurt_the_worker(worker: Instance)
     still_serving(worker)
 
 
-PUBLIC = ["/breakers/status", "/limiter/stats", "/chat", "/messages", "/health", "/ready",
-          "/metrics", "/telegram/webhook"]  # fmt: skip
+PUBLIC = [
+    "/breakers/status",
+    "/limiter/stats",
+    "/chat",
+    "/messages",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/telegram/webhook",
+]
 
 
 def test_every_public_endpoint_answers_random_input_with_a_4xx_or_a_valid_answer(
@@ -206,7 +243,7 @@ def test_every_public_endpoint_answers_random_input_with_a_4xx_or_a_valid_answer
         path=st.sampled_from(PUBLIC) | st.text(max_size=20).map(lambda p: "/" + p),
         body=bodies,
         content_type=st.sampled_from(["application/json", "text/plain", "", "multipart/x"]),
-    )  # fmt: skip
+    )
     def case(method: str, path: str, body: bytes, content_type: str) -> None:
         headers = {"Content-Type": content_type} if content_type else {}
         try:
@@ -298,24 +335,76 @@ KNOWN = {
     "anthropic": ["base_url", "model"],
     "openai": ["base_url", "model"],
     "shutdown": ["deadline", "jobs_timeout", "outbox_timeout", "quick_budget"],
-    "supervisor": ["restart_delay", "max_restart_delay", "healthy_after", "crashloop_after",
-                   "kill_after"],
-}  # fmt: skip
-BREAKER_KEYS = ["timeout", "error_threshold", "reset_timeout", "volume_threshold",
-                "rolling_window", "buckets", "half_open_max_calls", "half_open_max_wait",
-                "health_check_interval", "policy", "fail_max"]  # fmt: skip
-LIMITER_KEYS = ["group_by", "max_concurrent", "min_time", "max_queued", "rates", "group_rates",
-                "global_max_concurrent", "global_min_time", "global_rates", "strategy",
-                "idle_timeout"]  # fmt: skip
+    "supervisor": [
+        "restart_delay",
+        "max_restart_delay",
+        "healthy_after",
+        "crashloop_after",
+        "kill_after",
+    ],
+}
+BREAKER_KEYS = [
+    "timeout",
+    "error_threshold",
+    "reset_timeout",
+    "volume_threshold",
+    "rolling_window",
+    "buckets",
+    "half_open_max_calls",
+    "half_open_max_wait",
+    "health_check_interval",
+    "policy",
+    "fail_max",
+]
+LIMITER_KEYS = [
+    "group_by",
+    "max_concurrent",
+    "min_time",
+    "max_queued",
+    "rates",
+    "group_rates",
+    "global_max_concurrent",
+    "global_min_time",
+    "global_rates",
+    "strategy",
+    "idle_timeout",
+]
 
 toml_scalars = st.one_of(
-    st.booleans(), st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["500ms", "30s", "2m", "0s", "-1s", "1h", "none", "30/s", "20/min",
-                     "100/10s", "0/s", "1/0s", "error_rate", "consecutive", "reject",
-                     "drop-oldest", "drop-lowest", "chat", "user", "polling", "webhook",
-                     "http://127.0.0.1:1", "ftp://x", "1e999s", "nan"]),
-)  # fmt: skip
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "500ms",
+            "30s",
+            "2m",
+            "0s",
+            "-1s",
+            "1h",
+            "none",
+            "30/s",
+            "20/min",
+            "100/10s",
+            "0/s",
+            "1/0s",
+            "error_rate",
+            "consecutive",
+            "reject",
+            "drop-oldest",
+            "drop-lowest",
+            "chat",
+            "user",
+            "polling",
+            "webhook",
+            "http://127.0.0.1:1",
+            "ftp://x",
+            "1e999s",
+            "nan",
+        ]
+    ),
+)
 toml_values = toml_scalars | st.lists(toml_scalars, max_size=4)
 
 
@@ -323,8 +412,20 @@ def _table(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(st.sampled_from(keys) | st.text(max_size=8), toml_values, max_size=4)
 
 
-named = st.sampled_from(["anthropic-api", "telegram-api", "openai-api", "database", "telegram",
-                         "global", "anthropic", "whisper", "custom", "x y"])  # fmt: skip
+named = st.sampled_from(
+    [
+        "anthropic-api",
+        "telegram-api",
+        "openai-api",
+        "database",
+        "telegram",
+        "global",
+        "anthropic",
+        "whisper",
+        "custom",
+        "x y",
+    ]
+)
 documents = st.fixed_dictionaries(
     {},
     optional={

@@ -86,11 +86,16 @@ def test_concurrent_chats_are_each_answered_once_with_their_own_reply(
     replies = [body.get("reply") for _, body, _ in results]
     figures(
         "load: concurrent POST /chat",
-        requests=CHATS, seconds=round(elapsed, 2), per_second=round(CHATS / elapsed, 1),
-        ok=statuses.count(200), failed=CHATS - statuses.count(200),
+        requests=CHATS,
+        seconds=round(elapsed, 2),
+        per_second=round(CHATS / elapsed, 1),
+        ok=statuses.count(200),
+        failed=CHATS - statuses.count(200),
         latency=percentiles(s for _, _, s in results),
-        rss_before_mb=before, rss_peak_mb=rss.peak, rss_after_mb=rss_mb(pid),
-    )  # fmt: skip
+        rss_before_mb=before,
+        rss_peak_mb=rss.peak,
+        rss_after_mb=rss_mb(pid),
+    )
     assert statuses == [200] * CHATS
     assert replies == [f"anthropic echo: concurrent chat {i}" for i in range(CHATS)]
     assert instance.public("GET", "/health").status_code == 200
@@ -112,12 +117,14 @@ def test_concurrent_chats_under_default_limits_get_an_answer_or_a_429(
     refused = [i for i, (status, _, _) in enumerate(results) if status == 429]
     figures(
         "load: concurrent POST /chat, default limits",
-        requests=CHATS, anthropic_min_time_ms=500 if FULL else 50, ok=len(ok),
+        requests=CHATS,
+        anthropic_min_time_ms=500 if FULL else 50,
+        ok=len(ok),
         refused_429=len(refused),
         other=CHATS - len(ok) - len(refused),
         latency_ok=percentiles(results[i][2] for i in ok),
         latency_429=percentiles(results[i][2] for i in refused),
-    )  # fmt: skip
+    )
     assert len(ok) + len(refused) == CHATS and ok
     for i in ok:  # past the anthropic limiter's queue, OpenAI answers: the bot's own chain
         who = results[i][1]["answered_by"]
@@ -159,13 +166,21 @@ def test_a_burst_of_updates_is_answered_exactly_once_in_bounded_memory(
     status = instance.status()
     figures(
         "load: burst of updates",
-        updates=UPDATES, chats=UPDATES // 10, push_seconds=round(pushed, 2),
-        seconds_to_last_answer=round(elapsed, 2), per_second=round(UPDATES / elapsed, 1),
-        answered=ledger["answered"], duplicates=len(ledger["duplicates"]),
-        unmatched=ledger["unmatched"], pending_at_telegram=stats["pending_update_count"],
-        accepted=status["updates_accepted"], latency_s=ledger["latency"],
-        rss_before_mb=before, rss_peak_mb=rss.peak, rss_after_mb=rss_mb(pid),
-    )  # fmt: skip
+        updates=UPDATES,
+        chats=UPDATES // 10,
+        push_seconds=round(pushed, 2),
+        seconds_to_last_answer=round(elapsed, 2),
+        per_second=round(UPDATES / elapsed, 1),
+        answered=ledger["answered"],
+        duplicates=len(ledger["duplicates"]),
+        unmatched=ledger["unmatched"],
+        pending_at_telegram=stats["pending_update_count"],
+        accepted=status["updates_accepted"],
+        latency_s=ledger["latency"],
+        rss_before_mb=before,
+        rss_peak_mb=rss.peak,
+        rss_after_mb=rss_mb(pid),
+    )
     assert ledger["answered"] == UPDATES and ledger["duplicates"] == []
     assert ledger["unmatched"] == 0 and ledger["fallbacks"] == []
     assert status["updates_accepted"] == UPDATES
@@ -232,11 +247,14 @@ def test_health_stays_fast_while_anthropic_hangs(
     health = percentiles(samples)
     figures(
         "load: /health while anthropic-api hangs",
-        hanging_chats=HANGING, hanging_updates=HANGING // 10, samples=HEALTH_SAMPLES,
-        anthropic_calls_executing=executing, anthropic_requests_at_stand_in=in_flight,
+        hanging_chats=HANGING,
+        hanging_updates=HANGING // 10,
+        samples=HEALTH_SAMPLES,
+        anthropic_calls_executing=executing,
+        anthropic_requests_at_stand_in=in_flight,
         health=health,
         chats_answered_while_hanging=holder.get("answered"),
-    )  # fmt: skip
+    )
     assert holder.get("answered") == []  # they really hung the whole time
     if FULL:
         assert health["p99_ms"] < 50, health

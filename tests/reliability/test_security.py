@@ -61,9 +61,15 @@ def _as_nobody(path: Path) -> dict[str, Any]:
     if python is None or os.getuid() != 0:
         pytest.skip("needs root and a system python3 to run a client as another user")
     done = subprocess.run(
-        [python, "-c", PEER, str(path)], user=NOBODY, group=NOBODY, extra_groups=[],
-        capture_output=True, text=True, timeout=30, cwd="/",
-    )  # fmt: skip
+        [python, "-c", PEER, str(path)],
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
     assert done.returncode == 0, done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer
@@ -141,13 +147,15 @@ def test_the_public_port_binds_loopback_unless_configured(
         refused = other
     wide_port = free_port()
     monkeypatch.setenv("KHRONOS_HTTP_TOKEN", "a-token-for-the-public-port")
-    wide = make_instance("wide", config=FAST_CONFIG + '[http]\nhost = "0.0.0.0"\n',
-                         port=wide_port).start()  # fmt: skip
+    wide = make_instance(
+        "wide", config=FAST_CONFIG + '[http]\nhost = "0.0.0.0"\n', port=wide_port
+    ).start()
     figures(
         "security: public port binding",
-        default_listeners=listening, refused_on=refused,
+        default_listeners=listening,
+        refused_on=refused,
         configured_listeners=_listeners(wide.status()["http_port"]),
-    )  # fmt: skip
+    )
     assert listening == ["0100007F"]  # 127.0.0.1, and nothing on tcp6
     assert _listeners(wide.status()["http_port"]) == ["00000000"]
 
@@ -185,15 +193,16 @@ def test_a_wrong_webhook_secret_is_refused_whatever_it_shares_with_the_right_one
                 timings[name].append(time.perf_counter() - started)
                 assert answer.status_code == 403
         accepted = client.post(
-            "/telegram/webhook", json={"update_id": 999_999},
+            "/telegram/webhook",
+            json={"update_id": 999_999},
             headers={"X-Telegram-Bot-Api-Secret-Token": secret},
-        )  # fmt: skip
+        )
     figures(
         "security: webhook secret comparison",
         guesses_each=len(timings["short"]),
         median_us={k: round(statistics.median(v) * 1e6, 1) for k, v in timings.items()},
         latency={k: percentiles(v) for k, v in timings.items()},
-    )  # fmt: skip
+    )
     assert accepted.status_code == 200
 
 
@@ -210,15 +219,20 @@ def test_no_log_or_error_output_of_a_full_run_holds_a_token(
         env = {**os.environ, "NO_COLOR": "1", "KHRONOS_DEBUG": "1" if debug else "0"}
         done = subprocess.run(
             [sys.executable, "-m", "khronos_cli", *args, "--state-dir", str(instance.state_dir)],
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         outputs.extend([done.stdout, done.stderr])
 
     for i in range(10):
         instance.push(500_000 + i, f"hello {i}")
     wait_for(lambda: answered(instance, 10), timeout=60)
-    for failure in ({"mode": "errors", "status": 401, "methods": ["sendMessage"], "count": 3},
-                    {"mode": "down", "methods": ["getUpdates"], "count": 3}):  # fmt: skip
+    for failure in (
+        {"mode": "errors", "status": 401, "methods": ["sendMessage"], "count": 3},
+        {"mode": "down", "methods": ["getUpdates"], "count": 3},
+    ):
         instance.admin.post("/_sandbox/failure", json=failure).raise_for_status()
     instance.llm_mode("anthropic", mode="errors", status=401, count=3)
     instance.llm_mode("openai", mode="garbage", count=3)
@@ -247,16 +261,22 @@ def test_no_log_or_error_output_of_a_full_run_holds_a_token(
     leaks = {
         f"{label} in {where}": True
         for label, token in SECRETS.items()
-        for where, text in [*((str(p.relative_to(instance.root)), p.read_bytes().decode(
-            "utf-8", "replace")) for p in files), *(("cli output", o) for o in outputs)]
+        for where, text in [
+            *(
+                (str(p.relative_to(instance.root)), p.read_bytes().decode("utf-8", "replace"))
+                for p in files
+            ),
+            *(("cli output", o) for o in outputs),
+        ]
         if token in text
-    }  # fmt: skip
+    }
     figures(
         "security: token scan of a full run",
         files_scanned=sorted(str(p.relative_to(instance.root)) for p in files),
-        cli_outputs_scanned=len(outputs), log_bytes=sum(p.stat().st_size for p in files),
+        cli_outputs_scanned=len(outputs),
+        log_bytes=sum(p.stat().st_size for p in files),
         leaks=sorted(leaks),
-    )  # fmt: skip
+    )
     assert leaks == {}
     assert any("Traceback" in o or "error" in o for o in outputs)  # errors were really shown
 
@@ -272,18 +292,28 @@ def test_telegram_text_is_never_interpreted_as_markup(
     instance: Instance = make_instance(args=("--users", "1", "--rate", "3")).start()
     for i, text in enumerate(MARKUP):
         instance.push(600_000 + i, text)
-    wait_for(lambda: len({d["chat_id"] for d in instance.deliveries()} & {
-        600_000 + i for i in range(len(MARKUP))}) == len(MARKUP), timeout=60)  # fmt: skip
+    wait_for(
+        lambda: (
+            len(
+                {d["chat_id"] for d in instance.deliveries()}
+                & {600_000 + i for i in range(len(MARKUP))}
+            )
+            == len(MARKUP)
+        ),
+        timeout=60,
+    )
     wait_for(lambda: "[bold red]isto não é markup[/bold red]" in instance.log(), timeout=60)
     ours = {d["chat_id"]: d for d in instance.deliveries() if d["chat_id"] >= 600_000}
-    forced = instance.khronos("breakers", "open", "openai-api", "--for", "1m",
-                              "--reason", MARKUP[0])  # fmt: skip
+    forced = instance.khronos(
+        "breakers", "open", "openai-api", "--for", "1m", "--reason", MARKUP[0]
+    )
     table = instance.khronos("breakers")
     figures(
         "security: markup stays text",
-        sent=MARKUP, delivered=[ours[600_000 + i]["text"] for i in range(len(MARKUP))],
+        sent=MARKUP,
+        delivered=[ours[600_000 + i]["text"] for i in range(len(MARKUP))],
         parse_modes=sorted({str(d.get("parse_mode")) for d in instance.deliveries()}),
-    )  # fmt: skip
+    )
     for i, text in enumerate(MARKUP):
         assert ours[600_000 + i]["text"] == f"anthropic echo: {text}"
     assert all(d.get("parse_mode") is None for d in instance.deliveries())

@@ -275,8 +275,16 @@ async def test_the_snapshot_is_json_with_the_contract_keys() -> None:
     breaker = await tripped(clock)
     data = json.loads(json.dumps(breaker.snapshot()))
     assert data["state"] == "open"
-    assert set(data["stats"]) >= {"fires", "successes", "failures", "timeouts", "rejects",
-                                  "fallbacks", "error_percentage", "latency_ms"}  # fmt: skip
+    assert set(data["stats"]) >= {
+        "fires",
+        "successes",
+        "failures",
+        "timeouts",
+        "rejects",
+        "fallbacks",
+        "error_percentage",
+        "latency_ms",
+    }
     assert set(data["stats"]["latency_ms"]) == {"mean", "p50", "p90", "p99"}
     assert data["next_trial_in"] == 30
     assert data["opened_at"] > 1e9

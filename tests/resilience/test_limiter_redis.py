@@ -153,11 +153,16 @@ async def test_two_processes_share_one_budget(redis: Redis, redis_url: str) -> N
     """
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WORKER, redis_url, "40", cwd=ROOT,
+            sys.executable,
+            "-c",
+            _WORKER,
+            redis_url,
+            "40",
+            cwd=ROOT,
             stdout=subprocess.PIPE,
         )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     await redis.set("go", 1)
     outputs = [await proc.communicate() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0]

@@ -130,8 +130,9 @@ async def test_bad_input_gets_4xx_json_and_the_server_keeps_serving(
 ) -> None:
     """Malformed JSON, wrong fields, oversize bodies and wrong methods: 4xx JSON; still serving."""
     api, http = served
-    answer = await http.request(method, path, content=content,
-                                headers={"content-type": "application/json"})  # fmt: skip
+    answer = await http.request(
+        method, path, content=content, headers={"content-type": "application/json"}
+    )
     assert answer.status_code == status
     assert answer.json()["error"]["status"] == status
     assert api.sent == [] and (await http.get("/health")).status_code == 200

@@ -68,8 +68,10 @@ async def test_updates_and_replies_round_trip(
     assert sent["chat"]["id"] == 42
     delivery = stack.telegram.deliveries[-1]
     assert (delivery.text, delivery.reply_to_message_id, delivery.parse_mode) == (
-        "hi <b>there</b>", message_id, None,
-    )  # fmt: skip
+        "hi <b>there</b>",
+        message_id,
+        None,
+    )
     assert isinstance(telegram._guard, RecordingGuard)
     assert telegram._guard.calls[-1] == {"key": 42, "priority": PRIORITY_REPLY, "timeout": None}
 
@@ -120,8 +122,11 @@ async def test_voice_note_is_downloaded_and_transcribed(
 
 async def test_anthropic_and_openai_reply(stack: SandboxStack) -> None:
     """Both LLM clients send the conversation and return the assistant's text."""
-    turns = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
-             {"role": "user", "content": "ping"}]  # fmt: skip
+    turns = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "ping"},
+    ]
     async with AnthropicClient(Secret(stack.anthropic_api_key), stack.anthropic_base_url) as claude:
         assert (await claude.reply(turns, system="be brief")).text == stack.anthropic.reply_for(
             "ping"
