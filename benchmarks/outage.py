@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python benchmarks/outage.py [--rate 2] [--before 10] [--during 60]``.
 
-One khronos worker (``python -m khronos_cli.runtime.worker``, no ``khronos.toml``: every default)
-against the sandbox stand-ins (0.2 s per LLM answer). Users send ``--rate`` messages a second,
+A khronos worker (``python -m khronos_cli.runtime.worker``) against the sandbox stand-ins (0.2 s
+per LLM answer), twice: with every default (no ``khronos.toml``), then with ``[bot] hedge_after =
+"3s"`` (OpenAI asked too once Anthropic is that late). Users send ``--rate`` messages a second,
 each from its own chat; after ``--before`` seconds the Anthropic stand-in starts to hang (it
 accepts requests and never answers, as an overloaded API does) and stays so for ``--during``
 seconds while users keep writing. Printed: from the hang's start to the first answer OpenAI
@@ -33,11 +34,30 @@ def main() -> None:
     parser.add_argument("--before", type=float, default=10.0, help="healthy seconds first")
     parser.add_argument("--during", type=float, default=60.0, help="seconds Anthropic hangs")
     options = parser.parse_args()
+    rows = [measure(options, "defaults", ""), measure(options, "hedge_after 3s", HEDGE)]
+    print(
+        f"messages at {options.rate:g}/s; Anthropic hangs after {options.before:g} s "
+        f"for {options.during:g} s\n"
+    )
+    print(
+        "| settings | hang to the first OpenAI answer | answered during the hang "
+        "(anthropic/openai/other) | latency p50 | p99 | max | waited > 15 s |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for row in rows:
+        print(row)
+
+
+HEDGE = '[bot]\nhedge_after = "3s"\n'
+
+
+def measure(options: argparse.Namespace, label: str, config: str) -> str:
     with tempfile.TemporaryDirectory(prefix="khronos-bench-outage-") as tmp:
         root = Path(tmp)
         with sandbox(root) as stand_ins:
             state = root / "worker"
             state.mkdir(mode=0o700)
+            (state / "khronos.toml").write_text(config)
             env = {**stand_ins.env, "KHRONOS_HTTP_PORT": "0", "PATH": "/usr/bin:/bin"}
             command = [sys.executable, "-m", "khronos_cli.runtime.worker", "--state-dir"]
             worker = subprocess.Popen([*command, str(state)], env=env, stderr=subprocess.DEVNULL)
@@ -45,15 +65,14 @@ def main() -> None:
             anthropic = str(stand_ins.info["anthropic_base_url"])
             try:
                 wait_until((state / "khronos.sock").exists, 60, "the worker")
-                report = run(admin, anthropic, options)
+                return run(admin, anthropic, options, label)
             finally:
                 worker.terminate()
                 worker.wait(timeout=60)
                 admin.close()
-    print(report)
 
 
-def run(admin: httpx.Client, anthropic: str, options: argparse.Namespace) -> str:
+def run(admin: httpx.Client, anthropic: str, options: argparse.Namespace, label: str) -> str:
     sent: dict[str, float] = {}
     gap = 1.0 / options.rate
     began = time.monotonic()
@@ -87,18 +106,10 @@ def run(admin: httpx.Client, anthropic: str, options: argparse.Namespace) -> str
     during.sort()
     p99 = during[min(len(during) - 1, int(0.99 * len(during)))]
     detect = "never" if first_openai is None else f"{first_openai - hang_wall:.1f} s"
-    return "\n".join(
-        [
-            f"{len(sent)} messages at {options.rate:g}/s; Anthropic hangs after "
-            f"{options.before:g} s for {options.during:g} s; default settings",
-            "",
-            "| hang to the first OpenAI answer | answered during the hang (anthropic/openai/other)"
-            " | latency p50 | p99 | max | waited > 15 s |",
-            "|---:|---|---:|---:|---:|---:|",
-            f"| {detect} | {providers['anthropic']}/{providers['openai']}/{providers['other']} | "
-            f"{statistics.median(during):.1f} s | {p99:.1f} s | {during[-1]:.1f} s | "
-            f"{sum(1 for d in during if d > 15)} of {len(during)} |",
-        ]
+    return (
+        f"| {label} | {detect} | {providers['anthropic']}/{providers['openai']}/"
+        f"{providers['other']} | {statistics.median(during):.1f} s | {p99:.1f} s | "
+        f"{during[-1]:.1f} s | {sum(1 for d in during if d > 15)} of {len(during)} |"
     )
 
 

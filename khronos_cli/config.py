@@ -197,7 +197,7 @@ class _Parser:
 
     def bot(self, data: Mapping[str, Any], tables: Mapping[str, Any]) -> BotSettings:
         """``[bot]``, plus the output caps of ``[anthropic]``/``[openai]`` and the long poll."""
-        table = self.table(data, "bot", {"groups", "history_turns"})
+        table = self.table(data, "bot", {"groups", "history_turns", "hedge_after"})
         values = self.fields(BotSettings, table, "bot.")
         for provider in ("anthropic", "openai"):
             if "max_tokens" in tables[provider]:

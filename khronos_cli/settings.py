@@ -142,6 +142,10 @@ class BotSettings:
     openai_max_tokens: int = setting(1024, Count(200_000))
     # getUpdates' long poll (Telegram caps it at 50 s)
     poll_timeout: float = setting(30.0, Duration())
+    # Ask OpenAI too when Anthropic has not answered this long after the request left (at least;
+    # 3x the p90 of its recent answers when that is longer). None: never (the default: without
+    # streaming, a long answer cannot be told from a hang, and hedging it doubles its cost).
+    hedge_after: float | None = setting(None, Duration(optional=True, cap=MINUTE))
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,22 @@
-"""Who answers: Anthropic, else OpenAI, else the fallback text — and OpenAI early when Anthropic
-is slower than it has ever been.
+"""Who answers: Anthropic, else OpenAI, else the fallback text — and, when the operator asks for
+it, OpenAI early when Anthropic is slower than it has ever been.
 
 The chain (what the bot and ``POST /chat`` share): Anthropic first; when it fails, its breaker
 rejects, or it answers nothing or refuses, OpenAI; when both fail, the seed's fallback text, never
 silence. A provider that another way had to stand in for counts as a fallback of its breaker
 (``on_fallback``: the ``fb`` column of ``khronos breakers``).
 
-**Hedging.** A hanging API accepts the request and never answers, so the breaker only hears about
-it when the call's timeout (30 s for a 1,024-token answer) has passed, and every user meanwhile
-waits that long. So when Anthropic has not answered within :meth:`Hedge.delay` of the request
-leaving (its limiter's wait is the user's own pace, not counted) — three times the p90 of its last
-100 answers, at least 3 s, never past its timeout — OpenAI is asked too and the first good answer
-wins. The loser is cancelled when Anthropic wins (a cancelled call counts for
-nothing); when OpenAI wins, Anthropic's call is left to finish in the background, so that its
-breaker still learns of the hang (its timeouts open it, and from then on OpenAI answers at once).
+**Hedging** (``[bot] hedge_after``, off by default). A hanging API accepts the request and never
+answers, so the breaker only hears about it when the call's timeout (30 s for a 1,024-token answer)
+has passed, and every user meanwhile waits that long. Without streaming a long answer looks the
+same as a hang until it arrives, so hedging is the operator's choice: it suits bots whose answers
+are short, and it doubles the cost of every answer slower than the delay. When it is on and
+Anthropic has not answered within :meth:`Hedge.delay` of the request leaving (its limiter's wait
+is the user's own pace, not counted) — three times the p90 of its last 100 answers, at least
+``hedge_after``, never past its timeout — OpenAI is asked too and the first good answer wins.
+The loser is cancelled when Anthropic wins (a cancelled call counts for nothing); when OpenAI
+wins, Anthropic's call is left to finish in the background, so that its breaker still learns of
+the hang (its timeouts open it, and from then on OpenAI answers at once).
 ``benchmarks/outage.py`` measures what users wait when Anthropic starts to hang.
 """
 
@@ -82,7 +85,7 @@ class Failover:
         self.openai = openai
         self.system_prompt = system_prompt
         self.answered = answered
-        self.hedge = hedge or Hedge()
+        self.hedge = hedge
         self._on_fallback = on_fallback
         self._slow: set[asyncio.Task[Any]] = set()  # Anthropic calls OpenAI answered before
 
@@ -93,9 +96,11 @@ class Failover:
         first = loop.create_task(
             self.anthropic.reply(turns, system=self.system_prompt, key=key, sending=sending)
         )
+        hedge = self.hedge
         try:
             started = await self._sent(first, sending)
-            done, _ = await asyncio.wait({first}, timeout=self.hedge.delay())
+            delay = None if hedge is None else hedge.delay()
+            done, _ = await asyncio.wait({first}, timeout=delay)
         except asyncio.CancelledError:
             first.cancel()
             raise
@@ -103,7 +108,8 @@ class Failover:
             return await self._race(first, turns, key)
         answer = self._good("anthropic", first)
         if answer is not None:
-            self.hedge.observe(loop.time() - started)
+            if hedge is not None:
+                hedge.observe(loop.time() - started)
             return self._answered("anthropic", answer)
         return await self._second(turns, key)
 
@@ -131,6 +137,7 @@ class Failover:
     async def _race(
         self, first: asyncio.Task[Answer], turns: Sequence[Turn], key: Hashable
     ) -> Reply:
+        assert self.hedge is not None
         self.hedge.hedged += 1
         logger.info("anthropic has not answered in %.1fs: asking openai too", self.hedge.delay())
         second = asyncio.get_running_loop().create_task(self._call("openai", turns, key))
@@ -158,7 +165,8 @@ class Failover:
         return await client.reply(turns, system=self.system_prompt, key=key)
 
     def _good(self, provider: Provider, task: asyncio.Task[Answer]) -> Answer | None:
-        """The task's answer when it is one to give; else say why and count the fallback."""
+        """The task's answer when it is one to give; else say why and count the fallback.
+        OpenAI is the last provider: its refusal, in its own words, is still the answer."""
         breaker = f"{provider}-api"
         error = task.exception()
         if error is not None:
@@ -169,7 +177,7 @@ class Failover:
             self._fell_back(breaker, error)
             return None
         answer = task.result()
-        if answer.text and not answer.refused:
+        if answer.text and (not answer.refused or provider == "openai"):
             return answer
         logger.info("%s %s", provider, "refused" if answer.refused else "answered nothing")
         return None

@@ -88,6 +88,14 @@ def guard(
     return run
 
 
+def hedge(settings: Settings) -> Hedge | None:
+    """``[bot] hedge_after``: when a slow Anthropic makes the bot ask OpenAI too (None: never)."""
+    after = settings.bot.hedge_after
+    if after is None:
+        return None
+    return Hedge(floor=after, ceiling=settings.breakers["anthropic-api"].timeout)
+
+
 @dataclasses.dataclass
 class Parts:
     """Everything the worker runs, built and wired but not started."""
@@ -205,7 +213,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         groups=settings.bot.groups,
         may_type=may_type,
         on_fallback=lambda name, error: b[name].record_fallback(error),
-        hedge=Hedge(ceiling=settings.breakers["anthropic-api"].timeout),
+        hedge=hedge(settings),
     )
     outbox = Outbox(store, telegram, db_guard=db_guard, scrub=scrub)
     jobs = JobTracker()
