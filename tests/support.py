@@ -65,6 +65,9 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
 
 class RedisServer:
     """A ``redis-server`` process of the test session's own, on a loopback port.

@@ -103,7 +103,7 @@ def limiter(
 def watch_limiters(
     names: Annotated[
         list[Limiter] | None,
-        typer.Argument(help="Only these limiters [default: all].", show_default=False),
+        typer.Argument(help="Only these limiters (default: all).", show_default=False),
     ] = None,
     state_dir: StateDirOption = None,
     as_json: JSONOption = False,

@@ -39,13 +39,13 @@ StateDirOption = Annotated[
     typer.Option(
         "--state-dir",
         envvar="KHRONOS_STATE_DIR",
-        help="Where the socket, logs and state live [default: $XDG_STATE_HOME/khronos].",
+        help="Where the socket, logs and state live (default: $XDG_STATE_HOME/khronos).",
         show_default=False,
     ),
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="khronos.toml to read [default: <state-dir>/khronos.toml]."),
+    typer.Option("--config", help="khronos.toml to read (default: <state-dir>/khronos.toml)."),
 ]
 JSONOption = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts.")]
 AllOption = Annotated[

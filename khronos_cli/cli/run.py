@@ -52,7 +52,9 @@ def run(
     ] = 0.5,
     log_format: Annotated[
         LogFormat | None,
-        typer.Option("--log-format", help="text or json lines (default: [log] format, text)."),
+        typer.Option(
+            "--log-format", help="text or json lines (default: the config's log.format, text)."
+        ),
     ] = None,
     log_level: Annotated[
         LogLevel | None,
@@ -61,7 +63,7 @@ def run(
     state_dir: StateDirOption = None,
 ) -> None:
     """Start the supervisor and the bot worker; logs go to stderr and <state-dir>/khronos.log
-    (to stderr only with --no-supervise, unless [log] file names one)."""
+    (to stderr only with --no-supervise, unless the config's log.file names one)."""
     from khronos_cli import config as config_module
     from khronos_cli import preflight, statedir
     from khronos_cli.control import instance

@@ -1,4 +1,4 @@
-"""Helpers for the store and bot tests: a hand-moved clock, update payloads, one-part replies."""
+"""Helpers for the store and bot tests: update payloads, one-part replies, a unix-time clock."""
 
 from __future__ import annotations
 
@@ -7,16 +7,7 @@ from typing import Any
 from khronos_cli.bot.store import Store
 
 CHAT = 4242
-
-
-class FakeClock:
-    """Unix time the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+UNIX_NOW = 1_800_000_000.0  # where the store tests' hand-moved clock starts (unix time)
 
 
 async def reply_id(store: Store, *args: Any, **kwargs: Any) -> int:

@@ -14,7 +14,8 @@ import pytest
 from khronos_cli.bot.store import RETENTION, SCHEMA_VERSION, Store, Turn
 from khronos_cli.errors import InjectedFaultError, KhronosError, StoreError
 from khronos_cli.upstream.faults import FaultInjector
-from tests.bot.helpers import CHAT, FakeClock, reply_id, update
+from tests.bot.helpers import CHAT, UNIX_NOW, reply_id, update
+from tests.support import Clock
 
 
 def mode_of(path: Path) -> int:
@@ -277,7 +278,7 @@ async def test_read_only_on_a_missing_file_is_a_store_error(db_path: Path, tmp_p
 
 async def test_prune_forgets_old_done_ids_and_keeps_live_work(db_path: Path) -> None:
     """Prune drops done updates and finished outbox rows past the cutoff, never pending work."""
-    clock = FakeClock()
+    clock = Clock(UNIX_NOW)
     store = await Store.open(db_path, clock=clock)
     try:
         for update_id in (1, 2, 3):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from khronos_cli.bot.schema import MIGRATIONS
 from khronos_cli.bot.store import SCHEMA_VERSION, Store
-from tests.bot.helpers import CHAT, FakeClock, update
+from tests.bot.helpers import CHAT, UNIX_NOW, update
+from tests.support import Clock
 
 
 async def test_a_reply_in_parts_is_done_once_every_part_is_sent(store: Store) -> None:
@@ -74,7 +75,7 @@ async def test_a_migrated_chat_keeps_its_history_and_pending_messages(store: Sto
 async def test_retention_keeps_the_file_bounded_over_many_updates(db_path: Path) -> None:
     """8,000 updates answered and sent over 'days', pruned each 'hour': the rows and the file
     stop growing, while every chat keeps its newest turns."""
-    clock = FakeClock()
+    clock = Clock(UNIX_NOW)
     store = await Store.open(db_path, clock=clock, synchronous="NORMAL")
     sizes = []
     try:

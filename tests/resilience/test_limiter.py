@@ -13,22 +13,9 @@ from khronos_cli.config import LimiterSettings, Rate
 from khronos_cli.errors import JobDroppedError, JobExpiredError
 from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.stats import LimiterEvent
-from tests.support import async_wait_for
+from tests.support import Clock, async_wait_for
 
 Factory = Callable[..., Limiter]
-
-
-class ManualClock:
-    """An injected clock that moves only when the test says so."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -114,7 +101,7 @@ async def test_weighted_concurrency_caps_running_jobs(memory: Factory) -> None:
 
 async def test_min_time_spaces_starts(memory: Factory) -> None:
     """min_time holds starts apart, measured on the injected clock."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     limiter = memory(min_time=0.5, clock=clock)
     starts: list[float] = []
 
@@ -186,7 +173,7 @@ async def test_full_queue_drops_per_strategy(
 
 async def test_retry_after_grows_with_the_queue(memory: Factory) -> None:
     """The drop's Retry-After is computed from the queue ahead and the key's rate."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     limiter = memory(group_by="chat", rates=(Rate(1, 2.0),), max_queued=3, clock=clock)
 
     async def job() -> None:
@@ -316,7 +303,7 @@ async def test_room_reports_a_full_queue_before_taking_work(memory: Factory) -> 
 
 async def test_a_refusal_charges_no_level(make: Factory) -> None:
     """When the global rate refuses, the key's rate is not charged (all or nothing)."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     limiter = make(
         group_by="chat", rates=(Rate(1, 100.0),), global_rates=(Rate(1, 1.0),), clock=clock
     )

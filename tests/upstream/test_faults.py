@@ -21,7 +21,7 @@ from khronos_cli.upstream.faults import (
     OutageError,
     OutageEvent,
 )
-from tests.support import async_wait_for
+from tests.support import Clock, async_wait_for
 
 
 @dataclass
@@ -30,16 +30,6 @@ class Upstream:
 
     url: str = ""
     arrivals: list[float] = field(default_factory=list)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -218,7 +208,7 @@ async def test_errors_429_default_retry_after_is_what_remains(
     upstream: Upstream,
 ) -> None:
     """Without an explicit retry_after, a 429 says to come back when the outage ends (≤ 60 s)."""
-    clock = FakeClock()
+    clock = Clock()
     injector = FaultInjector(clock=clock)
     injector.start("openai-api", "errors", status=429, duration=30)
     clock.now += 20.5
@@ -260,7 +250,7 @@ def test_probability_draws_come_from_the_injected_random() -> None:
 
 async def test_expiry_with_an_injected_clock(upstream: Upstream) -> None:
     """An outage ends by itself once the clock passes its expiry, and traffic flows again."""
-    clock = FakeClock()
+    clock = Clock()
     injector = FaultInjector(clock=clock)
     events: list[OutageEvent] = []
     injector.add_listener(events.append)
@@ -362,7 +352,7 @@ def test_stop_by_name_and_all() -> None:
 
 def test_outage_json_shape() -> None:
     """``to_dict`` is JSON-ready with the name, mode, probability and seconds remaining."""
-    clock = FakeClock()
+    clock = Clock()
     injector = FaultInjector(clock=clock)
     injector.start("anthropic-api", "errors", status=429, duration=10, reason="drill")
     clock.now += 4
