@@ -16,13 +16,13 @@ that never ran is :class:`NotRunningError`.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from khronos_cli import statedir
 from khronos_cli.control.client import ControlClient
+from khronos_cli.control.instance import alive
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.errors import ControlError, NotRunningError
 
@@ -30,18 +30,6 @@ __all__ = ["STOPPED", "gather"]
 
 STOPPED = "stopped"  # nothing runs on the state directory, which has run before
 _SUPERVISOR_STATES = ("starting", "backoff", "crashloop", "stopping", "restarting")
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def gather(state_dir: Path) -> dict[str, Any]:
@@ -56,7 +44,7 @@ def gather(state_dir: Path) -> dict[str, Any]:
 
     written = read(statedir.SUPERVISOR_FILE)
     supervisor = written
-    if supervisor and (supervisor.get("state") == STOPPED or not _alive(supervisor.get("pid"))):
+    if supervisor and (supervisor.get("state") == STOPPED or not alive(supervisor.get("pid"))):
         supervisor = None
     worker: dict[str, Any] | None = None
     try:
@@ -130,7 +118,7 @@ def _last_run(state_dir: Path) -> dict[str, Any] | None:
     """How the last run on ``state_dir`` ended: its report, or ``killed`` when the marker of a
     run whose process is gone is still there (the worker reads its previous run the same way)."""
     marker = statedir.read_json(state_dir / statedir.RUN_MARKER)
-    if marker is not None and not _alive(marker.get("pid")):
+    if marker is not None and not alive(marker.get("pid")):
         return {
             "result": "killed",
             "exit_code": None,
