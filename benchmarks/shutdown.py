@@ -1,10 +1,14 @@
 """Time from SIGTERM to exit: an idle worker, a worker whose last job ends t s later, and uvicorn.
 
-Each is a real process stopped with a real SIGTERM. The worker runs alone (no supervisor), against
-the sandbox stand-ins in a process of their own; "with a job" gives the stand-in Anthropic a t s
-latency, sends one message, waits until its job is running, then signals, and measures from the
-moment the reply reaches the stand-in Telegram to the worker's exit. uvicorn serves an empty ASGI
-app and is stopped the same way.
+Each is a real process stopped with a real SIGTERM once it serves: the worker once ``GET /ready``
+on its public port answers 200, uvicorn once its port accepts. Each exits the way it does in
+production: the worker runs the seven steps, flushes its logs and leaves with ``os._exit`` (no
+interpreter teardown: nothing is left to finalize); uvicorn runs its shutdown and returns from
+``uvicorn.run``, then the interpreter tears down normally. The worker runs alone (no
+supervisor), against the sandbox stand-ins in a process of their own; "with a job" gives the
+stand-in Anthropic a t s latency, sends one message, waits until its job is running, then
+signals, and measures from the moment the reply reaches the stand-in Telegram to the worker's
+exit. uvicorn serves an empty ASGI app and is stopped the same way.
 
     .venv/bin/python benchmarks/shutdown.py [--rounds 5] [--job 1.0]
 
@@ -76,13 +80,28 @@ class Bench:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: (state / "run.json").exists())
+        wait_until(lambda: (state / "khronos.sock").exists())
+        wait_until(lambda: self.ready(state))  # the same signal as uvicorn's: it serves
         return process, state
 
+    def ready(self, state: Path) -> bool:
+        """``GET /ready`` on the worker's public port answers 200."""
+        port = self.status(state).get("http_port")
+        if not isinstance(port, int):
+            return False
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def status(self, state: Path) -> dict[str, object]:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(state / "khronos.sock"))) as c:
-            data: dict[str, object] = c.get("http://khronos/status").json()
-            return data
+        try:
+            transport = httpx.HTTPTransport(uds=str(state / "khronos.sock"))
+            with httpx.Client(transport=transport) as client:
+                data: dict[str, object] = client.get("http://khronos/status").json()
+                return data
+        except httpx.HTTPError:
+            return {}
 
     def idle(self) -> float:
         process, _ = self.start_worker()
@@ -120,14 +139,15 @@ def main() -> None:
             finally:
                 bench.close()
     med = statistics.median
-    print(f"\n{options.rounds} rounds each, medians (max); 2-core machine\n")
+    print(f"\n{options.rounds} rounds each, medians (max); 2-core machine; both signalled once")
+    print("they serve (worker: /ready 200; uvicorn: its port accepts)\n")
     print("| what | SIGTERM to exit, ms | ratio to uvicorn |")
     print("|---|---:|---:|")
-    print(
-        f"| khronos worker, idle | {med(idle) * 1000:.0f} ({max(idle) * 1000:.0f}) | "
-        f"{med(idle) / med(uvi):.2f}x |"
-    )
-    print(f"| uvicorn, empty app | {med(uvi) * 1000:.0f} ({max(uvi) * 1000:.0f}) | 1.00x |")
+    idle_ms = f"{med(idle) * 1000:.0f} ({max(idle) * 1000:.0f})"
+    uvi_ms = f"{med(uvi) * 1000:.0f} ({max(uvi) * 1000:.0f})"
+    ratio = med(idle) / med(uvi)
+    print(f"| khronos worker, idle (seven steps, then os._exit) | {idle_ms} | {ratio:.2f}x |")
+    print(f"| uvicorn, empty app (its shutdown, then interpreter exit) | {uvi_ms} | 1.00x |")
     print(
         f"| khronos worker, last job ends {options.job:g} s after SIGTERM: exit after the "
         f"job's end | {med(job) * 1000:.0f} ({max(job) * 1000:.0f}) | |"

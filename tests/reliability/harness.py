@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -14,9 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.sandbox.ledger import FALLBACK_TEXT
 from tests.instance import FAST_CONFIG, Instance
+
+NOBODY = 65534  # the uid a hostile neighbour runs as
 
 FULL = os.environ.get("KHRONOS_RELIABILITY") == "full"
 
@@ -136,3 +141,17 @@ def answered_by(instance: Instance, chats: Iterable[int]) -> dict[str, int]:
         else:
             paths["other"] += 1
     return paths
+
+
+async def push_all(base_url: str, count: int, chats: int) -> None:
+    """Push ``count`` messages over ``chats`` chats to the sandbox at once (50 at a time)."""
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        semaphore = asyncio.Semaphore(50)
+
+        async def push(i: int) -> None:
+            async with semaphore:
+                body = {"chat_id": 100_000 + i % chats, "text": f"burst {i}"}
+                (await client.post("/_sandbox/messages", json=body)).raise_for_status()
+
+        await asyncio.gather(*(push(i) for i in range(count)))

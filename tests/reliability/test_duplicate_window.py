@@ -28,9 +28,9 @@ from tests.reliability.harness import (
     flood_off,
     lift_limits,
     percentiles,
+    push_all,
     size,
 )
-from tests.reliability.test_load import _push_all
 from tests.support import wait_for
 
 WINDOW_BOUND = 2.0  # seconds: a mark queued behind something slow would show up past this
@@ -57,7 +57,7 @@ def measure(instance: Instance, count: int, chats: int) -> dict[str, Any]:
     """A burst of ``count`` updates in ``chats`` chats, answered; the window's figures."""
     flood_off(instance)
     started = time.perf_counter()
-    asyncio.run(_push_all(instance.sandbox()["telegram_base_url"], count, chats))
+    asyncio.run(push_all(instance.sandbox()["telegram_base_url"], count, chats))
     wait_for(lambda: answered(instance, count), timeout=300, interval=0.25)
     seconds = time.perf_counter() - started
     samples = window(instance)

@@ -19,6 +19,7 @@ from tests.reliability.harness import (
     flood_off,
     lift_limits,
     percentiles,
+    push_all,
     rss_mb,
     size,
 )
@@ -133,19 +134,6 @@ def test_concurrent_chats_under_default_limits_get_an_answer_or_a_429(
         assert results[i][1]["error"]["status"] == 429
 
 
-async def _push_all(base_url: str, count: int, chats: int) -> None:
-    limits = httpx.Limits(max_connections=50)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        semaphore = asyncio.Semaphore(50)
-
-        async def push(i: int) -> None:
-            async with semaphore:
-                body = {"chat_id": 100_000 + i % chats, "text": f"burst {i}"}
-                (await client.post("/_sandbox/messages", json=body)).raise_for_status()
-
-        await asyncio.gather(*(push(i) for i in range(count)))
-
-
 def test_a_burst_of_updates_is_answered_exactly_once_in_bounded_memory(
     make_instance: Any, figures: Callable[..., None]
 ) -> None:
@@ -157,7 +145,7 @@ def test_a_burst_of_updates_is_answered_exactly_once_in_bounded_memory(
     before = rss_mb(pid)
     started = time.perf_counter()
     with RssSampler(pid) as rss:
-        asyncio.run(_push_all(instance.sandbox()["telegram_base_url"], UPDATES, UPDATES // 10))
+        asyncio.run(push_all(instance.sandbox()["telegram_base_url"], UPDATES, UPDATES // 10))
         pushed = time.perf_counter() - started
         wait_for(lambda: answered(instance, UPDATES), timeout=600 if FULL else 90, interval=0.25)
     elapsed = time.perf_counter() - started

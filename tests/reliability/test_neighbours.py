@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import FULL
-from tests.reliability.test_security import NOBODY
+from tests.reliability.harness import FULL, NOBODY
 
 pytestmark = pytest.mark.timeout(300 if FULL else 120)
 

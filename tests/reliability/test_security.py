@@ -25,10 +25,9 @@ import pytest
 from khronos_cli.sandbox.stack import ANTHROPIC_SANDBOX_KEY, OPENAI_SANDBOX_KEY
 from khronos_cli.sandbox.telegram import SANDBOX_TOKEN
 from tests.instance import FAST_CONFIG, Instance, alive
-from tests.reliability.harness import FULL, answered, percentiles, size
+from tests.reliability.harness import FULL, NOBODY, answered, percentiles, size
 from tests.support import free_port, wait_for
 
-NOBODY = 65534
 SECRETS = {
     "TELEGRAM_BOT_TOKEN": SANDBOX_TOKEN,
     "telegram token's secret half": SANDBOX_TOKEN.split(":", 1)[1],

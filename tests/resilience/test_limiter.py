@@ -3,70 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from khronos_cli.config import LimiterSettings, Rate
+from khronos_cli.config import Rate
 from khronos_cli.errors import JobDroppedError, JobExpiredError
-from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.stats import LimiterEvent
+from tests.resilience.helpers import Factory, Gate
 from tests.support import Clock, async_wait_for
-
-Factory = Callable[..., Limiter]
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
-    """Builds limiters on the backend of the parameter; stops them all afterwards."""
-    made: list[Limiter] = []
-    client = None
-    if request.param == "redis":
-        client = Redis.from_url(request.getfixturevalue("redis_url"))
-
-    def factory(**fields: Any) -> Limiter:
-        clock = fields.pop("clock", None)
-        settings = LimiterSettings(fields.pop("name", "test"), **fields)
-        limiter = Limiter(settings, redis=client, clock=clock)
-        made.append(limiter)
-        return limiter
-
-    yield factory
-    for limiter in made:
-        await limiter.aclose()
-    if client is not None:
-        await client.aclose()
-
-
-@pytest.fixture
-async def memory() -> AsyncIterator[Factory]:
-    """Builds in-memory limiters; stops them all afterwards."""
-    made: list[Limiter] = []
-
-    def factory(**fields: Any) -> Limiter:
-        clock = fields.pop("clock", None)
-        limiter = Limiter(LimiterSettings(fields.pop("name", "test"), **fields), clock=clock)
-        made.append(limiter)
-        return limiter
-
-    yield factory
-    for limiter in made:
-        await limiter.aclose()
-
-
-class Gate:
-    """Jobs that record their start and then wait until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.started: list[Any] = []
-        self.opened = asyncio.Event()
-
-    async def job(self, tag: Any) -> Any:
-        self.started.append(tag)
-        await self.opened.wait()
-        return tag
 
 
 async def test_fifo_within_a_key_and_priority_first(memory: Factory) -> None:

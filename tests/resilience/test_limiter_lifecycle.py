@@ -8,10 +8,8 @@ import pytest
 
 from khronos_cli.config import Rate
 from khronos_cli.errors import LimiterStoppedError
-from tests.resilience.test_limiter import Factory, Gate, ManualClock, memory
-from tests.support import async_wait_for
-
-__all__ = ["memory"]  # the fixture, shared with test_limiter
+from tests.resilience.helpers import Factory, Gate
+from tests.support import Clock, async_wait_for
 
 
 async def test_stop_hands_back_queued_jobs(memory: Factory) -> None:
@@ -36,7 +34,7 @@ async def test_stop_hands_back_queued_jobs(memory: Factory) -> None:
 
 async def test_stop_drains_the_queue(memory: Factory) -> None:
     """stop() without drop_waiting runs what is queued before it returns."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     limiter = memory(min_time=1.0, clock=clock)
     done: list[int] = []
 
@@ -70,7 +68,7 @@ async def test_cancelled_caller_leaves_the_queue(memory: Factory) -> None:
 
 async def test_idle_keys_are_evicted(memory: Factory) -> None:
     """10,000 distinct keys go away once idle, so memory does not grow with keys seen."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     limiter = memory(group_by="chat", rates=(Rate(1, 0.01),), idle_timeout=0.02, clock=clock)
 
     async def job() -> None:
@@ -84,7 +82,7 @@ async def test_idle_keys_are_evicted(memory: Factory) -> None:
 
 async def test_eviction_waits_for_the_rate_to_drain(memory: Factory) -> None:
     """A key is not evicted while its rate state still binds (eviction never resets a rate)."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     limiter = memory(group_by="chat", rates=(Rate(1, 5.0),), idle_timeout=0.1, clock=clock)
 
     async def job() -> None:

@@ -15,8 +15,7 @@ from redis.asyncio import Redis
 
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
 from khronos_cli.resilience.limiter.limiter import Limiter
-from tests.resilience.test_limiter import ManualClock
-from tests.support import async_wait_for
+from tests.support import Clock, async_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +37,7 @@ def windows_over(times: list[float], limit: int, period: float) -> int:
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_telegram_limits_hold_exactly(redis: Redis, backend: str) -> None:
     """1 msg/s per private chat and 20 msg/min per group hold exactly, no slower than allowed."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     client = redis if backend == "redis" else None
     limiter = Limiter(LIMITER_DEFAULTS["telegram"], redis=client, clock=clock)
     starts: dict[int, list[float]] = {7: [], -100: []}
@@ -63,7 +62,7 @@ async def test_telegram_limits_hold_exactly(redis: Redis, backend: str) -> None:
 
 async def test_halt_is_shared_and_never_released_early(redis: Redis) -> None:
     """A 429 halt pauses every replica until it ends; finishing jobs do not release it."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     settings = LimiterSettings("telegram", group_by="chat", max_concurrent=1)
     first = Limiter(settings, redis=redis, clock=clock)
     second = Limiter(settings, redis=redis, clock=clock)
@@ -174,7 +173,7 @@ async def test_two_processes_share_one_budget(redis: Redis, redis_url: str) -> N
 
 async def test_global_spacing_and_key_halts_are_shared(redis: Redis) -> None:
     """global_min_time holds between replicas, and a chat's halt pauses that chat everywhere."""
-    clock = ManualClock()
+    clock = Clock(1_000_000.0)
     settings = LimiterSettings("telegram", group_by="chat", global_min_time=1.0)
     first = Limiter(settings, redis=redis, clock=clock)
     second = Limiter(settings, redis=redis, clock=clock)
