@@ -44,9 +44,9 @@ from khronos_cli.settings import (
     Settings,
     ShutdownSettings,
     SupervisorSettings,
-    default_state_dir,
     llm_timeout,
 )
+from khronos_cli.statedir import default_state_dir
 
 __all__ = [  # the settings are re-exported: ``from khronos_cli.config import Settings`` works
     "BREAKER_DEFAULTS",

@@ -9,7 +9,6 @@ This module is imported by the CLI, so it uses the standard library only.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,6 @@ __all__ = [
     "Settings",
     "ShutdownSettings",
     "SupervisorSettings",
-    "default_state_dir",
     "llm_timeout",
 ]
 
@@ -288,12 +286,3 @@ def _jsonable(value: object) -> Any:
     if isinstance(value, Secret):
         return "set" if value else "unset"
     return value
-
-
-def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``$KHRONOS_STATE_DIR``, else ``$XDG_STATE_HOME/khronos``, else ``~/.local/state/khronos``."""
-    env = os.environ if env is None else env
-    if env.get("KHRONOS_STATE_DIR"):
-        return Path(env["KHRONOS_STATE_DIR"]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base).expanduser() / "khronos"

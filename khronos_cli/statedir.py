@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +50,7 @@ __all__ = [
     "StateDirError",
     "append_private",
     "check",
+    "default_state_dir",
     "mark_running",
     "mark_stopped",
     "open_private",
@@ -315,3 +317,12 @@ def mark_running(state_dir: Path, started_at: float) -> None:
 def mark_stopped(state_dir: Path) -> None:
     """The run has written its report: it is no longer on."""
     (state_dir / RUN_MARKER).unlink(missing_ok=True)
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$KHRONOS_STATE_DIR``, else ``$XDG_STATE_HOME/khronos``, else ``~/.local/state/khronos``."""
+    env = os.environ if env is None else env
+    if env.get("KHRONOS_STATE_DIR"):
+        return Path(env["KHRONOS_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser() / "khronos"

@@ -72,9 +72,9 @@ def run(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     from khronos_cli.cli import reads
-    from khronos_cli.config import default_state_dir
     from khronos_cli.control.protocol import encode_document
     from khronos_cli.errors import KhronosError, NotRunningError
+    from khronos_cli.statedir import default_state_dir
 
     directory = (parsed.state_dir or default_state_dir()).expanduser()
     try:

@@ -88,7 +88,7 @@ def number(value: float, option: str, *, least: float, most: float) -> float:
 
 
 def resolve_state_dir(state_dir: Path | None) -> Path:
-    from khronos_cli.config import default_state_dir
+    from khronos_cli.statedir import default_state_dir
 
     return (state_dir or default_state_dir()).expanduser()
 
