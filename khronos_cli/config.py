@@ -140,6 +140,7 @@ class _Parser:
     ) -> Settings:
         top = {
             "redis_url",
+            "redis_prefix",
             "http",
             "telegram",
             "anthropic",
@@ -172,6 +173,7 @@ class _Parser:
             http_port=addresses.port(self.source, port, port_key),
             http_probe_port=addresses.probe_port(self.source, tables["http"], env),
             redis_url=addresses.redis_url(self.source, data, env),
+            redis_prefix=addresses.redis_prefix(self.source, data, env),
             telegram_token=bot_token(env),
             anthropic_api_key=api_key(env, "ANTHROPIC_API_KEY"),
             openai_api_key=api_key(env, "OPENAI_API_KEY"),

@@ -24,6 +24,7 @@ __all__ = [
     "mode",
     "port",
     "probe_port",
+    "redis_prefix",
     "redis_url",
     "webhook_url",
 ]
@@ -31,6 +32,7 @@ __all__ = [
 TELEGRAM_MODES = Choice(("polling", "webhook"))
 WEBHOOK_PORTS = (80, 88, 443, 8443)  # the only ports Telegram's cloud posts webhooks to
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram: 1-256 of these; ours: 16+
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
 
 
@@ -135,3 +137,15 @@ def clean_url(value: str) -> bool:
     except ValueError:
         return False
     return bool(url.hostname) or (url.scheme == "unix" and bool(url.path))
+
+
+def redis_prefix(source: str, data: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """``KHRONOS_REDIS_PREFIX`` (which wins) or ``redis_prefix``: a word that keeps several
+    environments (staging, production) apart on one Redis database; empty by default."""
+    key = "KHRONOS_REDIS_PREFIX" if env.get("KHRONOS_REDIS_PREFIX") else "redis_prefix"
+    value = env.get("KHRONOS_REDIS_PREFIX") or data.get("redis_prefix", "")
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not _REDIS_PREFIX.fullmatch(value):
+        raise _fail(source, key, value, "1 to 64 characters of A-Z, a-z, 0-9, '_', '.' and '-'")
+    return value

@@ -234,6 +234,7 @@ class Settings:
     http_port: int = DEFAULT_HTTP_PORT
     http_probe_port: int | None = None  # /health, /ready, /metrics alone, for probes
     redis_url: str | None = None
+    redis_prefix: str = ""  # keeps environments apart on one Redis database (see redis_namespace)
     telegram_token: Secret = field(default_factory=lambda: Secret(""))
     anthropic_api_key: Secret = field(default_factory=lambda: Secret(""))
     openai_api_key: Secret = field(default_factory=lambda: Secret(""))
@@ -253,6 +254,19 @@ class Settings:
     supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
     breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
     limiters: Mapping[str, LimiterSettings] = field(default_factory=lambda: dict(LIMITER_DEFAULTS))
+
+    @property
+    def bot_id(self) -> str:
+        """The bot's id: the number before the token's colon (``bot`` without a token)."""
+        return self.telegram_token.reveal().partition(":")[0] or "bot"
+
+    @property
+    def redis_namespace(self) -> str:
+        """Where this bot's keys live in Redis: ``khronos[:<redis_prefix>]:{<bot id>}``. The bot
+        id keeps two bots on one Redis apart (each its own budgets, breakers, poller lease and
+        dedup); the braces are a Redis Cluster hash tag, so all of a bot's keys share a slot."""
+        base = f"khronos:{self.redis_prefix}" if self.redis_prefix else "khronos"
+        return f"{base}:{{{self.bot_id}}}"
 
     @property
     def secrets(self) -> tuple[Secret, ...]:

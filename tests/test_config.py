@@ -200,3 +200,17 @@ def test_every_field_the_file_can_set_declares_its_kind() -> None:
         for item in dataclasses.fields(cls):
             if item.name != "name":
                 kind_of(cls, item.name)  # raises TypeError for a field without one
+
+
+def test_the_redis_namespace_is_the_bots_and_the_environments(tmp_path: Path) -> None:
+    """Keys live under khronos[:<redis_prefix>]:{<bot id>}: two bots (or two environments) on
+    one Redis database never share one; a prefix that is not a plain word is refused."""
+    token = {"TELEGRAM_BOT_TOKEN": "123456:ABCdef_ghi-JKL"}
+    plain = load(None, token, state_dir=tmp_path)
+    assert plain.bot_id == "123456" and plain.redis_namespace == "khronos:{123456}"
+    other = load(None, {"TELEGRAM_BOT_TOKEN": "654321:ABCdef_ghi-JKL"}, state_dir=tmp_path)
+    assert other.redis_namespace == "khronos:{654321}"
+    staging = load(None, {**token, "KHRONOS_REDIS_PREFIX": "staging"}, state_dir=tmp_path)
+    assert staging.redis_namespace == "khronos:staging:{123456}"
+    with pytest.raises(ConfigError, match="KHRONOS_REDIS_PREFIX"):
+        load(None, {**token, "KHRONOS_REDIS_PREFIX": "a b"}, state_dir=tmp_path)

@@ -26,8 +26,10 @@
   that expires, for ``khronos status --all`` and friends; the live count is what the limiters
   divide a shared budget by when Redis goes away.
 
-Keys carry the ``{bot}`` hash tag so that they live in one Redis Cluster slot, and every key
-expires. Redis errors never crash the worker: it says ``degraded`` and keeps going on what it has.
+Keys live under the bot's namespace (``Settings.redis_namespace``: ``khronos:{<bot id>}``, with
+the bot id as a Redis Cluster hash tag, so a bot's keys share one slot and two bots on one Redis
+never share a lease, a claim or a budget), and every key expires. Redis errors never crash the
+worker: it says ``degraded`` and keeps going on what it has.
 """
 
 from __future__ import annotations
@@ -81,13 +83,14 @@ class Replicas:
         redis: Redis,
         *,
         bot: str = "bot",
+        namespace: str | None = None,
         lease_ttl: float = LEASE_TTL,
         lease_interval: float = LEASE_INTERVAL,
         interval: float = 1.0,
         snapshot: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.redis = redis
-        self.prefix = f"khronos:{{{bot}}}"
+        self.prefix = namespace or f"khronos:{{{bot}}}"
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_ttl = lease_ttl
         self.lease_interval = lease_interval

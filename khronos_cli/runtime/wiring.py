@@ -40,6 +40,7 @@ from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.breaker import CircuitBreaker
 from khronos_cli.resilience.breaker.registry import BreakerRegistry, build_breakers
+from khronos_cli.resilience.breaker.storage import RedisBreakerStorage
 from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT
 from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.registry import Limiters
@@ -152,8 +153,10 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
     scrub = Scrubber(settings.secrets)  # the log's too: what an upstream says may quote one
     checks: dict[str, Callable[[], Awaitable[object]]] = {}  # filled once the clients exist
     health = {name: _later(checks, check) for name, check in HEALTH.items()}
-    breakers = build_breakers(settings, health_checks=health)
-    limiters = Limiters.build(settings.limiters, redis=redis)
+    namespace = settings.redis_namespace  # one bot's keys, apart from any other bot's
+    storage = None if redis is None else RedisBreakerStorage(redis, prefix=namespace)
+    breakers = build_breakers(settings, storage=storage, health_checks=health)
+    limiters = Limiters.build(settings.limiters, redis=redis, namespace=namespace)
     b, lim = breakers, limiters
     telegram_timeout = b["telegram-api"].settings.timeout
     telegram = TelegramClient(
@@ -193,6 +196,8 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
             await client.aclose()
         await limiters.aclose()
         await breakers.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise
     checks.update(
         telegram=telegram.ping, anthropic=anthropic.ping, openai=openai.ping, database=store.ping
@@ -247,3 +252,6 @@ async def close_parts(parts: Parts) -> None:
         await parts.limiters.aclose()
     with contextlib.suppress(Exception):
         await parts.breakers.aclose()
+    if parts.redis is not None:
+        with contextlib.suppress(Exception):
+            await parts.redis.aclose()

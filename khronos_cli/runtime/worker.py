@@ -122,7 +122,11 @@ class Worker:
                 self.settings.webhook_url, secret_token=self.settings.webhook_secret.reveal()
             )
         if parts.redis is not None:  # replicas: the lease elects the poller, claims dedup
-            self.replicas = Replicas(parts.redis, snapshot=lambda: readout.replica_snapshot(self))
+            self.replicas = Replicas(
+                parts.redis,
+                namespace=self.settings.redis_namespace,
+                snapshot=lambda: readout.replica_snapshot(self),
+            )
             parts.poller.claims = self.replicas
             replicas = self.replicas
             parts.limiters.share_replicas(lambda: replicas.count)

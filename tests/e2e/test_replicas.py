@@ -131,3 +131,19 @@ def test_redis_lost_means_degraded_not_down(
         group[0].push(8600 + i, f"after {i}")
     wait_for(lambda: answered(group[0], 15), timeout=60)
     assert group[0].ledger()["duplicates"] == []
+
+
+def test_two_environments_on_one_redis_keep_apart(make_instance: Any, redis_url: str) -> None:
+    """Two bots whose configs name different `redis_prefix` values on one Redis database (each
+    with its own Telegram) both poll and answer their users: no shared lease, claims or budget."""
+    bots = []
+    for name in ("staging", "production"):
+        config = f'redis_url = "{redis_url}"\nredis_prefix = "{name}"\n' + FAST_CONFIG
+        bots.append(make_instance(name, config=config, args=("--no-supervise",)).start())
+    wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
+    for i, bot in enumerate(bots):
+        for n in range(3):
+            bot.push(8300 + 10 * i + n, f"environment {i} message {n}")
+    for bot in bots:
+        wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
+        assert bot.ledger()["duplicates"] == []

@@ -324,6 +324,7 @@ class RedisRates:
         global_rates: Sequence[Rate] = (),
         *,
         bot: str = "bot",
+        namespace: str | None = None,
         guard: float = 0.0,
         min_time: float = 0.0,
         server_time: bool = True,
@@ -333,7 +334,7 @@ class RedisRates:
         self._min_ms = round(min_time * 1000)
         self._server_time = server_time
         self.guard = guard
-        self.prefix = f"khronos:{{{bot}}}:limiter:{limiter}"
+        self.prefix = f"{namespace or f'khronos:{{{bot}}}'}:limiter:{limiter}"
         self.global_rates = pyrate_rates(global_rates, guard, smooth=False)
         self._global_ttl = max((2 * r.interval for r in self.global_rates), default=1)
         self._sha = hashlib.sha1(_DECIDE_LUA.encode()).hexdigest()

@@ -75,6 +75,7 @@ class Limiters(Mapping[str, Limiter]):
         redis_url: str | None = None,
         redis: Redis | None = None,
         bot: str = "bot",
+        namespace: str | None = None,
         clock: Callable[[], float] | None = None,
     ) -> Limiters:
         """One limiter per settings entry (default: DESIGN.md's four), in memory or on Redis.
@@ -89,7 +90,9 @@ class Limiters(Mapping[str, Limiter]):
             if name == "telegram":
                 guard = TELEGRAM_GUARD if client is None else TELEGRAM_REDIS_GUARD
             try:
-                built[name] = Limiter(item, redis=client, bot=bot, guard=guard, clock=clock)
+                built[name] = Limiter(
+                    item, redis=client, bot=bot, namespace=namespace, guard=guard, clock=clock
+                )
             except ValueError as exc:
                 rates = [str(r) for r in (*item.rates, *item.group_rates, *item.global_rates)]
                 expected = f"rates that loosen as the period grows ({exc})"
