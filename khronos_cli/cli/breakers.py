@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from khronos_cli.cli import options, output, reads
+from khronos_cli.cli import options, output, reads, views
 from khronos_cli.cli.options import (
     AllOption,
     Breaker,
@@ -21,54 +19,6 @@ from khronos_cli.cli.options import (
 )
 
 app = typer.Typer(help="See the circuit breakers, force one open or closed.")
-
-_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
-_COUNTS = ("successes", "failures", "timeouts", "rejects")
-
-
-def render(breakers: dict[str, Any]) -> Table:
-    table = Table(title="circuit breakers", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("err %", justify="right")
-    table.add_column("ok/fail/tmo/rej", justify="right", no_wrap=True)
-    table.add_column("fb", justify="right")
-    table.add_column("p50/p99 ms", justify="right", no_wrap=True)
-    table.add_column("trial in", justify="right")
-    table.add_column("forced")
-    for name, snap in breakers.items():
-        stats = snap.get("stats", {})
-        latency = stats.get("latency_ms") or {}
-        state = str(snap.get("state", "?"))
-        next_trial = snap.get("next_trial_in")
-        table.add_row(
-            Text(name),
-            Text(state, style=_STYLE.get(state, "")),
-            f"{float(stats.get('error_percentage') or 0):.1f}",
-            "/".join(str(stats.get(k, 0)) for k in _COUNTS),
-            str(stats.get("fallbacks", 0)),
-            f"{_ms(latency.get('p50'))}/{_ms(latency.get('p99'))}",
-            "—" if next_trial is None else f"{next_trial:.1f}s",
-            _forced(snap.get("forced")),
-        )
-    return table
-
-
-def _forced(forced: dict[str, Any] | None) -> Text:
-    if not forced:
-        return Text("—")
-    left = forced.get("expires_in") or 0
-    return Text(f"{forced.get('state')}: {forced.get('reason')} ({left:.0f}s left)", "magenta")
-
-
-def _ms(value: Any) -> str:
-    return "—" if value is None else f"{float(value):.0f}"
-
-
-def _render_all(data: dict[str, Any]) -> Any:
-    from khronos_cli.cli import replicas
-
-    return replicas.render_each(data["replicas"], "breakers", render, data["totals"])
 
 
 @app.callback(invoke_without_command=True)
@@ -93,7 +43,7 @@ def breakers(
         data: dict[str, Any] = reads.read(directory, ("breakers",), every=every)
         return data
 
-    draw = _render_all if every else render
+    draw = views.breakers_all if every else views.breakers
     if watch_:
         from khronos_cli.cli.watch import watch
 

@@ -1,20 +1,21 @@
-"""The fast path for machine reads: ``khronos status|breakers|limiter|outage list --json``.
+"""The fast path for the reads: ``khronos status|breakers|limiter|outage list [--json]``.
 
-Typer builds pydantic adapters on every run (~70 ms here) and rich costs its import too, so a
-monitoring script calling ``khronos breakers --json --check`` every few seconds would pay for a
-UI it never shows. This module recognises exactly those forms (plus ``--state-dir``, ``--all``
-for status, breakers and limiter, and ``--check`` for breakers) with the standard library, asks
-:mod:`.reads` for the data the full CLI prints, and prints the same bytes with the same exit
-codes. Anything else — help, another option, a typo — returns None and goes to the Typer app,
-which explains itself.
+Typer builds pydantic adapters on every run (~100 ms here), so the commands an operator types
+most would pay for a command tree they never use. This module recognises exactly those forms
+(plus ``--state-dir``, ``--all`` for status, breakers and limiter, and ``--check`` for breakers)
+with the standard library, asks :mod:`.reads` for the data the full CLI prints, and prints the
+same bytes with the same exit codes: JSON with ``--json`` (no rich either), else the same views
+(:mod:`.views`, rich). Anything else — help, another option, a typo — returns None and goes to
+the Typer app, which explains itself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["READS", "Read", "run"]
 
@@ -33,6 +34,7 @@ class Read(NamedTuple):
     state_dir: Path | None
     check: bool = False
     every: bool = False
+    human: bool = False
 
 
 def _parse(argv: list[str]) -> Read | None:
@@ -59,11 +61,11 @@ def _parse(argv: list[str]) -> Read | None:
             words.append(token)
     command = tuple(words)
     accepted = READS.get(command)
-    if not seen_json or accepted is None:
+    if accepted is None:
         return None
     if (check and "--check" not in accepted) or (every and "--all" not in accepted):
         return None
-    return Read(command, Path(state_dir) if state_dir else None, check, every)
+    return Read(command, Path(state_dir) if state_dir else None, check, every, not seen_json)
 
 
 def run(argv: list[str]) -> int | None:
@@ -81,13 +83,35 @@ def run(argv: list[str]) -> int | None:
         data = reads.read(directory, parsed.command, every=parsed.every)
     except KhronosError as exc:
         return _fail(exc)
-    sys.stdout.write(encode_document(data))
-    sys.stdout.flush()
+    if parsed.human:
+        _show(parsed.command, data, parsed.every)
+    else:
+        sys.stdout.write(encode_document(data))
+        sys.stdout.flush()
     if parsed.command == ("status",) and reads.stopped(data):
         return _fail(NotRunningError(data["socket"]))
     if parsed.check and reads.any_open(data):
         return 1
     return 0
+
+
+def _show(command: tuple[str, ...], data: Any, every: bool) -> None:
+    """The tables the Typer commands draw (the same views), without Typer."""
+    from khronos_cli.cli import output, replicas, views
+
+    draw: Callable[[Any], Any]
+    if command == ("status",):
+        draw = replicas.render_status if every else views.status
+    elif command == ("breakers",):
+        draw = views.breakers_all if every else views.breakers
+    elif command == ("limiter",):
+        draw = views.limiters_all if every else views.limiters
+    elif not data:
+        output.stderr.print("no outage is active")
+        return
+    else:
+        draw = views.outages
+    output.show(draw(data))
 
 
 def _fail(exc: Exception) -> int:

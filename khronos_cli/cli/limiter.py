@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from khronos_cli.cli import output, reads
+from khronos_cli.cli import output, reads, views
 from khronos_cli.cli.options import (
     AllOption,
     IntervalOption,
@@ -19,8 +17,6 @@ from khronos_cli.cli.options import (
 )
 
 app = typer.Typer(help="See the rate limiters: executing, queued, done, dropped, rate.")
-
-_BARS = " ▁▂▃▄▅▆▇█"
 
 
 def _fetch(state_dir: Any, every: bool, names: list[Limiter] | None = None) -> dict[str, Any]:
@@ -41,45 +37,6 @@ def _only(limiters: dict[str, Any], keep: set[str]) -> dict[str, Any]:
     return {name: snap for name, snap in limiters.items() if name in keep}
 
 
-def _render_all(data: dict[str, Any]) -> Any:
-    from khronos_cli.cli import replicas
-
-    return replicas.render_each(data["replicas"], "limiters", render, data["totals"])
-
-
-def sparkline(values: list[float], width: int = 15) -> str:
-    """The last minute in ``width`` characters (means of its seconds), scaled to its peak."""
-    if not values:
-        return ""
-    step = max(1, -(-len(values) // width))
-    means = [sum(values[i : i + step]) / step for i in range(0, len(values), step)]
-    peak = max(means) or 1.0
-    return "".join(_BARS[min(8, round(8 * v / peak))] for v in means)
-
-
-def render(limiters: dict[str, Any]) -> Table:
-    table = Table(title="rate limiters", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    for column in ("exec", "queued", "done", "dropped", "failed", "rate/s", "keys"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("last minute", no_wrap=True)
-    for name, snap in limiters.items():
-        halted = float(snap.get("halted_for") or 0)
-        dropped = int(snap.get("dropped", 0))
-        table.add_row(
-            Text(name + (f" (halted {halted:.0f}s)" if halted else ""), "red" if halted else ""),
-            str(snap.get("executing", 0)),
-            str(snap.get("queued", 0)),
-            str(snap.get("done", 0)),
-            Text(str(dropped), "red" if dropped else ""),
-            str(snap.get("failed", 0)),
-            f"{float(snap.get('rate') or 0):.1f}",
-            str(snap.get("keys", "—")),
-            Text(sparkline([float(v) for v in snap.get("history") or []]), "cyan"),
-        )
-    return table
-
-
 @app.callback(invoke_without_command=True)
 @output.command
 def limiter(
@@ -95,7 +52,7 @@ def limiter(
     if as_json:
         output.print_json(data)
     else:
-        output.show(_render_all(data) if every else render(data))
+        output.show(views.limiters_all(data) if every else views.limiters(data))
 
 
 @app.command("watch")
@@ -113,5 +70,5 @@ def watch_limiters(
     """A live view refreshed in place until Ctrl-C (NDJSON lines with --json)."""
     from khronos_cli.cli.watch import watch
 
-    draw = _render_all if every else render
+    draw = views.limiters_all if every else views.limiters
     watch(lambda: _fetch(state_dir, every, names), draw, interval=interval, as_json=as_json)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from khronos_cli.cli import options, output, reads
+from khronos_cli.cli import options, output, reads, views
 from khronos_cli.cli.options import Dependency, JSONOption, StateDirOption, client
 from khronos_cli.control.protocol import OUTAGE_MODES
 
@@ -37,23 +35,6 @@ StatusOption = Annotated[
     int, typer.Option("--status", help="HTTP status for --mode errors (503, or 429).")
 ]
 LatencyOption = Annotated[str, typer.Option("--latency", help="Added delay for --mode slow.")]
-
-
-def render(outages: dict[str, Any]) -> Table:
-    table = Table(title="outages", title_justify="left")
-    table.add_column("name")
-    table.add_column("mode")
-    for column in ("probability", "remaining", "hits"):
-        table.add_column(column, justify="right")
-    for name, outage in outages.items():
-        table.add_row(
-            Text(name),
-            str(outage.get("mode")),
-            f"{float(outage.get('probability', 1)):.0%}",
-            f"{float(outage.get('remaining_s', 0)):.0f}s",
-            str(outage.get("hits", 0)),
-        )
-    return table
 
 
 @app.command("start")
@@ -101,7 +82,7 @@ def list_outages(state_dir: StateDirOption = None, as_json: JSONOption = False) 
     elif not outages:
         output.stderr.print("no outage is active")
     else:
-        output.show(render(outages))
+        output.show(views.outages(outages))
 
 
 @app.command("stop")

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-import typer
 from rich.console import Console, RenderableType
 
 from khronos_cli.control.protocol import encode_document
@@ -50,6 +49,8 @@ def print_json(data: Any) -> None:
 
 def fail(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
     """Print one clear sentence on stderr and exit with ``code``."""
+    import typer  # only a command fails this way; the fast path never loads Typer
+
     stderr.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
     raise typer.Exit(int(code))
 

@@ -17,7 +17,7 @@ import typer
 
 from khronos_cli.cli import options, output
 from khronos_cli.cli.options import JSONOption, StateDirOption, resolve_state_dir
-from khronos_cli.cli.status import last_stop
+from khronos_cli.cli.views import last_stop
 from khronos_cli.control import instance
 from khronos_cli.control.client import ControlClient
 from khronos_cli.control.protocol import MAX_DURATION, socket_path

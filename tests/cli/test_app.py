@@ -81,8 +81,8 @@ def test_config_json_has_effective_settings_and_hides_secrets(tmp_path: Path) ->
 
 
 def test_fast_path_takes_only_the_machine_reads() -> None:
-    """Exactly `status|breakers|limiter [--all]`, `outage list` with `--json`, `--state-dir D`
-    and, for breakers, `--check` skip Typer."""
+    """Exactly `status|breakers|limiter [--all]` and `outage list`, tables or `--json`, with
+    `--state-dir D` and, for breakers, `--check`, skip Typer."""
     from pathlib import Path
 
     from khronos_cli.cli.fast import Read, _parse
@@ -95,8 +95,8 @@ def test_fast_path_takes_only_the_machine_reads() -> None:
         ("breakers",), Path("/y"), check=True, every=True
     )
     assert _parse(["limiter", "--all", "--json"]) == Read(("limiter",), None, every=True)
+    assert _parse(["breakers"]) == Read(("breakers",), None, human=True)
     for slow in (
-        ["breakers"],
         ["breakers", "--json", "--watch"],
         ["status", "--json", "--check"],
         ["status", "--json", "--watch"],

@@ -177,8 +177,9 @@ def replay(path: Path, answers: dict[str, Any]) -> _UnixHTTP:
 
 
 def test_the_fast_path_prints_the_typer_paths_bytes(live: Instance, tmp_path: Path) -> None:
-    """Every form the fast path takes (status, breakers, limiter, outage list; --all, --check)
-    prints the same bytes, stderr and exit code as the Typer app, live and stopped."""
+    """Every form the fast path takes (status, breakers, limiter, outage list; --all, --check;
+    tables and --json) prints the same bytes, stderr and exit code as the Typer app, live and
+    stopped."""
     with ControlClient(live.state_dir) as control:
         control.post("/outages", {"name": "openai-api", "for": 60, "probability": 0.01})
         control.post("/breakers/openai-transcription/open", {"for": 60})
@@ -203,11 +204,12 @@ def test_the_fast_path_prints_the_typer_paths_bytes(live: Instance, tmp_path: Pa
         ("outage", "list"),
     ]
     runs = [(recorded, form) for form in forms] + [(stopped, ("status",)), (stopped, ("limiter",))]
-    assert all(_parse([*form, "--json"]) is not None for form in forms)
+    runs += [(directory, (*form, "--json")) for directory, form in runs]
+    assert all(_parse(list(form)) is not None for _, form in runs)
     try:
         with ThreadPoolExecutor(4) as pool:
-            fast = list(pool.map(lambda run: piped(run[0], *run[1], "--json"), runs))
-            full = list(pool.map(lambda run: piped(run[0], *run[1], "--json", typer=True), runs))
+            fast = list(pool.map(lambda run: piped(run[0], *run[1]), runs))
+            full = list(pool.map(lambda run: piped(run[0], *run[1], typer=True), runs))
     finally:
         server.shutdown()
         server.server_close()
@@ -220,7 +222,11 @@ def test_the_fast_path_prints_the_typer_paths_bytes(live: Instance, tmp_path: Pa
         ), form
         assert "Traceback" not in one.stderr, form
         codes[directory.name, form] = one.returncode
-    assert codes["recorded", ("breakers", "--all", "--check")] == 1  # one forced open
-    assert codes["recorded", ("status",)] == codes["recorded", ("outage", "list")] == 0
-    assert codes["stopped", ("status",)] == codes["stopped", ("limiter",)] == 3
+    for json_form in ((), ("--json",)):
+        assert codes["recorded", ("breakers", "--all", "--check", *json_form)] == 1  # forced open
+        assert codes["recorded", ("status", *json_form)] == 0
+        assert codes["recorded", ("outage", "list", *json_form)] == 0
+        assert codes["stopped", ("status", *json_form)] == 3
+        assert codes["stopped", ("limiter", *json_form)] == 3
     assert json.loads(fast[-2].stdout)["last_shutdown"]["result"] == "clean"
+    assert fast[forms.index(("breakers",))].stdout.startswith("name ")  # a table, not JSON
