@@ -1,4 +1,5 @@
-"""Per-call cost of khronos's circuit breaker beside pybreaker's ``calling()`` and a bare await.
+"""Per-call cost of khronos's circuit breaker beside pybreaker (its `calling()` context manager
+around an await, and `call_async()`, the async path its docs give) and a bare await.
 
 Run: ``.venv/bin/python benchmarks/breaker.py [--redis-url URL] [--calls N] [--rounds R]``.
 Without ``--redis-url`` a throwaway ``redis-server`` is started on a free loopback port.
@@ -91,6 +92,25 @@ def pybreaker_calling(breaker: pybreaker.CircuitBreaker) -> Callable[[int], Awai
     return run
 
 
+def pybreaker_call_async(
+    breaker: pybreaker.CircuitBreaker, *, rejects: bool = False
+) -> Callable[[int], Awaitable[float]]:
+    """pybreaker's documented path for coroutines: ``call_async`` (a Tornado coroutine, which
+    runs on the asyncio loop since Tornado 5)."""
+
+    async def run(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            try:
+                await breaker.call_async(noop)
+            except pybreaker.CircuitBreakerError:
+                if not rejects:
+                    raise
+        return time.perf_counter() - start
+
+    return run
+
+
 def pybreaker_reject(breaker: pybreaker.CircuitBreaker) -> Callable[[int], Awaitable[float]]:
     async def run(n: int) -> float:
         start = time.perf_counter()
@@ -135,8 +155,10 @@ async def measure(redis_url: str, calls: int, rounds: int) -> list[dict[str, Any
         "asyncio.timeout() per call, no breaker": timeout_only,
         "khronos closed, async with": khronos_with(closed),
         "pybreaker closed, calling()": pybreaker_calling(py_closed),
+        "pybreaker closed, call_async() (its docs' async path)": pybreaker_call_async(py_closed),
         "khronos rejection": khronos_reject(rejecting),
         "pybreaker rejection": pybreaker_reject(py_open),
+        "pybreaker rejection, call_async()": pybreaker_call_async(py_open, rejects=True),
         "khronos closed, Redis storage": khronos_with(shared),
         "khronos rejection, Redis storage": khronos_reject(shared_open),
     }
