@@ -26,6 +26,7 @@ READS: dict[tuple[str, ...], frozenset[str]] = {
     ("breakers",): frozenset({"--json", "--state-dir", "--all", "--check"}),
     ("limiter",): frozenset({"--json", "--state-dir", "--all"}),
     ("outage", "list"): frozenset({"--json", "--state-dir"}),
+    ("config",): frozenset({"--json", "--state-dir", "--config", "--sandbox"}),
 }
 
 
@@ -35,37 +36,46 @@ class Read(NamedTuple):
     check: bool = False
     every: bool = False
     human: bool = False
+    config: Path | None = None
+    sandbox: bool = False
+
+
+_FLAGS = ("--json", "--check", "--all", "--sandbox")
+_VALUES = ("--state-dir", "--config")
 
 
 def _parse(argv: list[str]) -> Read | None:
     words: list[str] = []
-    state_dir: str | None = None
-    seen_json = check = every = False
+    flags: set[str] = set()
+    values: dict[str, str] = {}
     tokens = iter(argv)
     for token in tokens:
-        if token == "--json":
-            seen_json = True
-        elif token == "--check":
-            check = True
-        elif token == "--all":
-            every = True
-        elif token == "--state-dir":
-            state_dir = next(tokens, None)
-            if state_dir is None:
+        name, equals, value = token.partition("=")
+        if token in _FLAGS:
+            flags.add(token)
+        elif name in _VALUES:
+            given = value if equals else next(tokens, None)
+            if not given:
                 return None
-        elif token.startswith("--state-dir="):
-            state_dir = token.split("=", 1)[1]
+            values[name] = given
         elif token.startswith("-"):
             return None
         else:
             words.append(token)
     command = tuple(words)
     accepted = READS.get(command)
-    if accepted is None:
+    if accepted is None or not (flags | set(values)) - {"--json"} <= accepted:
         return None
-    if (check and "--check" not in accepted) or (every and "--all" not in accepted):
-        return None
-    return Read(command, Path(state_dir) if state_dir else None, check, every, not seen_json)
+    state_dir, config = values.get("--state-dir"), values.get("--config")
+    return Read(
+        command,
+        Path(state_dir) if state_dir else None,
+        "--check" in flags,
+        "--all" in flags,
+        "--json" not in flags,
+        Path(config) if config else None,
+        "--sandbox" in flags,
+    )
 
 
 def run(argv: list[str]) -> int | None:
@@ -79,6 +89,8 @@ def run(argv: list[str]) -> int | None:
     from khronos_cli.statedir import default_state_dir
 
     directory = (parsed.state_dir or default_state_dir()).expanduser()
+    if parsed.command == ("config",):
+        return _config(parsed)
     try:
         data = reads.read(directory, parsed.command, every=parsed.every)
     except KhronosError as exc:
@@ -92,6 +104,20 @@ def run(argv: list[str]) -> int | None:
         return _fail(NotRunningError(data["socket"]))
     if parsed.check and reads.any_open(data):
         return 1
+    return 0
+
+
+def _config(parsed: Read) -> int:
+    """``khronos config``: what the Typer command prints, the same way."""
+    from khronos_cli.cli import settings_view
+    from khronos_cli.errors import KhronosError
+
+    try:
+        settings_view.check(
+            parsed.config, parsed.state_dir, as_json=not parsed.human, sandbox=parsed.sandbox
+        )
+    except KhronosError as exc:
+        return _fail(exc)
     return 0
 
 

@@ -148,3 +148,45 @@ def test_fast_path_exit_3_matches_the_full_cli(tmp_path: Path) -> None:
     full = khronos("breakers", "--state-dir", str(tmp_path))
     assert fast.returncode == full.returncode == 3
     assert fast.stderr.strip() == full.stderr.strip()
+
+
+def test_config_takes_the_fast_path_with_the_typer_commands_bytes(tmp_path: Path) -> None:
+    """`khronos config` (tables or --json; --sandbox; a bad file; missing secrets) prints the
+    same bytes, stderr and exit code through the fast path as through the Typer app."""
+    from khronos_cli.cli.fast import _parse
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "khronos.toml").write_text('[breakers.database]\ntimeout = "fast"\n')
+    env = {key: value for key, value in os.environ.items() if not key.endswith(("_KEY", "TOKEN"))}
+    forms = [
+        ("config", "--sandbox"),
+        ("config", "--sandbox", "--json"),
+        ("config",),
+        ("config", "--json"),
+    ]
+    for directory in (tmp_path / "good", bad):
+        for form in forms:
+            args = [*form, "--state-dir", str(directory)]
+            assert _parse(args) is not None
+            fast = subprocess.run(
+                [sys.executable, "-m", "khronos_cli", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**env, "NO_COLOR": "1"},
+            )
+            full = subprocess.run(
+                [sys.executable, "-c", "from khronos_cli.cli.app import app; app()", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**env, "NO_COLOR": "1"},
+            )
+            assert (fast.returncode, fast.stdout, fast.stderr) == (
+                full.returncode,
+                full.stdout,
+                full.stderr,
+            ), (directory.name, form)
+            expected = 78 if directory is bad or "--sandbox" not in form else 0
+            assert fast.returncode == expected, (directory.name, form, fast.stderr)
