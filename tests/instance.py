@@ -243,3 +243,16 @@ def crashing(instance: Instance) -> Instance:
     crashes at start, exit 1 (a taken port is refused before the fork instead)."""
     (instance.state_dir / "khronos.db").mkdir()
     return instance
+
+
+def khronos(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `khronos` command, as a subprocess (``python -m khronos_cli ARGS``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "khronos_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.instance import Instance
+from tests.instance import Instance, khronos
 from tests.support import wait_for
 
 
@@ -112,22 +112,15 @@ def test_socket_is_private(instance: Instance) -> None:
 
 def test_a_second_run_on_the_same_state_dir_is_refused(instance: Instance, tmp_path: Path) -> None:
     """A second `khronos run` on a live state dir exits non-zero and names the problem."""
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "khronos_cli",
-            "run",
-            "--sandbox",
-            "--users",
-            "0",
-            "--port",
-            "0",
-            "--state-dir",
-            str(instance.state_dir),
-        ],
-        capture_output=True,
-        text=True,
+    second = khronos(
+        "run",
+        "--sandbox",
+        "--users",
+        "0",
+        "--port",
+        "0",
+        "--state-dir",
+        str(instance.state_dir),
         timeout=60,
     )
     assert second.returncode != 0
@@ -164,12 +157,7 @@ def test_garbage_on_the_socket_leaves_the_worker_serving(instance: Instance) -> 
 def test_no_instance_exits_3_with_a_hint(tmp_path: Path) -> None:
     """Every command on an empty state dir exits 3 with a one-line hint, no traceback."""
     for args in (["status"], ["breakers"], ["limiter"], ["outage", "list"], ["stop"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "khronos_cli", *args, "--state-dir", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = khronos(*args, "--state-dir", str(tmp_path), timeout=60)
         assert result.returncode == 3, (args, result.stderr)
         assert "khronos run" in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

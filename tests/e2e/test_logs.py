@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.instance import FAST_CONFIG, Instance, alive
+from tests.instance import FAST_CONFIG, Instance, alive, khronos
 from tests.support import wait_for
 
 SANDBOX_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ sandbox ")
@@ -90,29 +88,11 @@ def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
     state = tmp_path / "s"
     state.mkdir(mode=0o700)
     (state / "khronos.toml").write_text('[log]\nformat = "xml"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "khronos_cli", "config", "--sandbox", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = khronos("config", "--sandbox", "--state-dir", str(state), timeout=60)
     assert done.returncode == 78, done.stderr
     assert "log.format" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    usage = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "khronos_cli",
-            "run",
-            "--sandbox",
-            "--log-format",
-            "xml",
-            "--state-dir",
-            str(tmp_path / "t"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    usage = khronos(
+        "run", "--sandbox", "--log-format", "xml", "--state-dir", str(tmp_path / "t"), timeout=60
     )
     assert usage.returncode == 2, usage.stderr
 
@@ -123,25 +103,18 @@ def test_detached_run_log_is_rotated(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / "khronos.toml").write_text("[log]\nmax_bytes = 4000\nbackups = 2\n")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "khronos_cli",
-            "run",
-            "--detach",
-            "--sandbox",
-            "--users",
-            "5",
-            "--rate",
-            "20",
-            "--port",
-            "0",
-            "--state-dir",
-            str(state),
-        ],
-        capture_output=True,
-        text=True,
+    run = khronos(
+        "run",
+        "--detach",
+        "--sandbox",
+        "--users",
+        "5",
+        "--rate",
+        "20",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state),
         timeout=90,
     )
     assert run.returncode == 0, run.stderr

@@ -3,15 +3,13 @@ without one, and a probe port of its own for /health, /ready and /metrics."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.instance import FAST_CONFIG, Instance
+from tests.instance import FAST_CONFIG, Instance, khronos
 
 TOKEN = "k8s-secret-token-0123456789abcdef"
 BEYOND = FAST_CONFIG + '[http]\nhost = "0.0.0.0"\n'
@@ -23,22 +21,7 @@ def test_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "s"
     state.mkdir(mode=0o700)
     (state / "khronos.toml").write_text(BEYOND)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "khronos_cli",
-            "run",
-            "--sandbox",
-            "--port",
-            "0",
-            "--state-dir",
-            str(state),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = khronos("run", "--sandbox", "--port", "0", "--state-dir", str(state), timeout=60)
     assert done.returncode == 78, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "http.host" in lines[0] and "KHRONOS_HTTP_TOKEN" in lines[0]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from typing import Any
 
 from khronos_cli.control.protocol import STEP_NAMES
-from tests.instance import FAST_CONFIG, Instance, alive, crashing, report
+from tests.instance import FAST_CONFIG, Instance, alive, crashing, khronos, report
 from tests.support import wait_for
 
 
@@ -154,23 +152,16 @@ def test_a_crash_loop_is_shown_and_retries_go_on(make_instance: Any) -> None:
 def test_detach_returns_once_ready_and_stop_ends_it(tmp_path: Any) -> None:
     """`run --detach` returns when the worker is ready; `khronos stop` ends it, exit 0."""
     state = tmp_path / "state"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "khronos_cli",
-            "run",
-            "--detach",
-            "--sandbox",
-            "--users",
-            "0",
-            "--port",
-            "0",
-            "--state-dir",
-            str(state),
-        ],
-        capture_output=True,
-        text=True,
+    run = khronos(
+        "run",
+        "--detach",
+        "--sandbox",
+        "--users",
+        "0",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state),
         timeout=90,
     )
     assert run.returncode == 0, run.stderr

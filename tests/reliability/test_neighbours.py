@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.instance import khronos
 from tests.reliability.harness import FULL, NOBODY
 
 pytestmark = pytest.mark.timeout(300 if FULL else 120)
@@ -165,12 +166,8 @@ def test_the_cli_refuses_a_control_socket_served_by_another_uid(
         assert spoof.stdout is not None and spoof.stdout.readline().strip() == "ready"
         os.rename(home / "s.sock", state / "khronos.sock")
         runs = {
-            " ".join(args): subprocess.run(
-                [sys.executable, "-m", "khronos_cli", *args, "--state-dir", str(state)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                env={**os.environ, "NO_COLOR": "1"},
+            " ".join(args): khronos(
+                *args, "--state-dir", str(state), timeout=30, env={**os.environ, "NO_COLOR": "1"}
             )
             for args in (("status", "--json"), ("status",), ("breakers",), ("stop",))
         }
