@@ -102,7 +102,7 @@ def test_detached_run_log_is_rotated(tmp_path: Path) -> None:
     `backups` old files kept: it never grows without bound."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    (state / "khronos.toml").write_text("[log]\nmax_bytes = 4000\nbackups = 2\n")
+    (state / "khronos.toml").write_text("[log]\nmax_bytes = 1500\nbackups = 2\n")
     run = khronos(
         "run",
         "--detach",
@@ -129,4 +129,4 @@ def test_detached_run_log_is_rotated(tmp_path: Path) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert not (state / "run.log.3").exists()
     for name in ("run.log", "run.log.1", "run.log.2"):
-        assert (state / name).stat().st_size <= 4000, name  # cut between lines
+        assert (state / name).stat().st_size <= 1500, name  # cut between lines
