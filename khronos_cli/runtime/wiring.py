@@ -166,6 +166,7 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
         transport=_transport(faults, "telegram-api"),
         guard=guard(b["telegram-api"], lim["telegram"], on_429=limiters.telegram_429),
         poll_guard=guard(b["telegram-updates"]),
+        read_guard=guard(b["telegram-api"]),
         scrub=scrub,
     )
     anthropic = AnthropicClient(

@@ -14,8 +14,8 @@ description (or a proxy's, which may quote the path) passes the scrubber first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +26,8 @@ from khronos_cli.resilience.limiter.registry import PRIORITY_BULK, PRIORITY_REPL
 from khronos_cli.upstream.base import Guard, UpstreamClient, unguarded
 
 __all__ = ["PRIORITY_BULK", "PRIORITY_REPLY", "TelegramClient"]
+
+T = TypeVar("T")
 
 MAX_POLL_TIMEOUT = 50  # Telegram's own cap on the long-poll timeout
 MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files ("file is too big")
@@ -47,6 +49,7 @@ class TelegramClient(UpstreamClient):
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
         poll_guard: Guard | None = None,
+        read_guard: Guard | None = None,
         scrub: Scrubber | None = None,
     ) -> None:
         super().__init__(
@@ -58,6 +61,9 @@ class TelegramClient(UpstreamClient):
         )
         self._token = token
         self._poll_guard = poll_guard
+        # getMe, getFile, downloads and webhook calls: no chat, so no chat's budget (the send
+        # limiter keys by chat; under it they would queue behind each other at a chat's 1/s).
+        self._read_guard = read_guard
         self.timeout = timeout
 
     # -- the API --------------------------------------------------------------------------------
@@ -113,7 +119,7 @@ class TelegramClient(UpstreamClient):
 
     async def get_me(self) -> dict[str, Any]:
         """The bot's own user: its ``id`` and ``username`` (what group messages address)."""
-        return dict(await self._guarded(lambda: self._method("getMe", {})))
+        return dict(await self._read(lambda: self._method("getMe", {})))
 
     async def ping(self) -> None:
         """The health check: ``getMe`` (cheap, and proves the token works)."""
@@ -121,7 +127,7 @@ class TelegramClient(UpstreamClient):
 
     async def get_file(self, file_id: str) -> dict[str, Any]:
         """File metadata, with the ``file_path`` to download."""
-        result = await self._guarded(lambda: self._method("getFile", {"file_id": file_id}))
+        result = await self._read(lambda: self._method("getFile", {"file_id": file_id}))
         return dict(result)
 
     async def download_file(self, file_path: str) -> bytes:
@@ -136,18 +142,23 @@ class TelegramClient(UpstreamClient):
                 )
             return response.content
 
-        return await self._guarded(attempt)
+        return await self._read(attempt)
 
     async def set_webhook(self, url: str, *, secret_token: str | None = None) -> bool:
         params: dict[str, Any] = {"url": url, "allowed_updates": ["message"]}
         if secret_token:
             params["secret_token"] = secret_token
-        return bool(await self._guarded(lambda: self._method("setWebhook", params)))
+        return bool(await self._read(lambda: self._method("setWebhook", params)))
 
     async def delete_webhook(self, *, drop_pending_updates: bool = False) -> bool:
         """Remove a webhook (polling cannot work while one is set); pending updates are kept."""
         params = {"drop_pending_updates": drop_pending_updates}
-        return bool(await self._guarded(lambda: self._method("deleteWebhook", params)))
+        return bool(await self._read(lambda: self._method("deleteWebhook", params)))
+
+    async def _read(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """A call that sends nothing to a chat: through ``read_guard`` (the breaker alone in the
+        worker), or the client's guard when none was given."""
+        return await self._guarded(attempt, guard=self._read_guard)
 
     # -- the wire -------------------------------------------------------------------------------
 

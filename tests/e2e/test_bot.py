@@ -7,6 +7,7 @@ import os
 import signal
 
 from khronos_cli.bot.bot import FALLBACK_TEXT
+from khronos_cli.control.client import ControlClient
 from tests.instance import FAST_CONFIG, Instance, alive
 from tests.support import wait_for
 
@@ -184,3 +185,18 @@ def test_breaker_transitions_and_halts_are_in_the_log(make_instance: object) -> 
     log = instance.log()
     assert "WARNING khronos.events: breaker anthropic-api opened: " in log
     assert "breaker openai-api forced open for 5.0s by the operator: drill" in log
+
+
+def test_calls_to_no_chat_never_queue_in_the_send_limiter(make_instance: object) -> None:
+    """getMe, deleteWebhook (and getFile, downloads, setWebhook) send nothing to a chat: they
+    pass the telegram-api breaker but never the per-chat send limiter, where they queued behind
+    each other at one chat's rate (polling started one period late: 10 s at 1/10s)."""
+    config = FAST_CONFIG + '[limiters.telegram]\nrates = ["1/10s"]\n'
+    instance: Instance = make_instance(config=config).start()  # type: ignore[operator]
+    wait_for(lambda: instance.admin.get("/_sandbox/stats").json()["requests"].get("getupdates"))
+    with ControlClient(instance.state_dir) as control:
+        assert control.get("/limiters")["telegram"]["received"] == 0
+        breaker = control.get("/breakers")["telegram-api"]["stats"]
+    assert breaker["successes"] >= 2  # getMe and deleteWebhook, through the breaker
+    instance.push(9900, "right after the start")
+    wait_for(lambda: answered(instance, 1), timeout=30)

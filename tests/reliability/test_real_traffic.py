@@ -352,6 +352,12 @@ def test_what_real_models_and_files_answer_gets_a_fitting_reply(
     assert text[6304] == REFUSAL_TEXT  # OpenAI's refusal, after Anthropic's
     assert text[6305] == FALLBACK_TEXT  # both said nothing
     assert text[6306] == "anthropic echo: em blocos #blocks"
+
+    def cut_reply_delivered() -> bool:  # its parts go out one per second (Telegram's chat rate)
+        parts = deliveries_to(instance, 6307)
+        return bool(parts) and parts[-1]["text"].endswith(CUT_NOTE.strip())
+
+    wait_for(cut_reply_delivered, timeout=30)
     parts = deliveries_to(instance, 6307)
     assert len(parts) >= 2 and parts[-1]["text"].endswith(CUT_NOTE.strip())
     assert all(len(p["text"]) <= MAX_MESSAGE for p in parts)
