@@ -85,22 +85,22 @@ def read_secret(env: Mapping[str, str], name: str) -> FoundSecret:
 def bot_token(env: Mapping[str, str]) -> Secret:
     """``TELEGRAM_BOT_TOKEN``: empty (``--sandbox`` brings its own; ``preflight`` refuses it
     elsewhere) or ``<bot id>:<secret>`` as @BotFather issues it. Never echoed."""
-    found = read_secret(env, "TELEGRAM_BOT_TOKEN")
-    value = found.value
-    if value and not _BOT_TOKEN.fullmatch(value):
-        hint = _AROUND if value.strip() != value else ""
-        expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
-        raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
-    return Secret(value)
+    expected = "a bot token as @BotFather gives it: digits, ':', then A-Z a-z 0-9 _ -"
+    return _shaped(env, "TELEGRAM_BOT_TOKEN", _BOT_TOKEN, expected)
 
 
 def api_key(env: Mapping[str, str], variable: str) -> Secret:
     """An API key: printable characters without spaces (it travels in an HTTP header)."""
+    return _shaped(env, variable, _API_KEY, "an API key of printable characters without spaces")
+
+
+def _shaped(env: Mapping[str, str], variable: str, shape: re.Pattern[str], expected: str) -> Secret:
+    """The secret ``variable`` (empty when unset), refused unless it has ``shape``: the error
+    names where it came from, never the value."""
     found = read_secret(env, variable)
     value = found.value
-    if value and not _API_KEY.fullmatch(value):
+    if value and not shape.fullmatch(value):
         hint = _AROUND if value.strip() != value else ""
-        expected = "an API key of printable characters without spaces"
         raise ConfigError("environment", found.source, None, expected + hint, hidden=True)
     return Secret(value)
 

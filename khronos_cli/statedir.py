@@ -28,7 +28,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -297,11 +297,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def previous_run(state_dir: Path) -> dict[str, Any] | None:
-    """How the previous run ended: its stop's report, or ``killed`` when the run marker of a run
-    that wrote no report is still there (None: no run before)."""
+def previous_run(
+    state_dir: Path, *, alive: Callable[[object], bool] = lambda pid: False
+) -> dict[str, Any] | None:
+    """How the last run ended: its stop's report, or ``killed`` when the run marker of a run
+    whose process is not ``alive`` is still there (None: no run before). A starting worker asks
+    with the default: any marker left is a run that never wrote its report."""
     marker = read_json(state_dir / RUN_MARKER)
-    if marker is None:
+    if marker is None or alive(marker.get("pid")):
         return read_json(state_dir / REPORT_FILE)
     started = marker.get("started_at")
     return {"result": "killed", "exit_code": None, "pid": marker.get("pid"), "started_at": started}

@@ -29,7 +29,7 @@ import contextlib
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -245,16 +245,22 @@ def _run(db: sqlite3.Connection, begin: str | None, work: Work[_T]) -> _T:
     """Run ``work`` (on the store thread), inside one transaction when ``begin`` is given."""
     if begin is None:
         return work(db)
+    with _transaction(db, begin):
+        return work(db)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """``begin`` … COMMIT, or ROLLBACK when the body raises (whatever it raises)."""
     db.execute(begin)
     try:
-        result = work(db)
+        yield
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
-    return result
 
 
 def _run_batch(db: sqlite3.Connection, works: list[Work[Any]]) -> list[tuple[bool, Any]]:
@@ -265,8 +271,7 @@ def _run_batch(db: sqlite3.Connection, works: list[Work[Any]]) -> list[tuple[boo
         except Exception as exc:
             return [(False, exc)]
     results: list[tuple[bool, Any]] = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db, "BEGIN IMMEDIATE"):
         for work in works:
             db.execute("SAVEPOINT write")
             try:
@@ -278,12 +283,6 @@ def _run_batch(db: sqlite3.Connection, works: list[Work[Any]]) -> list[tuple[boo
             else:
                 db.execute("RELEASE write")
                 results.append((True, value))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise
     return results
 
 

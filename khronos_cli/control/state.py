@@ -117,15 +117,7 @@ def _waiting_for(
 def _last_run(state_dir: Path) -> dict[str, Any] | None:
     """How the last run on ``state_dir`` ended: its report, or ``killed`` when the marker of a
     run whose process is gone is still there (the worker reads its previous run the same way)."""
-    marker = statedir.read_json(state_dir / statedir.RUN_MARKER)
-    if marker is not None and not alive(marker.get("pid")):
-        return {
-            "result": "killed",
-            "exit_code": None,
-            "pid": marker.get("pid"),
-            "started_at": marker.get("started_at"),
-        }
-    return statedir.read_json(state_dir / statedir.REPORT_FILE)
+    return statedir.previous_run(state_dir, alive=alive)
 
 
 def _stopped(

@@ -59,11 +59,11 @@ notify("READY=1")
 if mode == "self-stop":
     notify("STOPPING=1")
     sys.exit(0)
-while not stop:
-    signal.pause() if mode != "stubborn" else time.sleep(0.05)
+while not stop:  # a stubborn worker ignores SIGTERM: it waits here until it is killed
+    signal.pause()
 print("worker stopping cleanly", flush=True)
 if mode == "slow-stop":
-    time.sleep(1.0)  # a stop that takes a while: its steps
+    time.sleep(1.0)  # the work of a stop that takes a while (not a wait for anything)
 sys.exit(0)
 """
 
