@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 
 from khronos_cli.control.protocol import encode_document
 from khronos_cli.errors import ExitCode, KhronosError
@@ -30,15 +30,11 @@ stdout = _console(stderr=False)
 stderr = _console(stderr=True)
 
 
-def show(renderable: RenderableType) -> None:
+def show(view: Any) -> None:
     """Data on stdout: drawn for a terminal, full-width plain columns for anything else."""
-    if stdout.is_terminal:
-        stdout.print(renderable)
-        return
-    from khronos_cli.cli.plain import lines
+    from khronos_cli.cli.plain import show
 
-    sys.stdout.write("".join(line + "\n" for line in lines(renderable)))
-    sys.stdout.flush()
+    show(view)
 
 
 def print_json(data: Any) -> None:

@@ -11,18 +11,29 @@ where it says which replica a table is.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
-from rich.console import Group, RenderableType
-from rich.table import Column, Table
-from rich.text import Text
+from khronos_cli.cli.grid import Column, Group, Table, Text, terminal, to_rich
 
-__all__ = ["lines"]
+__all__ = ["lines", "show"]
 
 GAP = "  "
 
 
-def lines(renderable: RenderableType) -> Iterator[str]:
+def show(view: Table | Group | Text | str) -> None:
+    """A view on stdout: drawn by rich for a terminal, plain columns for anything else (rich is
+    imported only in the first case)."""
+    if terminal():
+        from khronos_cli.cli import output
+
+        output.stdout.print(to_rich(view))
+        return
+    sys.stdout.write("".join(line + "\n" for line in lines(view)))
+    sys.stdout.flush()
+
+
+def lines(renderable: Table | Group | Text | str) -> Iterator[str]:
     """The plain lines of a table, a group of them, or text."""
     if isinstance(renderable, Table):
         yield from _table(renderable)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from khronos_cli.cli.grid import Group, Table, Text
 
 
 def _cell(value: Any) -> Text:
@@ -23,7 +21,7 @@ def _cell(value: Any) -> Text:
     return Text(str(value))
 
 
-def render_status(data: dict[str, Any]) -> RenderableType:
+def render_status(data: dict[str, Any]) -> Table | Group:
     """``status --all``: one row per replica, then the totals."""
     table = Table(title="replicas", title_justify="left")
     for column in ("replica", "state", "pid", "poller", "accepted", "sent", "queued", "jobs"):
@@ -60,9 +58,9 @@ def render_status(data: dict[str, Any]) -> RenderableType:
 
 def render_each(
     replicas: list[dict[str, Any]], part: str, render: Any, totals: dict[str, Any]
-) -> RenderableType:
+) -> Table | Group:
     """One table per replica (its own ``render``), then the totals table."""
-    tables: list[RenderableType] = []
+    tables: list[Table | Text] = []
     for replica in replicas:
         table = render(replica.get(part, {}))
         table.title = f"{table.title} — replica {replica.get('replica')}"

@@ -7,10 +7,13 @@ invalid, or (outside ``--sandbox``) when a secret the bot needs is missing — a
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from khronos_cli.cli import output
+from khronos_cli.cli import plain
+from khronos_cli.cli.grid import Group, Table, Text
+from khronos_cli.control.protocol import encode_document
 
 __all__ = ["check"]
 
@@ -27,21 +30,18 @@ def check(
     missing = [] if sandbox else preflight.missing_credentials(settings)
     data["missing_credentials"] = missing
     if as_json:
-        output.print_json(data)
+        sys.stdout.write(encode_document(data))
+        sys.stdout.flush()
     else:
         if not missing:
             source = settings.config_path or "defaults and environment (no khronos.toml found)"
-            output.stderr.print(f"config ok: {source}", markup=False)
+            sys.stderr.write(f"config ok: {source}\n")  # as rich prints it: no markup, no wrap
         _print_settings(data)
     if missing:
         preflight.require_credentials(settings)  # the one line naming them, exit 78
 
 
 def _print_settings(data: dict[str, Any]) -> None:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
     general = Table("setting", "value", title="khronos", title_justify="left")
     for key, value in data.items():
         if key not in ("breakers", "limiters"):
@@ -54,7 +54,7 @@ def _print_settings(data: dict[str, Any]) -> None:
         for key in fields:
             table.add_row(key, *(Text(_cell(item[key])) for item in items.values()))
         tables.append(table)
-    output.show(Group(*tables))
+    plain.show(Group(*tables))
 
 
 def _cell(value: Any) -> str:

@@ -1,9 +1,10 @@
-"""What the read commands draw: rich tables from the control socket's JSON, with no Typer.
+"""What the read commands draw: tables (:mod:`.grid`) from the control socket's JSON, with
+neither Typer nor rich.
 
 ``khronos status``, ``breakers``, ``limiter`` and ``outage list`` (and their ``--all`` forms,
 through :mod:`.replicas`) draw these, from the Typer commands and from the fast path
 (:mod:`.fast`) alike, so both print the same bytes. On a terminal they are drawn by rich;
-elsewhere :func:`khronos_cli.cli.output.show` prints them as plain columns.
+elsewhere they are printed as plain columns (:mod:`.plain`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
+from khronos_cli.cli.grid import Table, Text
 from khronos_cli.control.state import STOPPED
 
 __all__ = [

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.text import Text
 
 from khronos_cli.cli import output
+from khronos_cli.cli.grid import terminal, to_rich
 from khronos_cli.cli.options import MAX_INTERVAL, number
 from khronos_cli.errors import KhronosError, NotRunningError
 
@@ -83,7 +84,7 @@ def _change(before: Any, after: Any) -> str:
 
 def watch(
     fetch: Callable[[], Any],
-    render: Callable[[Any], RenderableType],
+    render: Callable[[Any], Any],
     *,
     interval: float,
     as_json: bool,
@@ -93,7 +94,7 @@ def watch(
     interval = number(interval, "--interval", least=0.1, most=MAX_INTERVAL)
     try:
         feed = _Feed(fetch, identity)
-        if not as_json and output.stdout.is_terminal:
+        if not as_json and terminal():
             _live(feed, render, interval)
         else:
             _lines(feed, render, interval, as_json=as_json)
@@ -101,13 +102,13 @@ def watch(
         return
 
 
-def _live(feed: _Feed, render: Callable[[Any], RenderableType], interval: float) -> None:
+def _live(feed: _Feed, render: Callable[[Any], Any], interval: float) -> None:
     def view() -> RenderableType:
         if feed.lost_at is None:
-            return render(feed.data)
+            return to_rich(render(feed.data))
         lost = time.monotonic() - feed.lost_at
         note = Text(f"lost {lost:.0f}s ago: {feed.problem}; waiting for a worker", "bold yellow")
-        return Group(render(feed.data), note)
+        return Group(to_rich(render(feed.data)), note)
 
     with Live(view(), console=output.stdout, auto_refresh=False) as live:
         while True:
@@ -116,16 +117,14 @@ def _live(feed: _Feed, render: Callable[[Any], RenderableType], interval: float)
             live.update(view(), refresh=True)
 
 
-def _lines(
-    feed: _Feed, render: Callable[[Any], RenderableType], interval: float, *, as_json: bool
-) -> None:
+def _lines(feed: _Feed, render: Callable[[Any], Any], interval: float, *, as_json: bool) -> None:
     fresh, first = True, True
     while True:
         if fresh and as_json:
             output.print_json(feed.data)
         elif fresh:
             if not first:
-                output.show(Text(""))
+                output.show("")
             output.show(render(feed.data))
         first = False
         time.sleep(feed.pause or interval)
