@@ -190,3 +190,24 @@ def test_config_takes_the_fast_path_with_the_typer_commands_bytes(tmp_path: Path
             ), (directory.name, form)
             expected = 78 if directory is bad or "--sandbox" not in form else 0
             assert fast.returncode == expected, (directory.name, form, fast.stderr)
+
+
+def test_piped_reads_load_neither_rich_nor_ssl(tmp_path: Path) -> None:
+    """A fast read printing to a pipe draws its plain tables without importing rich, Typer or
+    ssl, and a terminal (TTY_COMPATIBLE=1) gets rich's drawing with styles."""
+    code = (
+        "import sys\nfrom khronos_cli.cli.fast import run\n"
+        f"code = run(['config', '--sandbox', '--state-dir', {str(tmp_path)!r}])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'typer', 'ssl'}))\n"
+    )
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert [line.split() for line in piped.stdout.splitlines()[:2]] == [
+        ["khronos"],
+        ["setting", "value"],
+    ]
+    assert piped.stdout.splitlines()[-1] == "[]"
+    env = {**os.environ, "TTY_COMPATIBLE": "1"}
+    env.pop("NO_COLOR", None)
+    drawn = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "\x1b[" in drawn.stdout  # styled by rich
+    assert "'rich'" in drawn.stdout.splitlines()[-1]
