@@ -30,10 +30,13 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
 
 from khronos_cli.control.protocol import SOCKET_NAME
 from khronos_cli.errors import StateDirError
+
+TYPE_CHECKING = False  # the CLI's fast path never imports typing (~8% of its CPU)
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = [
     "CONFIG_FILE",

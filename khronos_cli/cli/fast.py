@@ -15,7 +15,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # the fast path never imports typing (~8% of its CPU)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["READS", "Read", "run"]
 
@@ -30,14 +33,35 @@ READS: dict[tuple[str, ...], frozenset[str]] = {
 }
 
 
-class Read(NamedTuple):
-    command: tuple[str, ...]
-    state_dir: Path | None
-    check: bool = False
-    every: bool = False
-    human: bool = False
-    config: Path | None = None
-    sandbox: bool = False
+class Read:
+    """A fast read: the command's words and the options given."""
+
+    __slots__ = ("check", "command", "config", "every", "human", "sandbox", "state_dir")
+
+    def __init__(
+        self,
+        command: tuple[str, ...],
+        state_dir: Path | None,
+        check: bool = False,
+        every: bool = False,
+        human: bool = False,
+        config: Path | None = None,
+        sandbox: bool = False,
+    ) -> None:
+        self.command, self.state_dir, self.config = command, state_dir, config
+        self.check, self.every, self.human, self.sandbox = check, every, human, sandbox
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Read) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Read{self._fields()!r}"
 
 
 _FLAGS = ("--json", "--check", "--all", "--sandbox")

@@ -21,10 +21,13 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from khronos_cli import statedir
 from khronos_cli.control.protocol import socket_path
+
+TYPE_CHECKING = False  # the CLI's fast path never imports typing (~8% of its CPU)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "RESTART_SIGNAL",

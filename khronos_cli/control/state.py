@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from khronos_cli import statedir
 from khronos_cli.control.client import ControlClient
 from khronos_cli.control.instance import alive
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.errors import ControlError, NotRunningError
+
+TYPE_CHECKING = False  # the CLI's fast path never imports typing (~8% of its CPU)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["STOPPED", "gather"]
 

@@ -211,3 +211,15 @@ def test_piped_reads_load_neither_rich_nor_ssl(tmp_path: Path) -> None:
     drawn = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "\x1b[" in drawn.stdout  # styled by rich
     assert "'rich'" in drawn.stdout.splitlines()[-1]
+
+
+def test_a_json_read_loads_no_typing_rich_or_ssl(tmp_path: Path) -> None:
+    """`khronos status --json` on the fast path imports none of typing, rich, Typer or ssl."""
+    code = (
+        "import sys\nfrom khronos_cli.cli.fast import run\n"
+        f"code = run(['status', '--json', '--state-dir', {str(tmp_path)!r}])\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(code, sorted(loaded & {'typing', 'rich', 'typer', 'ssl'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.splitlines()[-1] == "3 []"
