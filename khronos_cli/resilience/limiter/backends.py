@@ -174,9 +174,18 @@ class MemoryRates:
 
 _DECIDE_LUA = """
 -- KEYS: key state hash, global window zset, global halt, key halt, global last start
--- ARGV: now_ms (0: the server's TIME), weight, member, key_ttl_ms, n_key_rates,
---       (emission_us, burst)*, n_global_rates, (interval_ms, limit, blocking_rank)*,
---       longest_interval_ms, global_ttl_ms, global_min_ms
+-- ARGV: now_ms (0: the server's TIME), weight, member,
+--       the key's numbers "key_ttl_ms,n_key_rates(,emission_us,burst)*",
+--       the limiter's "n_global_rates(,interval_ms,limit,blocking_rank)*,longest_interval_ms,
+--       global_ttl_ms,global_min_ms" (two packed arguments, encoded once by the client: twenty
+--       separate ones cost more to pack and send than the whole decision costs Redis)
+local function numbers(text)
+    local out = {}
+    for item in string.gmatch(text, '[^,]+') do out[#out + 1] = tonumber(item) end
+    return out
+end
+local K = numbers(ARGV[4])
+local G = numbers(ARGV[5])
 local now = tonumber(ARGV[1])
 if now == 0 then
     local t = redis.call('TIME')
@@ -188,20 +197,20 @@ for h = 1, 2 do
     local until_ms = tonumber(shared[h])
     if until_ms and until_ms > now then return {2 + h, until_ms - now, 0, now} end
 end
-local min_ms = tonumber(ARGV[#ARGV])
+local min_ms = G[#G]
 local last = tonumber(shared[3])
 if min_ms > 0 and last and now < last + min_ms then return {2, last + min_ms - now, -1, now} end
 local now_us = now * 1000
-local nk = tonumber(ARGV[5])
-local i = 6
+local nk = K[2]
+local i = 3
 local tats = {}
 if nk > 0 then
     local fields = {}
     for r = 1, nk do fields[r] = 'tat' .. r end
     local stored = redis.call('HMGET', KEYS[1], unpack(fields))
     for r = 1, nk do
-        local emission = tonumber(ARGV[i])
-        local burst = tonumber(ARGV[i + 1])
+        local emission = K[i]
+        local burst = K[i + 1]
         i = i + 2
         local tat = tonumber(stored[r]) or 0
         if tat < now_us then tat = now_us end
@@ -212,12 +221,12 @@ if nk > 0 then
         tats[#tats + 1] = string.format('%.0f', new_tat)
     end
 end
-local ng = tonumber(ARGV[i])
-i = i + 1
+local ng = G[1]
+i = 2
 for r = 1, ng do
-    local limit = tonumber(ARGV[i + 1])
-    local rank = tonumber(ARGV[i + 2])
-    local count = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[i]), '+inf')
+    local limit = G[i + 1]
+    local rank = G[i + 2]
+    local count = redis.call('ZCOUNT', KEYS[2], now - G[i], '+inf')
     if limit - count < weight then
         local blocking = redis.call('ZRANGE', KEYS[2], -1 - rank, -1 - rank, 'WITHSCORES')
         return {2, tonumber(blocking[2]) or -1, r - 1, now}
@@ -226,7 +235,7 @@ for r = 1, ng do
 end
 if nk > 0 then
     redis.call('HSET', KEYS[1], unpack(tats))
-    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], K[1])
 end
 if ng > 0 then
     local batch = {}
@@ -235,8 +244,8 @@ if ng > 0 then
         batch[#batch + 1] = ARGV[3] .. w
     end
     redis.call('ZADD', KEYS[2], unpack(batch))
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[i])))
-    redis.call('PEXPIRE', KEYS[2], ARGV[i + 1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - G[i]))
+    redis.call('PEXPIRE', KEYS[2], G[i + 1])
 end
 if min_ms > 0 then redis.call('SET', KEYS[5], now, 'PX', math.max(1000, 2 * min_ms)) end
 return {0, 0, 0, now}
@@ -255,7 +264,19 @@ class _RedisKey:
     """One key's handle in Redis mode: its hash name, rates and the script arguments for them
     (and, while Redis is unreachable, the local handle that stands in for it)."""
 
-    __slots__ = ("args", "bucket", "halt", "key", "local", "name", "rates", "source", "ttl_ms")
+    __slots__ = (
+        "args",
+        "bucket",
+        "halt",
+        "key",
+        "keys",
+        "local",
+        "name",
+        "packed",
+        "rates",
+        "source",
+        "ttl_ms",
+    )
 
     def __init__(
         self,
@@ -273,7 +294,14 @@ class _RedisKey:
         self.rates = rates
         self.args: list[int | float] = [len(rates), *_GCRA.redis_args(rates)]
         self.ttl_ms = math.ceil(2000 * _horizon(rates)) if rates else 1
+        self.packed = _pack([self.ttl_ms, *self.args])  # the script's ARGV[4]
+        self.keys: list[bytes] = []  # the script's KEYS, encoded once (RedisRates.key_state)
         self.bucket: _RedisDecisionBucket | None = None
+
+
+def _pack(numbers: Sequence[int | float]) -> bytes:
+    """Numbers as one script argument, ``"1,2.5,3"`` (Lua's ``tonumber`` reads each back)."""
+    return ",".join(map(repr, numbers)).encode()
 
 
 class _RedisDecisionBucket(pyrate.AbstractBucket):
@@ -343,6 +371,7 @@ class RedisRates:
         self._member = uuid.uuid4().hex[:12]
         self._counter = 0
         self._source_global = tuple(global_rates)
+        self._global_args: dict[int, bytes] = {}  # by job weight
         self.replicas: Callable[[], int] = lambda: 1
         self.degraded = False
         self._local: MemoryRates | None = None
@@ -359,6 +388,8 @@ class RedisRates:
         handle = _RedisKey(
             f"{self.prefix}:{suffix}", f"{self.prefix}:halt:{suffix}", converted, key, rates
         )
+        names = [handle.name, f"{self.prefix}:global", f"{self.prefix}:halt", handle.halt]
+        handle.keys = [name.encode() for name in (*names, f"{self.prefix}:last")]
         return handle, _horizon(converted)
 
     def acquire(self, handle: object, weight: int, now_ms: int) -> Awaitable[Verdict]:
@@ -403,15 +434,10 @@ class RedisRates:
         weight = item.weight
         self._counter += 1
         stamp = 0 if self._server_time else item.timestamp
-        args: list[int | float | str] = [stamp, weight, f"{self._member}:{self._counter}:"]
-        args += [handle.ttl_ms, *handle.args, len(self.global_rates)]
-        for rate in self.global_rates:
-            rank = _WINDOW.blocking_offset(rate, weight)
-            args += [rate.interval, rate.limit, -1 if rank is None else rank]
-        args += [max((rate.interval for rate in self.global_rates), default=0)]
-        args += [self._global_ttl, self._min_ms]
-        keys = [handle.name, f"{self.prefix}:global", f"{self.prefix}:halt", handle.halt]
-        keys.append(f"{self.prefix}:last")
+        args: list[int | str | bytes] = [stamp, weight, f"{self._member}:{self._counter}:"]
+        args.append(handle.packed)
+        args.append(self._global_args.get(weight) or self._pack_global(weight))
+        keys = handle.keys
         try:
             reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: load it once more
@@ -426,6 +452,17 @@ class RedisRates:
             ms = _WINDOW.retry_after(rate, now, None if blocking < 0 else blocking)
             return GLOBAL, max(ms, 1) / 1000
         return level, int(reply[1]) / 1000
+
+    def _pack_global(self, weight: int) -> bytes:
+        """The limiter's numbers for a job of ``weight`` (the script's ARGV[5]), packed once."""
+        numbers: list[int | float] = [len(self.global_rates)]
+        for rate in self.global_rates:
+            rank = _WINDOW.blocking_offset(rate, weight)
+            numbers += [rate.interval, rate.limit, -1 if rank is None else rank]
+        numbers += [max((rate.interval for rate in self.global_rates), default=0)]
+        numbers += [self._global_ttl, self._min_ms]
+        packed = self._global_args[weight] = _pack(numbers)
+        return packed
 
     async def write_halt(self, until_ms: int, ttl_ms: int, key: Hashable | None) -> None:
         """Share a 429 halt: the longest one wins, and the Redis key expires with it."""
