@@ -172,6 +172,11 @@ class Outbox:
         """Messages queued in memory right now, over every chat."""
         return len(self._known)
 
+    def oldest(self) -> float | None:
+        """When the oldest message queued in memory was recorded (wall clock), or None."""
+        heads = [chat.heap[0][1].created_at for chat in self._chats.values() if chat.heap]
+        return min(heads, default=None)
+
     def queued_in(self, chat_id: int) -> int:
         """Messages queued for ``chat_id`` right now (the one being sent included)."""
         chat = self._chats.get(chat_id)

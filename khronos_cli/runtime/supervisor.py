@@ -111,6 +111,7 @@ class Supervisor:
             "state": "starting",
             "restarts": 0,
             "failures": 0,
+            "crashloop_after": self.settings.crashloop_after,
             "started_at": time.time(),
             "worker_started_at": None,
             "last_exit": None,
