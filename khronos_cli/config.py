@@ -27,7 +27,14 @@ from typing import Any
 
 from khronos_cli import config_addresses as addresses
 from khronos_cli import statedir
-from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
+from khronos_cli.config_values import (
+    chat_ids,
+    check,
+    choice,
+    parse_duration,
+    parse_rate,
+    seconds_text,
+)
 from khronos_cli.errors import ConfigError
 from khronos_cli.kinds import ChatIds, Choice, Kind, kind_of
 from khronos_cli.redaction import Secret
@@ -237,7 +244,7 @@ class _Parser:
         words = [word.strip() for word in raw.split(",") if word.strip()]
         if not all(re.fullmatch(r"-?\d{1,16}", word) for word in words):
             raise ConfigError("environment", "KHRONOS_ALERTS_CHAT_IDS", raw, "chat ids like 1,-2")
-        ids = check("environment", "KHRONOS_ALERTS_CHAT_IDS", ChatIds(), [int(w) for w in words])
+        ids = chat_ids("environment", "KHRONOS_ALERTS_CHAT_IDS", ChatIds(), [int(w) for w in words])
         return dataclasses.replace(alerts, chat_ids=ids)
 
     def log(self, data: Mapping[str, Any], env: Mapping[str, str]) -> LogSettings:
