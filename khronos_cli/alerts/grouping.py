@@ -119,10 +119,11 @@ class Grouper:
             took = span_text(ends[0].at - starts[0].at)
             return f"{label} {up} ({starts[0].detail}) and {down} after {took}"
         span = span_text(max(last.at - first.at, 1.0))
-        now = up if last.what in ("open", "on") else down
+        on, off = _NOW.get(first.kind, ("still on", "over now"))
+        now = on if last.what in ("open", "on") else off
         reason = starts[-1].detail if starts else first.detail
         times = max(len(starts), 1)
-        return f"{label} {up} {times} times in {span}, {now.split()[0]} now (last: {reason})"
+        return f"{label} {up} {times} times in {span}, {now} (last: {reason})"
 
 
 _WORDS: dict[str, tuple[str, str, str]] = {  # kind -> label, started, ended
@@ -131,6 +132,9 @@ _WORDS: dict[str, tuple[str, str, str]] = {  # kind -> label, started, ended
     "backlog": ("outbox backlog", "over the threshold", "cleared"),
     "oldest": ("outbox", "has an old pending message", "caught up"),
 }
+
+
+_NOW = {"breaker": ("open now", "closed now"), "degraded": ("degraded now", "recovered now")}
 
 
 def _words(event: Event) -> tuple[str, str, str]:

@@ -94,8 +94,11 @@ class Supervisor:
         keep_lines: int = 20,
         prepare: Callable[[], dict[str, str]] | None = None,
         log_format: str = "text",
+        on_crashloop: Callable[[dict[str, str], str], dict[str, str]] | None = None,
     ) -> None:
         self.log_format = log_format
+        self.on_crashloop = on_crashloop  # the operator's alert (alerts/direct.py), once a loop
+        self._crashloop_told = False
         self.argv = list(argv)
         self.state_dir = state_dir
         self.settings = settings or SupervisorSettings()
@@ -305,6 +308,9 @@ class Supervisor:
         self._write(
             state=state, next_start_at=time.time() + delay, restarts=self.state["restarts"] + 1
         )
+        if state == "crashloop" and self.on_crashloop is not None and not self._crashloop_told:
+            self._crashloop_told = True
+            self._write(crashloop_alert=self.on_crashloop(self.env, self._crashloop_text(delay)))
         deadline = time.monotonic() + delay
         with selectors.DefaultSelector() as selector:
             selector.register(wakeup, selectors.EVENT_READ)
@@ -360,6 +366,7 @@ class Supervisor:
             except (BlockingIOError, InterruptedError):
                 return
             if fields.get("READY") == "1" and self.state["state"] == "starting":
+                self._crashloop_told = False
                 self._write(state="ready")
                 notify("READY=1")
             if fields.get("STOPPING") == "1" and self._restarting:
@@ -409,6 +416,16 @@ class Supervisor:
         else:
             self.output.write(f"khronos supervisor: {message}\n")
         self.output.flush()
+
+    def _crashloop_text(self, delay: float) -> str:
+        last = self.state["last_exit"] or {}
+        said = self._describe(int(last.get("code") or 0), last.get("signal"))
+        line = (self.lines[-1] if self.lines else "")[:300]
+        return (
+            f"the worker is crash-looping: {self.state['failures']} fast failures in a row, "
+            f"the last with {said} after {last.get('uptime_s')} s; next try in {delay:.0f} s"
+            + (f"\nlast line: {line}" if line else "")
+        )
 
     @staticmethod
     def _describe(code: int, signum: int | None) -> str:

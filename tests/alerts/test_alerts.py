@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.instance import FAST_CONFIG, Instance
-from tests.support import wait_for
+from khronos_cli.control.client import ControlClient
+from tests.instance import FAST_CONFIG, Instance, crashing
+from tests.support import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,3 +41,48 @@ def test_an_opened_breaker_is_one_alert_and_its_close_another(make_instance: Any
     assert "forced open by the operator: maintenance" in opened[0]
     closed = alerts(instance, "closed again")
     assert len(closed) == 1 and "it began: forced open by the operator" in closed[0], closed
+
+
+def test_a_flapping_breaker_is_one_grouped_alert(make_instance: Any) -> None:
+    """A breaker forced open and reset seven times within the group window reaches the operator
+    as one message counting the openings and saying the breaker's state now."""
+    window = f'[alerts]\nchat_ids = [{OPERATOR}]\ngroup_window = "3s"\n'
+    instance: Instance = make_instance(config=FAST_CONFIG + window).start()
+    with ControlClient(instance.state_dir) as control:
+        for _ in range(7):
+            control.post("/breakers/anthropic-api/open", {"reason": "flap"})
+            control.post("/breakers/anthropic-api/reset", {})
+    wait_for(lambda: alerts(instance, "anthropic-api"), timeout=15)
+    grouped = alerts(instance, "anthropic-api")
+    assert len(grouped) == 1, grouped
+    assert "opened 7 times in" in grouped[0] and "closed now" in grouped[0], grouped
+
+
+def test_a_lost_redis_is_one_degraded_alert_and_its_return_another(
+    make_instance: Any, redis_server: RedisServer
+) -> None:
+    """Redis killed under a running worker: the operator hears "degraded (redis)" once, and
+    once more when it answers again, with how long it was gone."""
+    redis_server.start()
+    config = f'redis_url = "{redis_server.url}"\n' + FAST_CONFIG + ALERTS
+    instance: Instance = make_instance(config=config).start()
+    redis_server.stop()
+    try:
+        wait_for(lambda: alerts(instance, "degraded (redis) now"), timeout=20)
+    finally:
+        redis_server.start()
+    wait_for(lambda: alerts(instance, "degraded (redis) recovered after"), timeout=20)
+    assert len(alerts(instance, "degraded (redis)")) == 2, alerts(instance)
+
+
+def test_a_crash_loop_reaches_the_operator_while_no_worker_runs(make_instance: Any) -> None:
+    """A worker that crashes at every start: the supervisor tells the operator chat once that
+    it is crash-looping (with the exit and the last line), though no worker ever runs."""
+    supervisor = '[supervisor]\nrestart_delay = "0.2s"\nmax_restart_delay = "0.5s"\n'
+    config = FAST_CONFIG + ALERTS + supervisor + "crashloop_after = 3\n"
+    instance = crashing(make_instance(config=config)).start(ready=False)
+    wait_for(lambda: instance.supervisor().get("restarts", 0) >= 6, timeout=30)
+    told = alerts(instance, "crash-looping")
+    assert len(told) == 1, instance.deliveries()
+    assert "3 fast failures in a row" in told[0] and "code 1" in told[0], told
+    assert instance.supervisor()["crashloop_alert"] == {str(OPERATOR): "sent"}

@@ -1,0 +1,55 @@
+"""One alert straight through the Bot API, for the supervisor: standard library only.
+
+While the worker crash-loops there is no outbox to record an alert in, nor a limiter to pace
+it: the supervisor sends **one** message per crash loop (when it enters the state), to each
+operator chat and the webhook, each with a short timeout, and carries on. What Telegram did not
+take is said again by the next worker that starts (``runtime/alerting.previous_run``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from khronos_cli.redaction import Scrubber
+from khronos_cli.settings import Settings
+
+__all__ = ["TIMEOUT", "tell"]
+
+TIMEOUT = 3.0  # per request; the whole call gives up after twice that
+
+
+def tell(settings: Settings, text: str, *, timeout: float = TIMEOUT) -> dict[str, str]:
+    """Send ``text`` to every ``[alerts]`` chat and the webhook; what happened to each
+    (``sent``, or the scrubbed error), keyed by chat id or ``webhook``."""
+    alerts, scrub = settings.alerts, Scrubber(settings.secrets)
+    token = settings.telegram_token.reveal()
+    deadline = time.monotonic() + 2 * timeout
+    results: dict[str, str] = {}
+    targets: list[tuple[str, str, dict[str, Any]]] = [
+        (str(chat), f"{settings.telegram_base_url}/bot{token}/sendMessage", {"chat_id": chat})
+        for chat in alerts.chat_ids
+    ]
+    if alerts.webhook_url:
+        targets.append(("webhook", alerts.webhook_url.reveal(), {"bot": settings.bot_id}))
+    for name, url, body in targets:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            results[name] = "skipped: out of time"
+            continue
+        request = urllib.request.Request(
+            url,
+            data=json.dumps({**body, "text": text}).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=min(timeout, left)) as answer:
+                answer.read(65536)
+            results[name] = "sent"
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            results[name] = scrub(f"{type(exc).__name__}: {exc}")[:200]
+    return results
