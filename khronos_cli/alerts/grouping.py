@@ -112,11 +112,13 @@ class Grouper:
             if before is None:
                 return f"{label} {down}"
             took, why = span_text(ends[0].at - before[0]), before[1]
-            if first.kind == "breaker" and first.name.startswith("telegram"):
-                return f"Telegram was down for {took} ({label} opened: {why}); reachable again"
+            if first.kind == "telegram":
+                return f"Telegram was down for {took} ({why}); the alerts above waited for it"
             return f"{label} {down} after {took} (it began: {why})"
         if len(starts) == 1 and len(ends) == 1 and starts[0].at <= ends[0].at:
             took = span_text(ends[0].at - starts[0].at)
+            if first.kind == "telegram":
+                return f"Telegram was down for {took} ({starts[0].detail})"
             return f"{label} {up} ({starts[0].detail}) and {down} after {took}"
         span = span_text(max(last.at - first.at, 1.0))
         on, off = _NOW.get(first.kind, ("still on", "over now"))
@@ -131,6 +133,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {  # kind -> label, started, ended
     "degraded": ("degraded", "({name})", "recovered"),
     "backlog": ("outbox backlog", "over the threshold", "cleared"),
     "oldest": ("outbox", "has an old pending message", "caught up"),
+    "telegram": ("Telegram", "unreachable", "reachable again"),
 }
 
 

@@ -75,6 +75,11 @@ def start_alerts(worker: Worker) -> Alerts | None:
             return None
         return f"a message has waited {time.time() - since:.0f} s to be sent"
 
+    def telegram() -> str | None:
+        down = outbox.unreachable
+        return None if down is None else down[1]
+
+    alerts.watch("telegram:sends", telegram)
     alerts.watch("degraded:redis", redis)
     alerts.watch("backlog:outbox", backlog)
     alerts.watch("oldest:outbox", oldest)

@@ -79,10 +79,28 @@ def test_a_crash_loop_reaches_the_operator_while_no_worker_runs(make_instance: A
     """A worker that crashes at every start: the supervisor tells the operator chat once that
     it is crash-looping (with the exit and the last line), though no worker ever runs."""
     supervisor = '[supervisor]\nrestart_delay = "0.2s"\nmax_restart_delay = "0.5s"\n'
-    config = FAST_CONFIG + ALERTS + supervisor + "crashloop_after = 3\n"
+    config = FAST_CONFIG + ALERTS + supervisor + "crashloop_after = 2\n"
     instance = crashing(make_instance(config=config)).start(ready=False)
-    wait_for(lambda: instance.supervisor().get("restarts", 0) >= 6, timeout=30)
+    wait_for(lambda: instance.supervisor().get("restarts", 0) >= 4, timeout=30)
     told = alerts(instance, "crash-looping")
     assert len(told) == 1, instance.deliveries()
-    assert "3 fast failures in a row" in told[0] and "code 1" in told[0], told
+    assert "2 fast failures in a row" in told[0] and "code 1" in told[0], told
     assert instance.supervisor()["crashloop_alert"] == {str(OPERATOR): "sent"}
+
+
+def test_alerts_held_while_telegram_is_down_arrive_when_it_returns(make_instance: Any) -> None:
+    """A breaker opened during a Telegram outage: its alert waits in the outbox and arrives
+    once Telegram answers again, with one saying how long Telegram was down."""
+    instance: Instance = make_instance(config=FAST_CONFIG + ALERTS).start()
+    with ControlClient(instance.state_dir) as control:
+        control.post("/outages", {"name": "telegram-api", "mode": "down", "for": 3})
+        control.post("/breakers/anthropic-api/open", {"reason": "while telegram was down"})
+        wait_for(lambda: not control.get("/outages"), timeout=15)
+    returned = len(instance.deliveries())
+    wait_for(lambda: alerts(instance, "anthropic-api opened"), timeout=30)
+    wait_for(lambda: alerts(instance, "Telegram was down for"), timeout=30)
+    items = [i for i in instance.deliveries() if i["chat_id"] == OPERATOR]
+    assert len(alerts(instance, "anthropic-api opened")) == 1, items
+    assert len({i["text"] for i in items}) == len(items), items  # nothing sent twice
+    assert returned == 0, "nothing reached Telegram during the outage"
+    assert "Telegram was down for" in items[-1]["text"], items
