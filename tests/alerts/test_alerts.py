@@ -3,6 +3,7 @@ every alert is read there as the operator would read it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -104,3 +105,18 @@ def test_alerts_held_while_telegram_is_down_arrive_when_it_returns(make_instance
     assert len({i["text"] for i in items}) == len(items), items  # nothing sent twice
     assert returned == 0, "nothing reached Telegram during the outage"
     assert "Telegram was down for" in items[-1]["text"], items
+
+
+def test_alerts_test_sends_one_and_says_where_it_went(make_instance: Any) -> None:
+    """`khronos alerts test --json` puts one test alert in the operator chat and reports it
+    sent there; without any [alerts] target it refuses, exit 1, saying why."""
+    instance: Instance = make_instance(config=FAST_CONFIG + ALERTS).start()
+    done = instance.khronos("alerts", "test", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(c["chat_id"], c["state"]) for c in report["chats"]] == [(OPERATOR, "sent")]
+    assert report["webhook"] is None
+    assert len(alerts(instance, "test alert: sent by `khronos alerts test`")) == 1
+    bare: Instance = make_instance("b", config=FAST_CONFIG).start()
+    refused = bare.khronos("alerts", "test")
+    assert refused.returncode == 1 and "nothing to send a test to" in refused.stderr
