@@ -47,8 +47,9 @@ class _Window:
 
 
 def span_text(seconds: float) -> str:
-    """``4.2`` -> ``'4.2 s'``, ``250`` -> ``'4 min'``, ``7300`` -> ``'2.0 h'``."""
-    if seconds < 60:
+    """``4.2`` -> ``'4.2 s'``, ``75`` -> ``'75 s'``, ``250`` -> ``'4 min'``, ``7300`` ->
+    ``'2.0 h'``."""
+    if seconds < 120:
         return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
