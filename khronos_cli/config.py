@@ -235,12 +235,14 @@ class _Parser:
         return BotSettings(**values)
 
     def alerts(self, data: Mapping[str, Any], env: Mapping[str, str]) -> AlertSettings:
-        """``[alerts]``; ``KHRONOS_ALERTS_CHAT_IDS`` (comma-separated) replaces its chat ids
-        (``khronos run --sandbox`` points them at the stand-in's operator chat)."""
+        """``[alerts]``; ``KHRONOS_ALERTS_CHAT_IDS`` (comma-separated, or ``none``) replaces its
+        chat ids (``khronos run --sandbox`` points them at the stand-in's operator chat)."""
         alerts: AlertSettings = self.section(AlertSettings, data, "alerts")
         raw = env.get("KHRONOS_ALERTS_CHAT_IDS")
         if raw is None:
             return alerts
+        if raw.strip() == "none":
+            return dataclasses.replace(alerts, chat_ids=())
         words = [word.strip() for word in raw.split(",") if word.strip()]
         if not all(re.fullmatch(r"-?\d{1,16}", word) for word in words):
             raise ConfigError("environment", "KHRONOS_ALERTS_CHAT_IDS", raw, "chat ids like 1,-2")

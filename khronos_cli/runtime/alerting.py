@@ -11,6 +11,7 @@ they go at bulk priority through the ``telegram`` limiter and breaker, after use
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -98,11 +99,13 @@ def previous_run(
     exit_ = (supervisor or {}).get("last_exit") or {}
     failures = int((supervisor or {}).get("failures") or 0)
     if previous is not None and previous.get("result") == "killed":
-        how = (
-            f"the worker exited with code {exit_['code']} after {exit_.get('uptime_s')} s"
-            if exit_.get("code") not in (None, 0)
-            else "the worker ended without a stop report (killed, or the machine went down)"
-        )
+        uptime, signum, code = exit_.get("uptime_s") or 0.0, exit_.get("signal"), exit_.get("code")
+        if signum:
+            how = f"the worker was killed by {signal.Signals(signum).name} after {uptime:.1f} s"
+        elif code not in (None, 0):
+            how = f"the worker exited with code {code} after {uptime:.1f} s"
+        else:
+            how = "the worker ended without a stop report (killed, or the machine went down)"
         alerts.notice("unclean", "once", f"{how}; pid {previous.get('pid')}")
     elif previous is not None and previous.get("result") == "forced":
         hung = previous.get("hung_step")

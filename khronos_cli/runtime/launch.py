@@ -121,7 +121,10 @@ def launch(
         def prepare() -> dict[str, str]:
             if not sandbox:
                 return {}
-            return stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
+            given = stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
+            if "KHRONOS_ALERTS_CHAT_IDS" in env:  # the operator's own choice wins
+                given = {k: v for k, v in given.items() if k != "KHRONOS_ALERTS_CHAT_IDS"}
+            return given
 
         if supervise:
             argv = worker_argv(state_dir, config)

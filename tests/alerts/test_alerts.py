@@ -4,6 +4,8 @@ every alert is read there as the operator would read it."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -14,23 +16,20 @@ from tests.support import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-OPERATOR = 4242
-ALERTS = f'[alerts]\nchat_ids = [{OPERATOR}]\ngroup_window = "0.5s"\n'
+OPERATOR = 9000  # the sandbox's operator chat (``khronos run --sandbox`` sends alerts there)
+ALERTS = '[alerts]\ngroup_window = "0.5s"\n'
 
 
 def alerts(instance: Instance, containing: str = "") -> list[str]:
     """The texts the operator chat received that contain ``containing``."""
-    return [
-        item["text"]
-        for item in instance.deliveries()
-        if item["chat_id"] == OPERATOR and containing in item["text"]
-    ]
+    return [item["text"] for item in instance.operator() if containing in item["text"]]
 
 
 def test_an_opened_breaker_is_one_alert_and_its_close_another(make_instance: Any) -> None:
     """`khronos breakers open` reaches the operator chat once, with the operator's reason; the
-    reset that follows is one "closed again" alert saying how long it was open and why."""
-    instance: Instance = make_instance(config=FAST_CONFIG + ALERTS).start()
+    reset that follows is one "closed again" alert saying how long it was open and why; neither
+    counts as a delivery to users in the sandbox's ledger."""
+    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
     done = instance.khronos("breakers", "open", "anthropic-api", "--reason", "maintenance")
     assert done.returncode == 0, done.stderr
     wait_for(lambda: alerts(instance, "breaker anthropic-api opened"), timeout=15)
@@ -38,17 +37,18 @@ def test_an_opened_breaker_is_one_alert_and_its_close_another(make_instance: Any
     assert done.returncode == 0, done.stderr
     wait_for(lambda: alerts(instance, "closed again"), timeout=15)
     opened = alerts(instance, "anthropic-api opened")
-    assert len(opened) == 1, instance.deliveries()
+    assert len(opened) == 1, instance.operator()
     assert "forced open by the operator: maintenance" in opened[0]
     closed = alerts(instance, "closed again")
     assert len(closed) == 1 and "it began: forced open by the operator" in closed[0], closed
+    assert instance.deliveries() == [] and instance.ledger()["unmatched"] == 0  # not answers
 
 
 def test_a_flapping_breaker_is_one_grouped_alert(make_instance: Any) -> None:
     """A breaker forced open and reset seven times within the group window reaches the operator
     as one message counting the openings and saying the breaker's state now."""
-    window = f'[alerts]\nchat_ids = [{OPERATOR}]\ngroup_window = "3s"\n'
-    instance: Instance = make_instance(config=FAST_CONFIG + window).start()
+    window = '[alerts]\ngroup_window = "3s"\n'
+    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + window).start()
     with ControlClient(instance.state_dir) as control:
         for _ in range(7):
             control.post("/breakers/anthropic-api/open", {"reason": "flap"})
@@ -66,7 +66,7 @@ def test_a_lost_redis_is_one_degraded_alert_and_its_return_another(
     once more when it answers again, with how long it was gone."""
     redis_server.start()
     config = f'redis_url = "{redis_server.url}"\n' + FAST_CONFIG + ALERTS
-    instance: Instance = make_instance(config=config).start()
+    instance: Instance = make_instance(operator_chat=True, config=config).start()
     redis_server.stop()
     try:
         wait_for(lambda: alerts(instance, "degraded (redis) now"), timeout=20)
@@ -81,10 +81,10 @@ def test_a_crash_loop_reaches_the_operator_while_no_worker_runs(make_instance: A
     it is crash-looping (with the exit and the last line), though no worker ever runs."""
     supervisor = '[supervisor]\nrestart_delay = "0.2s"\nmax_restart_delay = "0.5s"\n'
     config = FAST_CONFIG + ALERTS + supervisor + "crashloop_after = 2\n"
-    instance = crashing(make_instance(config=config)).start(ready=False)
+    instance = crashing(make_instance(operator_chat=True, config=config)).start(ready=False)
     wait_for(lambda: instance.supervisor().get("restarts", 0) >= 4, timeout=30)
     told = alerts(instance, "crash-looping")
-    assert len(told) == 1, instance.deliveries()
+    assert len(told) == 1, instance.operator()
     assert "2 fast failures in a row" in told[0] and "code 1" in told[0], told
     assert instance.supervisor()["crashloop_alert"] == {str(OPERATOR): "sent"}
 
@@ -92,15 +92,15 @@ def test_a_crash_loop_reaches_the_operator_while_no_worker_runs(make_instance: A
 def test_alerts_held_while_telegram_is_down_arrive_when_it_returns(make_instance: Any) -> None:
     """A breaker opened during a Telegram outage: its alert waits in the outbox and arrives
     once Telegram answers again, with one saying how long Telegram was down."""
-    instance: Instance = make_instance(config=FAST_CONFIG + ALERTS).start()
+    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
     with ControlClient(instance.state_dir) as control:
         control.post("/outages", {"name": "telegram-api", "mode": "down", "for": 3})
         control.post("/breakers/anthropic-api/open", {"reason": "while telegram was down"})
         wait_for(lambda: not control.get("/outages"), timeout=15)
-    returned = len(instance.deliveries())
+    returned = len(instance.operator())
     wait_for(lambda: alerts(instance, "anthropic-api opened"), timeout=30)
     wait_for(lambda: alerts(instance, "Telegram was down for"), timeout=30)
-    items = [i for i in instance.deliveries() if i["chat_id"] == OPERATOR]
+    items = instance.operator()
     assert len(alerts(instance, "anthropic-api opened")) == 1, items
     assert len({i["text"] for i in items}) == len(items), items  # nothing sent twice
     assert returned == 0, "nothing reached Telegram during the outage"
@@ -110,7 +110,7 @@ def test_alerts_held_while_telegram_is_down_arrive_when_it_returns(make_instance
 def test_alerts_test_sends_one_and_says_where_it_went(make_instance: Any) -> None:
     """`khronos alerts test --json` puts one test alert in the operator chat and reports it
     sent there; without any [alerts] target it refuses, exit 1, saying why."""
-    instance: Instance = make_instance(config=FAST_CONFIG + ALERTS).start()
+    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
     done = instance.khronos("alerts", "test", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -120,3 +120,15 @@ def test_alerts_test_sends_one_and_says_where_it_went(make_instance: Any) -> Non
     bare: Instance = make_instance("b", config=FAST_CONFIG).start()
     refused = bare.khronos("alerts", "test")
     assert refused.returncode == 1 and "nothing to send a test to" in refused.stderr
+
+
+def test_a_killed_worker_is_told_at_the_next_start(make_instance: Any) -> None:
+    """A worker killed with SIGKILL: the supervisor restarts it, and the new worker tells the
+    operator once that the last run did not stop cleanly, with how it ended."""
+    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
+    worker = instance.status()["pid"]
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: instance.status().get("pid") not in (None, worker), timeout=30)
+    wait_for(lambda: alerts(instance, "did not stop cleanly"), timeout=15)
+    told = alerts(instance, "did not stop cleanly")
+    assert len(told) == 1 and "the worker was killed by SIGKILL" in told[0], told
