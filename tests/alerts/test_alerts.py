@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -132,3 +134,23 @@ def test_a_killed_worker_is_told_at_the_next_start(make_instance: Any) -> None:
     wait_for(lambda: alerts(instance, "did not stop cleanly"), timeout=15)
     told = alerts(instance, "did not stop cleanly")
     assert len(told) == 1 and "the worker was killed by SIGKILL" in told[0], told
+
+
+def test_the_operator_chat_hears_an_outage_drill(make_instance: Any) -> None:
+    """`khronos outage drill anthropic-api` with users talking: the sandbox's operator chat
+    gets the breaker's alerts, and the users' ledger is still exactly once, alerts apart."""
+    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
+    drill = subprocess.Popen(
+        [sys.executable, "-m", "khronos_cli", "outage", "drill", "anthropic-api", "--for", "2s"]
+        + ["--expect-recovery-within", "20s", "--state-dir", str(instance.state_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: instance.status().get("outages"), timeout=30)
+    for i in range(4):
+        instance.push(7100 + i, f"during the drill {i}")
+    assert drill.wait(timeout=60) == 0
+    wait_for(lambda: alerts(instance, "breaker anthropic-api opened"), timeout=20)
+    wait_for(lambda: instance.ledger()["answered"] == 4, timeout=30)
+    ledger = instance.ledger()
+    assert ledger["unexpected"] == [] and ledger["unmatched"] == 0 and ledger["duplicates"] == []
