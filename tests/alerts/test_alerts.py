@@ -140,9 +140,10 @@ def test_the_operator_chat_hears_an_outage_drill(make_instance: Any) -> None:
     """`khronos outage drill anthropic-api` with users talking: the sandbox's operator chat
     gets the breaker's alerts, and the users' ledger is still exactly once, alerts apart."""
     instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
+    command = ["outage", "drill", "anthropic-api", "--for", "2s"]
+    command += ["--expect-recovery-within", "20s", "--state-dir", str(instance.state_dir)]
     drill = subprocess.Popen(
-        [sys.executable, "-m", "khronos_cli", "outage", "drill", "anthropic-api", "--for", "2s"]
-        + ["--expect-recovery-within", "20s", "--state-dir", str(instance.state_dir)],
+        [sys.executable, "-m", "khronos_cli", *command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
