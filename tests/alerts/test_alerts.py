@@ -14,7 +14,7 @@ import pytest
 
 from khronos_cli.control.client import ControlClient
 from tests.instance import FAST_CONFIG, Instance, crashing
-from tests.support import RedisServer, wait_for
+from tests.support import Collector, RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -110,15 +110,22 @@ def test_alerts_held_while_telegram_is_down_arrive_when_it_returns(make_instance
 
 
 def test_alerts_test_sends_one_and_says_where_it_went(make_instance: Any) -> None:
-    """`khronos alerts test --json` puts one test alert in the operator chat and reports it
-    sent there; without any [alerts] target it refuses, exit 1, saying why."""
-    instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + ALERTS).start()
-    done = instance.khronos("alerts", "test", "--json")
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert [(c["chat_id"], c["state"]) for c in report["chats"]] == [(OPERATOR, "sent")]
-    assert report["webhook"] is None
-    assert len(alerts(instance, "test alert: sent by `khronos alerts test`")) == 1
+    """`khronos alerts test --json` puts one test alert in the operator chat and one JSON body
+    on the webhook, and reports both sent; a second within the per-chat rate is held (exit 1);
+    without any [alerts] target it refuses, exit 1, saying why."""
+    with Collector() as hook:
+        config = ALERTS + f'webhook_url = "{hook.url}"\nper_chat = ["1/min"]\n'
+        instance: Instance = make_instance(operator_chat=True, config=FAST_CONFIG + config)
+        done = instance.start().khronos("alerts", "test", "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert [(c["chat_id"], c["state"]) for c in report["chats"]] == [(OPERATOR, "sent")]
+        assert report["webhook"] == {"state": "sent", "status": 204}
+        assert len(alerts(instance, "test alert: sent by `khronos alerts test`")) == 1
+        (body,) = hook.bodies
+        assert body["alerts"][0]["kind"] == "test" and "test alert" in body["text"]
+    again = instance.khronos("alerts", "test")
+    assert again.returncode == 1 and f"chat {OPERATOR}: held" in again.stdout, again.stdout
     bare: Instance = make_instance("b", config=FAST_CONFIG).start()
     refused = bare.khronos("alerts", "test")
     assert refused.returncode == 1 and "nothing to send a test to" in refused.stderr
