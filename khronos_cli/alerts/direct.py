@@ -9,6 +9,7 @@ take is said again by the next worker that starts (``runtime/alerting.previous_r
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,14 +18,22 @@ from typing import Any
 from khronos_cli.redaction import Scrubber
 from khronos_cli.settings import Settings
 
-__all__ = ["TIMEOUT", "tell"]
+__all__ = ["HEADER", "TIMEOUT", "label", "tell"]
 
 TIMEOUT = 3.0  # per request; the whole call gives up after twice that
+HEADER = "⚠ khronos {label}\n"  # every alert message's first line, the worker's and ours
 
 
-def tell(settings: Settings, text: str, *, timeout: float = TIMEOUT) -> dict[str, str]:
-    """Send ``text`` to every ``[alerts]`` chat and the webhook; what happened to each
-    (``sent``, or the scrubbed error), keyed by chat id or ``webhook``."""
+def label(settings: Settings) -> str:
+    """Which bot on which machine is speaking: ``host · bot 123456``."""
+    return f"{socket.gethostname()} · bot {settings.bot_id}"
+
+
+def tell(
+    settings: Settings, text: str, *, kind: str = "crashloop", timeout: float = TIMEOUT
+) -> dict[str, str]:
+    """Send ``text`` (one alert of ``kind``) to every ``[alerts]`` chat and the webhook; what
+    happened to each (``sent``, or the scrubbed error), keyed by chat id or ``webhook``."""
     alerts, scrub = settings.alerts, Scrubber(settings.secrets)
     token = settings.telegram_token.reveal()
     deadline = time.monotonic() + 2 * timeout
@@ -34,7 +43,10 @@ def tell(settings: Settings, text: str, *, timeout: float = TIMEOUT) -> dict[str
         for chat in alerts.chat_ids
     ]
     if alerts.webhook_url:
-        targets.append(("webhook", alerts.webhook_url.reveal(), {"bot": settings.bot_id}))
+        event = {"subject": kind, "kind": kind, "count": 1, "at": round(time.time(), 3)}
+        body = {"bot": label(settings), "alerts": [event]}
+        targets.append(("webhook", alerts.webhook_url.reveal(), body))
+    message = HEADER.format(label=label(settings)) + "• " + text
     for name, url, body in targets:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -42,7 +54,7 @@ def tell(settings: Settings, text: str, *, timeout: float = TIMEOUT) -> dict[str
             continue
         request = urllib.request.Request(
             url,
-            data=json.dumps({**body, "text": text}).encode(),
+            data=json.dumps({**body, "text": message}).encode(),
             headers={"content-type": "application/json"},
             method="POST",
         )

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from khronos_cli.alerts.direct import HEADER
 from khronos_cli.alerts.grouping import Event, Grouper, describe
 from khronos_cli.errors import KhronosError
 from khronos_cli.redaction import Scrubber
@@ -216,7 +217,7 @@ class Alerts:
             shown += 1
         if shown < len(lines):
             body += f"… and {len(lines) - shown} more (see the log)\n"
-        return f"⚠ khronos {self.label}\n{body}".rstrip()
+        return (HEADER.format(label=self.label) + body).rstrip()
 
     async def _post(self, alerts: list[dict[str, Any]], lines: list[str]) -> dict[str, Any]:
         assert self._http is not None

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 from khronos_cli import statedir
+from khronos_cli.alerts import direct
 from khronos_cli.alerts.engine import Alerts
 from khronos_cli.bot.store import OutboxMessage
 from khronos_cli.redaction import Scrubber
@@ -53,7 +53,7 @@ def start_alerts(worker: Worker) -> Alerts | None:
     alerts = Alerts(
         settings.alerts,
         OutboxSink(parts),
-        label=f"{socket.gethostname()} · bot {settings.bot_id}",
+        label=direct.label(settings),
         spawn=worker.spawn,
         scrub=Scrubber(settings.secrets),
     )
