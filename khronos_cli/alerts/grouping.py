@@ -64,8 +64,17 @@ class Grouper:
         self.clock = clock
         self._open: dict[str, _Window] = {}
         self._since: dict[str, tuple[float, str]] = {}  # subject -> (started at, why): open/on
+        self._up: set[str] = set()  # subjects open/on now, as events arrive
 
     def add(self, event: Event) -> None:
+        """Group ``event``; an open/on of a subject already open/on is dropped (a breaker that
+        re-opens after a failed half-open trial has not opened again for the operator)."""
+        if event.what in ("open", "on"):
+            if event.subject in self._up:
+                return
+            self._up.add(event.subject)
+        elif event.what in ("close", "off"):
+            self._up.discard(event.subject)
         window = self._open.setdefault(event.subject, _Window(self.clock()))
         window.events.append(event)
 

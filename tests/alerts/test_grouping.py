@@ -48,6 +48,25 @@ def test_a_flapping_breaker_is_one_line_counting_its_openings() -> None:
     assert text == "breaker openai-api opened 8 times in 75 s, open now (last: timeout 7)"
 
 
+def test_a_breaker_that_stays_open_through_failed_trials_is_told_once() -> None:
+    """Open, then re-opened by failed half-open trials every 30 s for two windows: one line
+    when it opened, nothing in the next window, and the close says how long it was open."""
+    group, clock = grouper()
+    group.add(Event("breaker:anthropic-api", "open", "timeouts", 0.0))
+    group.add(Event("breaker:anthropic-api", "open", "half-open trial failed", 30.0))
+    clock.advance(60)
+    assert [text for text, _ in group.due()] == ["breaker anthropic-api opened: timeouts"]
+    group.add(Event("breaker:anthropic-api", "open", "half-open trial failed", 60.0))
+    group.add(Event("breaker:anthropic-api", "open", "half-open trial failed", 90.0))
+    clock.advance(60)
+    assert group.due() == []
+    group.add(Event("breaker:anthropic-api", "close", "", 150.0))
+    clock.advance(60)
+    assert [text for text, _ in group.due()] == [
+        "breaker anthropic-api closed again after 2 min (it began: timeouts)"
+    ]
+
+
 def test_a_close_in_a_later_window_says_how_long_and_why() -> None:
     """A breaker told open in one window and closed in the next: the close says how long it
     was open and why it opened; Telegram's own outage reads as Telegram was down."""
