@@ -9,6 +9,7 @@ take is said again by the next worker that starts (``runtime/alerting.previous_r
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 import urllib.error
@@ -18,7 +19,7 @@ from typing import Any
 from khronos_cli.redaction import Scrubber
 from khronos_cli.settings import Settings
 
-__all__ = ["HEADER", "TIMEOUT", "label", "tell"]
+__all__ = ["HEADER", "TIMEOUT", "crashloop_text", "label", "tell"]
 
 TIMEOUT = 3.0  # per request; the whole call gives up after twice that
 HEADER = "⚠ khronos {label}\n"  # every alert message's first line, the worker's and ours
@@ -27,6 +28,19 @@ HEADER = "⚠ khronos {label}\n"  # every alert message's first line, the worker
 def label(settings: Settings) -> str:
     """Which bot on which machine is speaking: ``host · bot 123456``."""
     return f"{socket.gethostname()} · bot {settings.bot_id}"
+
+
+def crashloop_text(state: dict[str, Any], last_line: str, delay: float) -> str:
+    """The crash loop, from the supervisor's ``state``: how many failures, the last exit, the
+    next try, and the worker's last line."""
+    last = state.get("last_exit") or {}
+    signum = last.get("signal")
+    said = f"signal {signal.Signals(signum).name}" if signum else f"code {last.get('code')}"
+    return (
+        f"the worker is crash-looping: {state.get('failures')} fast failures in a row, "
+        f"the last with {said} after {last.get('uptime_s')} s; next try in {delay:.0f} s"
+        + (f"\nlast line: {last_line[:300]}" if last_line else "")
+    )
 
 
 def tell(

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from khronos_cli import statedir
+from khronos_cli.alerts.direct import crashloop_text
 from khronos_cli.control.instance import RESTART_SIGNAL
 from khronos_cli.errors import AlreadyRunningError, ExitCode
 from khronos_cli.runtime.notify import notify, parse_notify
@@ -310,7 +311,9 @@ class Supervisor:
         )
         if state == "crashloop" and self.on_crashloop is not None and not self._crashloop_told:
             self._crashloop_told = True
-            self._write(crashloop_alert=self.on_crashloop(self.env, self._crashloop_text(delay)))
+            last = self.lines[-1] if self.lines else ""
+            text = crashloop_text(self.state, last, delay)
+            self._write(crashloop_alert=self.on_crashloop(self.env, text))
         deadline = time.monotonic() + delay
         with selectors.DefaultSelector() as selector:
             selector.register(wakeup, selectors.EVENT_READ)
@@ -416,16 +419,6 @@ class Supervisor:
         else:
             self.output.write(f"khronos supervisor: {message}\n")
         self.output.flush()
-
-    def _crashloop_text(self, delay: float) -> str:
-        last = self.state["last_exit"] or {}
-        said = self._describe(int(last.get("code") or 0), last.get("signal"))
-        line = (self.lines[-1] if self.lines else "")[:300]
-        return (
-            f"the worker is crash-looping: {self.state['failures']} fast failures in a row, "
-            f"the last with {said} after {last.get('uptime_s')} s; next try in {delay:.0f} s"
-            + (f"\nlast line: {line}" if line else "")
-        )
 
     @staticmethod
     def _describe(code: int, signum: int | None) -> str:
