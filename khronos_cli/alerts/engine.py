@@ -118,6 +118,17 @@ class Alerts:
         """Tell when ``probe`` starts returning a detail (on) and when it stops (off)."""
         self._probes[subject] = probe
 
+    def snapshot(self) -> dict[str, Any]:
+        """For ``khronos status --json``: where alerts go and what they did."""
+        return {
+            "chats": list(self.settings.chat_ids),
+            "webhook": bool(self._http),
+            "messages": self.queued,
+            "grouping": self.grouper.waiting,
+            "held": sum(len(lines) for lines in self._held.values()),
+            "webhook_failures": self.webhook_failures,
+        }
+
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -126,6 +126,8 @@ def test_alerts_test_sends_one_and_says_where_it_went(make_instance: Any) -> Non
         assert body["alerts"][0]["kind"] == "test" and "test alert" in body["text"]
     again = instance.khronos("alerts", "test")
     assert again.returncode == 1 and f"chat {OPERATOR}: held" in again.stdout, again.stdout
+    shown = instance.status()["alerts"]
+    assert shown["chats"] == [OPERATOR] and shown["messages"] == 1 and shown["held"] == 1
     bare: Instance = make_instance("b", config=FAST_CONFIG).start()
     refused = bare.khronos("alerts", "test")
     assert refused.returncode == 1 and "nothing to send a test to" in refused.stderr
