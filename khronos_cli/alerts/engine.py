@@ -8,7 +8,8 @@ clean, a crash loop the worker recovered from, ``khronos alerts test``).
 Where it goes: each window's lines are joined into **one** message per chat and recorded in the
 outbox (SQLite) before anything is sent, so an alert outlives a Telegram outage and a restart;
 the outbox sends it at bulk priority through the ``telegram`` limiter (a user's answer is
-scheduled first) and the ``telegram-api`` breaker. A chat receives at most ``per_chat`` alert
+scheduled first) and the ``telegram-api`` breaker. While the database cannot record them (its
+breaker open) they wait in memory and are recorded once it can; the webhook has them already. A chat receives at most ``per_chat`` alert
 messages per period: what comes on top waits and is merged into the next one. The webhook, if
 set, gets the same lines as JSON; it is best effort (one try, a short timeout, failures logged).
 """
@@ -87,6 +88,7 @@ class Alerts:
             else None
         )
         self._closing = False
+        self._problem: str | None = None  # why the last tick could not record its alerts
         self.queued = 0  # alert messages recorded in the outbox
         self.webhook_failures = 0
 
@@ -138,7 +140,12 @@ class Alerts:
                 self.probe()
                 await self.flush()
             except (KhronosError, OSError, ValueError) as exc:
-                logger.warning("alerts: %s", self._scrub(str(exc)))
+                problem = self._scrub(str(exc))
+                if problem != self._problem:  # once, not every tick while it lasts
+                    logger.warning("alerts kept in memory: %s", problem)
+                self._problem = problem
+            else:
+                self._problem = None
             await asyncio.sleep(self.tick)
 
     def probe(self) -> None:

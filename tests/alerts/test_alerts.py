@@ -164,3 +164,21 @@ def test_the_operator_chat_hears_an_outage_drill(make_instance: Any) -> None:
     wait_for(lambda: instance.ledger()["answered"] == 4, timeout=30)
     ledger = instance.ledger()
     assert ledger["unexpected"] == [] and ledger["unmatched"] == 0 and ledger["duplicates"] == []
+
+
+def test_an_outbox_backlog_is_told_when_it_builds_and_when_it_clears(
+    make_instance: Any,
+) -> None:
+    """Answers piling up for a chat Telegram holds in flood control: one alert once the outbox
+    holds `backlog` messages, one more when they are sent."""
+    config = FAST_CONFIG + ALERTS + "backlog = 3\n"
+    instance: Instance = make_instance(operator_chat=True, config=config).start()
+    chat = 7200
+    held = {"chat_id": chat, "retry_after": 2, "seconds": 2}
+    instance.admin.post("/_sandbox/flood/force", json=held).raise_for_status()
+    for i in range(4):
+        instance.push(chat, f"held back {i}")
+    wait_for(lambda: alerts(instance, "outbox backlog over the threshold"), timeout=20)
+    wait_for(lambda: instance.ledger()["answered"] == 4, timeout=30)
+    wait_for(lambda: alerts(instance, "outbox backlog cleared"), timeout=20)
+    assert len(alerts(instance, "outbox backlog")) == 2, instance.operator()
