@@ -9,9 +9,10 @@ Where it goes: each window's lines are joined into **one** message per chat and 
 outbox (SQLite) before anything is sent, so an alert outlives a Telegram outage and a restart;
 the outbox sends it at bulk priority through the ``telegram`` limiter (a user's answer is
 scheduled first) and the ``telegram-api`` breaker. While the database cannot record them (its
-breaker open) they wait in memory and are recorded once it can; the webhook has them already. A chat receives at most ``per_chat`` alert
-messages per period: what comes on top waits and is merged into the next one. The webhook, if
-set, gets the same lines as JSON; it is best effort (one try, a short timeout, failures logged).
+breaker open) they wait in memory and are recorded once it can; the webhook has them already.
+A chat receives at most ``per_chat`` alert messages per period: what comes on top waits and is
+merged into the next one. The webhook, if set, gets the same lines as JSON; it is best effort
+(one try, a short timeout, failures logged).
 """
 
 from __future__ import annotations
