@@ -125,7 +125,7 @@ class Alerts:
         """For ``khronos status --json``: where alerts go and what they did."""
         return {
             "chats": list(self.settings.chat_ids),
-            "webhook": bool(self._http),
+            "webhook": self._http is not None,
             "messages": self.queued,
             "grouping": self.grouper.waiting,
             "held": sum(len(lines) for lines in self._held.values()),
