@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,15 +27,23 @@ from typing import Any
 
 from khronos_cli import config_addresses as addresses
 from khronos_cli import statedir
-from khronos_cli.config_values import check, choice, parse_duration, parse_rate, seconds_text
+from khronos_cli.config_values import (
+    chat_ids,
+    check,
+    choice,
+    parse_duration,
+    parse_rate,
+    seconds_text,
+)
 from khronos_cli.errors import ConfigError
-from khronos_cli.kinds import Choice, Kind, kind_of
+from khronos_cli.kinds import ChatIds, Choice, Kind, kind_of
 from khronos_cli.redaction import Secret
 from khronos_cli.secrets import api_key, bot_token, http_token, read_secret
 from khronos_cli.settings import (
     BREAKER_DEFAULTS,
     DEFAULT_HTTP_PORT,
     LIMITER_DEFAULTS,
+    AlertSettings,
     BotSettings,
     BreakerSettings,
     LimiterSettings,
@@ -52,6 +61,7 @@ __all__ = [  # the settings are re-exported: ``from khronos_cli.config import Se
     "BREAKER_DEFAULTS",
     "DEFAULT_HTTP_PORT",
     "LIMITER_DEFAULTS",
+    "AlertSettings",
     "BotSettings",
     "BreakerSettings",
     "LimiterSettings",
@@ -152,6 +162,7 @@ class _Parser:
             "limiters",
             "shutdown",
             "supervisor",
+            "alerts",
         }
         self.known(data, top, "")
         tables = {
@@ -191,6 +202,7 @@ class _Parser:
             retention=self.section(RetentionSettings, data, "retention"),
             shutdown=self.section(ShutdownSettings, data, "shutdown"),
             supervisor=self.section(SupervisorSettings, data, "supervisor"),
+            alerts=self.alerts(data, env),
             breakers=self.breakers(data.get("breakers", {}), bot),
             limiters=self.limiters(data.get("limiters", {})),
         )
@@ -221,6 +233,21 @@ class _Parser:
                 )
             values["poll_timeout"] = poll
         return BotSettings(**values)
+
+    def alerts(self, data: Mapping[str, Any], env: Mapping[str, str]) -> AlertSettings:
+        """``[alerts]``; ``KHRONOS_ALERTS_CHAT_IDS`` (comma-separated, or ``none``) replaces its
+        chat ids (``khronos run --sandbox`` points them at the stand-in's operator chat)."""
+        alerts: AlertSettings = self.section(AlertSettings, data, "alerts")
+        raw = env.get("KHRONOS_ALERTS_CHAT_IDS")
+        if raw is None:
+            return alerts
+        if raw.strip() == "none":
+            return dataclasses.replace(alerts, chat_ids=())
+        words = [word.strip() for word in raw.split(",") if word.strip()]
+        if not all(re.fullmatch(r"-?\d{1,16}", word) for word in words):
+            raise ConfigError("environment", "KHRONOS_ALERTS_CHAT_IDS", raw, "chat ids like 1,-2")
+        ids = chat_ids("environment", "KHRONOS_ALERTS_CHAT_IDS", ChatIds(), [int(w) for w in words])
+        return dataclasses.replace(alerts, chat_ids=ids)
 
     def log(self, data: Mapping[str, Any], env: Mapping[str, str]) -> LogSettings:
         """``[log]``: format, level and file, each overridden by ``KHRONOS_LOG_<KEY>`` (which

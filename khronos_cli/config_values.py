@@ -18,7 +18,20 @@ import math
 import re
 
 from khronos_cli.errors import ConfigError
-from khronos_cli.kinds import DAY, HOUR, MINUTE, Choice, Count, Duration, Kind, Percent, Rates
+from khronos_cli.kinds import (
+    DAY,
+    HOUR,
+    MINUTE,
+    ChatIds,
+    Choice,
+    Count,
+    Duration,
+    Kind,
+    Percent,
+    Rates,
+    Url,
+)
+from khronos_cli.redaction import Secret
 from khronos_cli.settings import Rate
 
 __all__ = [
@@ -49,6 +62,7 @@ _RATE_UNITS = {
     "h": HOUR,
     "hour": HOUR,
 }
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _DURATION_HINT = "seconds or a duration like '500ms', '30s', '2m'"
 
 
@@ -120,6 +134,12 @@ def check(source: str, full: str, kind: Kind, value: object) -> object:
         return float(value)
     if isinstance(kind, Choice):
         return choice(source, full, kind, value)
+    if isinstance(kind, ChatIds):
+        return chat_ids(source, full, kind, value)
+    if isinstance(kind, Url):
+        if not isinstance(value, str) or (value and not _URL.match(value)):
+            raise ConfigError(source, full, value, "an http:// or https:// URL", hidden=True)
+        return Secret(value)
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(source, full, value, "a non-empty string")
     return value
@@ -133,6 +153,22 @@ def choice(source: str, full: str, kind: Choice, value: object) -> object:
         words = (*kind.words, "none") if kind.none else kind.words
         raise ConfigError(source, full, value, "one of " + ", ".join(repr(w) for w in words))
     return value
+
+
+def chat_ids(source: str, full: str, kind: ChatIds, value: object) -> tuple[int, ...]:
+    """Telegram chat ids: a list of non-zero whole numbers (a group's are negative)."""
+    ok = isinstance(value, list) and len(value) <= kind.cap
+    if ok:
+        assert isinstance(value, list)
+        ok = all(
+            isinstance(item, int) and not isinstance(item, bool) and item != 0 and abs(item) < 2**53
+            for item in value
+        )
+    if not ok:
+        expected = f"a list of at most {kind.cap} Telegram chat ids like [123456789, -1001234]"
+        raise ConfigError(source, full, value, expected)
+    assert isinstance(value, list)
+    return tuple(dict.fromkeys(value))
 
 
 def _rate(source: str, full: str, value: object) -> Rate:

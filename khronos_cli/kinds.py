@@ -1,10 +1,11 @@
 """What a configuration field may hold, written on the field itself.
 
 Every field ``khronos.toml`` can set is declared with :func:`setting`, which records its kind —
-a :class:`Duration`, :class:`Count`, :class:`Rates`, :class:`Percent`, :class:`Choice` or
-:class:`Text` with its range — as dataclass field metadata. :func:`khronos_cli.config_values.check`
-reads the kind to parse and bound a value, so a new field is one line in ``settings.py`` and
-cannot fall through to a wrong parser (a test checks that every field has a kind).
+a :class:`Duration`, :class:`Count`, :class:`Rates`, :class:`Percent`, :class:`Choice`,
+:class:`Text`, :class:`ChatIds` or :class:`Url` with its range — as dataclass field metadata.
+:func:`khronos_cli.config_values.check` reads the kind to parse and bound a value, so a new
+field is one line in ``settings.py`` and cannot fall through to a wrong parser (a test checks
+that every field has a kind).
 
 This module is imported by the CLI, so it uses the standard library only.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "DAY",
     "HOUR",
     "MINUTE",
+    "ChatIds",
     "Choice",
     "Count",
     "Duration",
@@ -26,6 +28,7 @@ __all__ = [
     "Percent",
     "Rates",
     "Text",
+    "Url",
     "kind_of",
     "setting",
 ]
@@ -74,7 +77,20 @@ class Text:
     """A non-empty string without NUL bytes."""
 
 
-Kind = Duration | Count | Rates | Percent | Choice | Text
+@dataclass(frozen=True)
+class ChatIds:
+    """A list of Telegram chat ids (non-zero whole numbers), at most ``cap`` of them."""
+
+    cap: int = 20
+
+
+@dataclass(frozen=True)
+class Url:
+    """An ``http://`` or ``https://`` URL, kept as a :class:`~khronos_cli.redaction.Secret`
+    (a webhook's URL often carries its token); ``""`` means none."""
+
+
+Kind = Duration | Count | Rates | Percent | Choice | Text | ChatIds | Url
 
 
 def setting(default: Any, kind: Kind) -> Any:

@@ -18,12 +18,14 @@ from khronos_cli.kinds import (
     DAY,
     HOUR,
     MINUTE,
+    ChatIds,
     Choice,
     Count,
     Duration,
     Percent,
     Rates,
     Text,
+    Url,
     setting,
 )
 from khronos_cli.redaction import Secret, scrub
@@ -32,6 +34,7 @@ __all__ = [
     "BREAKER_DEFAULTS",
     "DEFAULT_HTTP_PORT",
     "LIMITER_DEFAULTS",
+    "AlertSettings",
     "BotSettings",
     "BreakerSettings",
     "LimiterSettings",
@@ -180,6 +183,25 @@ class RetentionSettings:
     interval: float = setting(600.0, Duration(cap=DAY))
 
 
+@dataclass(frozen=True)
+class AlertSettings:
+    """Alerts to the operator (``[alerts]``): Telegram chats ``chat_ids`` (none: no alerts) and
+    a ``webhook_url`` POSTed JSON. Events of one kind within ``group_window`` go out as one
+    message; ``per_chat`` caps the alert messages a chat receives (more are merged into the
+    next); ``backlog`` and ``oldest_pending`` are the outbox's thresholds."""
+
+    chat_ids: tuple[int, ...] = setting((), ChatIds())
+    webhook_url: Secret = field(default_factory=lambda: Secret(""), metadata={"kind": Url()})
+    group_window: float = setting(60.0, Duration(cap=DAY))
+    per_chat: tuple[Rate, ...] = setting((Rate(10, 60.0),), Rates())
+    backlog: int = setting(500, Count(10_000_000))
+    oldest_pending: float = setting(300.0, Duration(cap=DAY))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.chat_ids) or bool(self.webhook_url)
+
+
 def llm_timeout(max_tokens: int) -> float:
     """The default timeout of an LLM call that may write ``max_tokens`` tokens, non-streamed:
     10 s to the first token plus the tokens at 50 per second (a 1,024-token answer: 30.5 s;
@@ -252,6 +274,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=lambda: RetentionSettings())
     shutdown: ShutdownSettings = field(default_factory=lambda: ShutdownSettings())
     supervisor: SupervisorSettings = field(default_factory=lambda: SupervisorSettings())
+    alerts: AlertSettings = field(default_factory=lambda: AlertSettings())
     breakers: Mapping[str, BreakerSettings] = field(default_factory=lambda: dict(BREAKER_DEFAULTS))
     limiters: Mapping[str, LimiterSettings] = field(default_factory=lambda: dict(LIMITER_DEFAULTS))
 
@@ -277,6 +300,7 @@ class Settings:
             self.openai_api_key,
             self.webhook_secret,
             self.http_token,
+            self.alerts.webhook_url,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -46,7 +46,9 @@ class Instance:
         external_sandbox: bool = False,
         sandbox_of: Instance | None = None,
         sandbox_args: tuple[str, ...] = ("--users", "0"),
+        operator_chat: bool = False,
     ) -> None:
+        self.operator_chat = operator_chat  # alerts to the sandbox's operator chat (else none)
         self.root = root
         self.sandbox_of = sandbox_of  # share another instance's external sandbox (replicas)
         self.external_sandbox = external_sandbox
@@ -75,6 +77,8 @@ class Instance:
             mode = []
         else:
             mode = ["--sandbox", "--users", "0"]
+        if not self.operator_chat:
+            env["KHRONOS_ALERTS_CHAT_IDS"] = "none"
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -200,6 +204,11 @@ class Instance:
         answer = self.admin.post("/_sandbox/messages", json=body)
         answer.raise_for_status()
         return int(answer.json()["message_id"])
+
+    def operator(self) -> list[dict[str, Any]]:
+        """What the sandbox's operator chat received (the alerts)."""
+        items: list[dict[str, Any]] = self.admin.get("/_sandbox/operator").json()["items"]
+        return items
 
     def ledger(self) -> dict[str, Any]:
         data: dict[str, Any] = self.admin.get("/_sandbox/ledger").json()

@@ -195,6 +195,7 @@ def test_every_field_the_file_can_set_declares_its_kind() -> None:
         settings.BotSettings,
         settings.LogSettings,
         settings.RetentionSettings,
+        settings.AlertSettings,
     )
     for cls in classes:
         for item in dataclasses.fields(cls):

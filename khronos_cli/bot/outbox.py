@@ -19,6 +19,10 @@ A message Telegram accepted is never sent again by this process: when marking it
 database is down) it is kept aside and marked later. The one window nobody can close: a crash
 after Telegram accepted a send and before ``mark_sent`` committed sends that message once more on
 the next start (DESIGN.md).
+
+While sends fail because Telegram is unreachable (no answer, a 5xx, the breaker open),
+:attr:`Outbox.unreachable` says since when and why; the next send that goes through clears it
+(the alerts tell "Telegram was down for 4 min" from it).
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from khronos_cli.bot.store import OutboxMessage, Store
-from khronos_cli.errors import ChatMigratedError, KhronosError, UpstreamError
+from khronos_cli.errors import (
+    CallTimeoutError,
+    ChatMigratedError,
+    CircuitOpenError,
+    KhronosError,
+    UpstreamError,
+)
 from khronos_cli.redaction import Scrubber
 from khronos_cli.upstream.base import Guard, through
 from khronos_cli.upstream.telegram import PRIORITY_BULK, PRIORITY_REPLY, TelegramClient
@@ -102,6 +112,7 @@ class Outbox:
         self._finishing: set[int] | None = None  # ids finished while a reload reads the store
         self._reloading = asyncio.Lock()
         self._wake = asyncio.Event()
+        self.unreachable: tuple[float, str] | None = None  # since (wall clock), why: Telegram
 
     # -- what jobs, the pump and the stop call --------------------------------------------------
 
@@ -171,6 +182,11 @@ class Outbox:
     def queued(self) -> int:
         """Messages queued in memory right now, over every chat."""
         return len(self._known)
+
+    def oldest(self) -> float | None:
+        """When the oldest message queued in memory was recorded (wall clock), or None."""
+        heads = [chat.heap[0][1].created_at for chat in self._chats.values() if chat.heap]
+        return min(heads, default=None)
 
     def queued_in(self, chat_id: int) -> int:
         """Messages queued for ``chat_id`` right now (the one being sent included)."""
@@ -255,6 +271,7 @@ class Outbox:
             return
         chat.remove([message.id])
         chat.not_before = 0.0
+        self.unreachable = None
         self.sent += 1
         telegram_id = sent.get("message_id") if isinstance(sent, dict) else None
         try:
@@ -268,6 +285,11 @@ class Outbox:
 
     async def _failed(self, chat: _Chat, message: OutboxMessage, exc: KhronosError) -> None:
         final = isinstance(exc, UpstreamError) and not exc.is_outage
+        down = isinstance(exc, CallTimeoutError | CircuitOpenError) or (
+            isinstance(exc, UpstreamError) and (exc.status is None or exc.status >= 500)
+        )
+        if down and self.unreachable is None:  # until a send goes through again
+            self.unreachable = (time.time(), self._scrub(str(exc))[:MAX_ERROR])
         try:
             attempts = await through(
                 self._db_guard,

@@ -159,6 +159,12 @@ class Poller:
                 logger.warning("polling failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 
+    def stand_by(self) -> None:
+        """Polling was stopped (another replica holds the poller lease now): why it failed
+        is no longer this process's problem (a 409 from the handover must not keep it
+        ``degraded`` for good)."""
+        self.problem = None
+
     def _told(self, problem: str | None) -> None:
         """Keep (and log once, when it changes) why polling fails."""
         if problem != self.problem:

@@ -35,6 +35,7 @@ def _root(
 
 def _register() -> None:
     from khronos_cli.cli import (
+        alerts,
         breakers,
         completion,
         config,
@@ -56,6 +57,7 @@ def _register() -> None:
     app.add_typer(outage.app, name="outage")
     app.command("stop")(stop.stop)
     app.command("restart")(restart.restart)
+    app.add_typer(alerts.app, name="alerts")
     app.command("completion")(completion.completion)
 
 

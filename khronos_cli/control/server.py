@@ -62,6 +62,7 @@ class ControlTarget(Protocol):
     def start_outage(self, spec: dict[str, Any]) -> dict[str, Any]: ...
     def stop_outages(self, name: str | None) -> list[dict[str, Any]]: ...
     def event_stream(self) -> AsyncIterator[dict[str, Any]]: ...
+    async def test_alert(self) -> dict[str, Any]: ...
     def stop_stream(
         self, *, force: bool, deadline: float | None
     ) -> AsyncIterator[dict[str, Any]]: ...
@@ -181,6 +182,7 @@ class ControlServer:
             web.delete("/outages", read(lambda r: t.stop_outages(None))),
             web.delete("/outages/{name}", read(lambda r: t.stop_outages(r.match_info["name"]))),
             web.get("/events", self._events),
+            web.post("/alerts/test", self._test_alert),
             web.post("/stop", self._stop),
         ]
 
@@ -215,6 +217,10 @@ class ControlServer:
         }
         spec = {key: value for key, value in checked.items() if value is not None}
         return web.json_response(self.target.start_outage(spec), dumps=dumps)
+
+    async def _test_alert(self, request: web.Request) -> web.Response:
+        inputs.only(await read_object(request), ())
+        return web.json_response(await self.target.test_alert(), dumps=dumps)
 
     async def _replicas(self, request: web.Request) -> web.Response:
         return web.json_response(await self.target.replica_list(), dumps=dumps)

@@ -28,6 +28,8 @@ __all__ = ["WorkerAPI"]
 
 logger = logging.getLogger("khronos.worker")
 
+ALERT_TEST_WAIT = 10.0  # seconds ``alerts test`` waits for Telegram to accept
+
 
 class WorkerAPI:
     """The control socket's target and the public port's api, for one worker."""
@@ -96,6 +98,13 @@ class WorkerAPI:
 
     def stop_outages(self, name: str | None) -> list[dict[str, Any]]:
         return [o.to_dict() for o in self._parts().faults.stop(name)]
+
+    async def test_alert(self) -> dict[str, Any]:
+        """``khronos alerts test``: one alert to every operator chat and the webhook, now."""
+        alerts = self.worker.alerts
+        if alerts is None:
+            raise KhronosError("no [alerts] chat_ids nor webhook_url: nothing to send a test to")
+        return await alerts.test(timeout=ALERT_TEST_WAIT)
 
     async def stop_stream(
         self, *, force: bool, deadline: float | None

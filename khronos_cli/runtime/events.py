@@ -1,5 +1,8 @@
 """The worker's event stream and its log: breaker transitions, limiter drops and halts, outages.
 
+Other parts publish too: a failed backup is ``publish("backup", kind="failed", error=...)``,
+which the alerts (:mod:`khronos_cli.alerts`, a listener) turn into an alert to the operator.
+
 Publishers call :meth:`EventHub.publish` synchronously (from listeners); each subscriber of the
 control socket's ``GET /events`` has its own bounded queue. A slow subscriber loses its oldest
 events; it never slows the worker down.
@@ -130,11 +133,18 @@ class EventHub:
         self.capacity = capacity
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
         self._log = log or EventLog()
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.published = 0
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``listener(topic, fields)`` on every event, synchronously (the alerts)."""
+        self._listeners.append(listener)
 
     def publish(self, topic: str, /, **fields: Any) -> None:
         event = {"event": topic, "at": round(time.time(), 3), **fields}
         self._log(topic, fields)
+        for listener in self._listeners:
+            listener(topic, fields)
         self.published += 1
         for queue in self._queues:
             if queue.full():  # drop the oldest: a slow reader never slows the worker

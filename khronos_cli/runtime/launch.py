@@ -24,7 +24,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from khronos_cli import config as config_module
 from khronos_cli import statedir
+from khronos_cli.alerts import direct
 from khronos_cli.config import Settings
 from khronos_cli.errors import ConfigError, ExitCode, KhronosError
 from khronos_cli.runtime.logs import log_file
@@ -119,7 +121,10 @@ def launch(
         def prepare() -> dict[str, str]:
             if not sandbox:
                 return {}
-            return stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
+            given = stack.enter_context(_sandbox(state_dir, users, rate, settings.log.format))
+            if "KHRONOS_ALERTS_CHAT_IDS" in env:  # the operator's own choice wins
+                given = {k: v for k, v in given.items() if k != "KHRONOS_ALERTS_CHAT_IDS"}
+            return given
 
         if supervise:
             argv = worker_argv(state_dir, config)
@@ -130,12 +135,23 @@ def launch(
                 prepare=prepare,
                 settings=settings.supervisor,
                 log_format=settings.log.format,
+                on_crashloop=lambda env, text: _crashloop_alert(settings, env, text),
             ).run()
         env.update(prepare())
         from khronos_cli.runtime.worker import main
 
         return main(worker_args(state_dir, config), env=env)
     return int(ExitCode.FAILURE)  # pragma: no cover - the with block always returns
+
+
+def _crashloop_alert(settings: Settings, env: Mapping[str, str], text: str) -> dict[str, str]:
+    """The supervisor's alert: the settings as the worker reads them (the sandbox's token,
+    Telegram and operator chat are in ``env``), then one Bot API call per chat."""
+    try:
+        current = config_module.load(settings.config_path, env, state_dir=settings.state_dir)
+    except KhronosError:
+        current = settings
+    return direct.tell(current, text) if current.alerts.enabled else {}
 
 
 def _check_log_file(settings: Settings, supervise: bool) -> None:

@@ -6,7 +6,8 @@
    past an update that is not journaled, so nothing Telegram forgot is lost.
 3. ``jobs`` (wait, 10 s): let the active jobs answer. Past the budget they are cut and their
    updates stay journaled (``kept``, answered on the next start: not a failure).
-4. ``outbox`` (wait): one last try at what is waiting to be sent, then stop the limiters.
+4. ``outbox`` (wait): the alerts record what they still group; one last try at what is waiting
+   to be sent, then stop the limiters.
    What is still unsent (a rate-limited backlog, a chat in flood control) stays in the outbox
    for the next start (``kept``, counted).
 
@@ -67,6 +68,8 @@ def seven_steps(worker: Worker) -> list[Step]:
         parts = worker.parts
         if parts is None:
             return None
+        if worker.alerts is not None:  # what the alerts still group is recorded, then sent
+            await worker.alerts.aclose()
         with contextlib.suppress(Exception):
             await parts.outbox.flush()
         await parts.limiters.stop(drop_waiting=True)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from khronos_cli import statedir
+from khronos_cli.alerts.direct import crashloop_text
 from khronos_cli.control.instance import RESTART_SIGNAL
 from khronos_cli.errors import AlreadyRunningError, ExitCode
 from khronos_cli.runtime.notify import notify, parse_notify
@@ -94,8 +95,11 @@ class Supervisor:
         keep_lines: int = 20,
         prepare: Callable[[], dict[str, str]] | None = None,
         log_format: str = "text",
+        on_crashloop: Callable[[dict[str, str], str], dict[str, str]] | None = None,
     ) -> None:
         self.log_format = log_format
+        self.on_crashloop = on_crashloop  # the operator's alert (alerts/direct.py), once a loop
+        self._crashloop_told = False
         self.argv = list(argv)
         self.state_dir = state_dir
         self.settings = settings or SupervisorSettings()
@@ -111,6 +115,7 @@ class Supervisor:
             "state": "starting",
             "restarts": 0,
             "failures": 0,
+            "crashloop_after": self.settings.crashloop_after,
             "started_at": time.time(),
             "worker_started_at": None,
             "last_exit": None,
@@ -304,6 +309,11 @@ class Supervisor:
         self._write(
             state=state, next_start_at=time.time() + delay, restarts=self.state["restarts"] + 1
         )
+        if state == "crashloop" and self.on_crashloop is not None and not self._crashloop_told:
+            self._crashloop_told = True
+            last = self.lines[-1] if self.lines else ""
+            text = crashloop_text(self.state, last, delay)
+            self._write(crashloop_alert=self.on_crashloop(self.env, text))
         deadline = time.monotonic() + delay
         with selectors.DefaultSelector() as selector:
             selector.register(wakeup, selectors.EVENT_READ)
@@ -359,6 +369,7 @@ class Supervisor:
             except (BlockingIOError, InterruptedError):
                 return
             if fields.get("READY") == "1" and self.state["state"] == "starting":
+                self._crashloop_told = False
                 self._write(state="ready")
                 notify("READY=1")
             if fields.get("STOPPING") == "1" and self._restarting:

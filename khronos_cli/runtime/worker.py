@@ -26,12 +26,14 @@ from typing import Any
 
 from khronos_cli import config as config_module
 from khronos_cli import preflight, statedir
+from khronos_cli.alerts.engine import Alerts
 from khronos_cli.bot.poller import OTHER_POLLER
 from khronos_cli.config import Settings
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.control.server import ControlServer
 from khronos_cli.errors import ExitCode, KhronosError
 from khronos_cli.runtime import readout
+from khronos_cli.runtime.alerting import start_alerts
 from khronos_cli.runtime.api import WorkerAPI
 from khronos_cli.runtime.events import EventHub, listen
 from khronos_cli.runtime.http import PublicServer
@@ -65,6 +67,7 @@ class Worker:
         self.previous: dict[str, Any] | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.replicas: Replicas | None = None
+        self.alerts: Alerts | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._told: str | None = None
         self._stop_requested = asyncio.Event()
@@ -114,6 +117,7 @@ class Worker:
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
             asyncio.create_task(self._prune(), name="retention"),
         ]
+        self.alerts = start_alerts(self)
         polling = self.settings.telegram_mode == "polling"
         if not polling:
             assert self.settings.webhook_url is not None
@@ -198,8 +202,9 @@ class Worker:
             self._poll_task = asyncio.create_task(self.parts.poller.run(), name="poller")
             self.tasks.append(self._poll_task)
         elif not held and running:
-            assert self._poll_task is not None
+            assert self._poll_task is not None and self.parts is not None
             self._poll_task.cancel()
+            self.parts.poller.stand_by()
         self._tell_state()
 
     @property

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from khronos_cli.sandbox.flood import FloodLimits
 from khronos_cli.sandbox.stack import SandboxStack
+from khronos_cli.sandbox.telegram import OPERATOR_CHAT
 from khronos_cli.statedir import SANDBOX_FILE, SANDBOX_IDS_FILE
 
 _IDS_EVERY = 2.0  # seconds between saves of the next update id
@@ -69,6 +70,7 @@ async def serve(options: argparse.Namespace) -> None:
             "KHRONOS_TELEGRAM_BASE_URL": stack.telegram_base_url,
             "KHRONOS_ANTHROPIC_BASE_URL": stack.anthropic_base_url,
             "KHRONOS_OPENAI_BASE_URL": stack.openai_base_url,
+            "KHRONOS_ALERTS_CHAT_IDS": str(OPERATOR_CHAT),  # the operator chat hears the alerts
         }
         info = {
             "pid": os.getpid(),
@@ -76,6 +78,7 @@ async def serve(options: argparse.Namespace) -> None:
             "anthropic_base_url": stack.anthropic_base_url,
             "openai_base_url": stack.openai_base_url,
             "admin_url": f"{stack.telegram_base_url}/_sandbox",
+            "operator_chat": OPERATOR_CHAT,
             "env": env,
         }
         _write(state, info)

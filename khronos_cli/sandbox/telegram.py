@@ -61,9 +61,10 @@ from khronos_cli.sandbox.telegram_admin import admin_routes
 from khronos_cli.sandbox.updates import PollTerminated, UpdateQueue
 from khronos_cli.sandbox.webhook import WebhookSender, url_error
 
-__all__ = ["SANDBOX_TOKEN", "BotAPIError", "TelegramFailure", "TelegramStandIn"]
+__all__ = ["OPERATOR_CHAT", "SANDBOX_TOKEN", "BotAPIError", "TelegramFailure", "TelegramStandIn"]
 
 SANDBOX_TOKEN = "7000000001:SANDBOXsandboxSANDBOXsandboxSANDBOX"
+OPERATOR_CHAT = 9000  # the operator's private chat: alerts land here, apart from users' answers
 MAX_POLL_TIMEOUT = 50
 MAX_TEXT = 4096
 _PARSE_MODES = {"HTML", "Markdown", "MarkdownV2"}
@@ -110,6 +111,7 @@ class TelegramStandIn(LoopbackServer):
         self.flood = FloodControl(flood_limits, clock=clock)
         self.clock = clock
         self.deliveries: list[Delivery] = []
+        self.operator: list[Delivery] = []  # to OPERATOR_CHAT: alerts, never in the ledger
         self.requests: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()  # 4xx answers to sends, by description
         self.flood_rejections = 0
@@ -197,6 +199,7 @@ class TelegramStandIn(LoopbackServer):
             "pending_update_count": self.pending_update_count,
             "pushed": len(self.pushed),
             "deliveries": len(self.deliveries),
+            "operator_messages": len(self.operator),
             "flood_rejections": self.flood_rejections,
             "refusals": dict(self.refusals),
             "chat_actions": self.chat_actions,
@@ -326,6 +329,9 @@ class TelegramStandIn(LoopbackServer):
         delivery = Delivery(
             message["message_id"], chat_id, text, reply_to, parse_mode, self.clock(), missing
         )
+        if chat_id == OPERATOR_CHAT:
+            self.operator.append(delivery)
+            return message
         self.deliveries.append(delivery)
         for listener in list(self._listeners):
             listener(delivery)

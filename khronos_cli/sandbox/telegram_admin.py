@@ -7,6 +7,8 @@ take, and speaks plain JSON (errors: 400 ``{"error": "..."}``). Reading:
 GET      ``/_sandbox/stats``          counters: pending updates, deliveries, 429s, refusals, ...
 GET      ``/_sandbox/messages``       what users did (:class:`UserMessage` items), ``?after=N``
 GET      ``/_sandbox/deliveries``     messages the bot sent, ``?after=N`` skips the first N
+GET      ``/_sandbox/operator``       alerts the bot sent to the operator chat (``OPERATOR_CHAT``:
+                                      not deliveries, not in the ledger), ``?after=N``
 GET      ``/_sandbox/ledger``         the :class:`~khronos_cli.sandbox.ledger.Ledger` report
 GET      ``/_sandbox/chats``          ``{"migrations": {old: new}, "blocks": {user: [[since,
                                       until]]}, "blocked": [user, ...]}``
@@ -59,6 +61,7 @@ def admin_routes(telegram: TelegramStandIn, app: web.Application) -> None:
         ("POST", "/messages", pushes.message),
         ("GET", "/messages", admin.messages),
         ("GET", "/deliveries", admin.deliveries),
+        ("GET", "/operator", admin.operator),
         ("GET", "/ledger", admin.ledger),
         ("GET", "/chats", admin.chats),
         ("POST", "/failure", admin.failure),
@@ -100,6 +103,11 @@ class _Admin:
     async def deliveries(self, request: web.Request) -> object:
         after = _after(request)
         items = [delivery.to_json() for delivery in self.telegram.deliveries[after:]]
+        return {"items": items, "next": after + len(items)}
+
+    async def operator(self, request: web.Request) -> object:
+        after = _after(request)
+        items = [delivery.to_json() for delivery in self.telegram.operator[after:]]
         return {"items": items, "next": after + len(items)}
 
     async def ledger(self, request: web.Request) -> object:
