@@ -114,7 +114,7 @@ async def test_anthropic_cuts_replies_at_max_tokens(anthropic: AnthropicStandIn)
         ({"drop": "model"}, 400, "invalid_request_error"),
         ({"messages": []}, 400, "invalid_request_error"),
         ({"messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error"),
-        ({"stream": True}, 400, "invalid_request_error"),
+        ({"stream": "yes"}, 400, "invalid_request_error"),
     ],
 )
 async def test_anthropic_refuses_bad_requests_in_its_error_shape(
