@@ -39,18 +39,6 @@ def openai_request(text: str = "hello") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def anthropic() -> AsyncIterator[AnthropicStandIn]:
-    async with AnthropicStandIn() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[OpenAIStandIn]:
-    async with OpenAIStandIn() as stand_in:
-        yield stand_in
-
-
 @pytest.fixture(params=["anthropic", "openai"])
 async def provider(request: pytest.FixtureRequest) -> AsyncIterator[LLMStandIn]:
     stand_in: LLMStandIn = AnthropicStandIn() if request.param == "anthropic" else OpenAIStandIn()

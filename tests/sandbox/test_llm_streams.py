@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,18 +16,6 @@ ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
 OPENAI_HEADERS = {"authorization": "Bearer k"}
 TEXTS = ["hello there", "conte tudo #long", "in pieces #blocks", "no #refuse", "x #empty"]
 Json = dict[str, Any]
-
-
-@pytest.fixture
-async def anthropic() -> AsyncIterator[AnthropicStandIn]:
-    async with AnthropicStandIn() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[OpenAIStandIn]:
-    async with OpenAIStandIn() as stand_in:
-        yield stand_in
 
 
 def anthropic_body(text: str, **extra: Any) -> Json:
