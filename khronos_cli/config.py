@@ -136,6 +136,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(source, "(syntax)", "a number too long to read", "valid TOML") from None
 
 
+# [anthropic] / [openai] keys that are BotSettings fields named <provider>_<key>
+_LLM_KEYS = frozenset({"max_tokens", "first_byte_timeout", "stall_timeout"})
+
+
 class _Parser:
     """Turns the raw TOML tables into settings, with errors that point at the key."""
 
@@ -170,8 +174,8 @@ class _Parser:
             "telegram": self.table(
                 data, "telegram", {"base_url", "mode", "webhook_url", "poll_timeout"}
             ),
-            "anthropic": self.table(data, "anthropic", {"base_url", "model", "max_tokens"}),
-            "openai": self.table(data, "openai", {"base_url", "model", "max_tokens"}),
+            "anthropic": self.table(data, "anthropic", {"base_url", "model", *_LLM_KEYS}),
+            "openai": self.table(data, "openai", {"base_url", "model", *_LLM_KEYS}),
         }
         d = Settings(state_dir=root)
         bot = self.bot(data, tables)
@@ -210,15 +214,15 @@ class _Parser:
         return settings
 
     def bot(self, data: Mapping[str, Any], tables: Mapping[str, Any]) -> BotSettings:
-        """``[bot]``, plus the output caps of ``[anthropic]``/``[openai]`` and the long poll."""
+        """``[bot]``, plus the output caps and stream limits of ``[anthropic]``/``[openai]`` and
+        the long poll."""
         table = self.table(data, "bot", {"groups", "history_turns", "hedge_after"})
         values = self.fields(BotSettings, table, "bot.")
         for provider in ("anthropic", "openai"):
-            if "max_tokens" in tables[provider]:
-                full = f"{provider}.max_tokens"
-                kind = kind_of(BotSettings, f"{provider}_max_tokens")
-                value = self.field(full, kind, tables[provider]["max_tokens"])
-                values[f"{provider}_max_tokens"] = value
+            for key in _LLM_KEYS & tables[provider].keys():
+                kind = kind_of(BotSettings, f"{provider}_{key}")
+                value = self.field(f"{provider}.{key}", kind, tables[provider][key])
+                values[f"{provider}_{key}"] = value
         if "poll_timeout" in tables["telegram"]:
             poll = self.field(
                 "telegram.poll_timeout",

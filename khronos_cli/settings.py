@@ -141,11 +141,18 @@ class BotSettings:
     history_turns: int = setting(20, Count(100_000))
     anthropic_max_tokens: int = setting(1024, Count(200_000))
     openai_max_tokens: int = setting(1024, Count(200_000))
+    # Answers are streamed: the headers and first event must come within first_byte_timeout, and
+    # no more than stall_timeout may pass between two events; either is a timeout of that API
+    # (its breaker counts it), so a hanging API is told from a long answer within seconds.
+    anthropic_first_byte_timeout: float = setting(5.0, Duration(cap=MINUTE))
+    anthropic_stall_timeout: float = setting(10.0, Duration(cap=MINUTE))
+    openai_first_byte_timeout: float = setting(5.0, Duration(cap=MINUTE))
+    openai_stall_timeout: float = setting(10.0, Duration(cap=MINUTE))
     # getUpdates' long poll (Telegram caps it at 50 s)
     poll_timeout: float = setting(30.0, Duration())
     # Ask OpenAI too when Anthropic has not answered this long after the request left (at least;
-    # 3x the p90 of its recent answers when that is longer). None: never (the default: without
-    # streaming, a long answer cannot be told from a hang, and hedging it doubles its cost).
+    # 3x the p90 of its recent answers when that is longer). None: never (the default: streaming
+    # already tells a hang within first_byte_timeout, and hedging doubles a long answer's cost).
     hedge_after: float | None = setting(None, Duration(optional=True, cap=MINUTE))
 
 
@@ -203,9 +210,10 @@ class AlertSettings:
 
 
 def llm_timeout(max_tokens: int) -> float:
-    """The default timeout of an LLM call that may write ``max_tokens`` tokens, non-streamed:
-    10 s to the first token plus the tokens at 50 per second (a 1,024-token answer: 30.5 s;
-    Anthropic's SDK budgets 28.8 s for it)."""
+    """The default timeout of an LLM call that may write ``max_tokens`` tokens, whole: 10 s to
+    the first token plus the tokens at 50 per second (a 1,024-token answer: 30.5 s; Anthropic's
+    SDK budgets 28.8 s for it). The cap of a streamed answer; a hang is caught sooner by the
+    stream's ``first_byte_timeout`` and ``stall_timeout``."""
     return 10.0 + max_tokens / 50.0
 
 

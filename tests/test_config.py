@@ -96,6 +96,8 @@ def test_state_dir_file_is_found_without_config_flag(tmp_path: Path) -> None:
         ("[http]\nport = 70000\n", "http.port", 70000),
         ('redis_url = "http://x"\n', "redis_url", "http://x"),
         ('[anthropic]\nbase_url = "ftp://x"\n', "anthropic.base_url", "ftp://x"),
+        ('[anthropic]\nfirst_byte_timeout = "2m"\n', "anthropic.first_byte_timeout", "2m"),
+        ("[openai]\nstall_timeout = 0\n", "openai.stall_timeout", 0),
         ("unknown = 1\n", "unknown", 1),
         ("breakers = 3\n", "breakers", 3),
     ],
@@ -111,6 +113,18 @@ def test_bad_value_names_file_key_and_value(
     assert error.source == str(path) and error.key == key and error.value == value
     assert str(path) in str(error) and key in str(error) and "expected" in str(error)
     assert error.exit_code == ExitCode.CONFIG == 78
+
+
+def test_stream_limits_default_and_per_provider(tmp_path: Path) -> None:
+    """A streamed answer's first-byte (5 s) and stall (10 s) limits, set per provider in
+    [anthropic] and [openai]."""
+    bot = load(env={}, state_dir=tmp_path).bot
+    assert (bot.anthropic_first_byte_timeout, bot.anthropic_stall_timeout) == (5.0, 10.0)
+    assert (bot.openai_first_byte_timeout, bot.openai_stall_timeout) == (5.0, 10.0)
+    text = '[anthropic]\nfirst_byte_timeout = "2s"\n[openai]\nstall_timeout = "500ms"\n'
+    bot = load(write(tmp_path, text), env={}, state_dir=tmp_path).bot
+    assert (bot.anthropic_first_byte_timeout, bot.anthropic_stall_timeout) == (2.0, 10.0)
+    assert (bot.openai_first_byte_timeout, bot.openai_stall_timeout) == (5.0, 0.5)
 
 
 def test_syntax_error_and_missing_file_are_config_errors(tmp_path: Path) -> None:

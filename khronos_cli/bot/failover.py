@@ -7,16 +7,17 @@ silence. A provider that another way had to stand in for counts as a fallback of
 (``on_fallback``: the ``fb`` column of ``khronos breakers``).
 
 **Hedging** (``[bot] hedge_after``, off by default). A hanging API accepts the request and never
-answers, so the breaker only hears about it when the call's timeout (30 s for a 1,024-token answer)
-has passed, and every user meanwhile waits that long. Without streaming a long answer looks the
-same as a hang until it arrives, so hedging is the operator's choice: it suits bots whose answers
-are short, and it doubles the cost of every answer slower than the delay. When it is on and
-Anthropic has not answered within :meth:`Hedge.delay` of the request leaving (its limiter's wait
-is the user's own pace, not counted) — three times the p90 of its last 100 answers, at least
-``hedge_after``, never past its timeout — OpenAI is asked too and the first good answer wins.
-The loser is cancelled when Anthropic wins (a cancelled call counts for nothing); when OpenAI
-wins, Anthropic's call is left to finish in the background, so that its breaker still learns of
-the hang (its timeouts open it, and from then on OpenAI answers at once).
+answers. The clients stream their answers, so a hang is caught by the stream's own limits (no
+headers and first event within ``first_byte_timeout``, 5 s; no event for ``stall_timeout``, 10 s)
+long before the breaker's whole-answer timeout (30.5 s for 1,024 tokens), and OpenAI answers;
+hedging is for operators who want even that wait shorter, at the price of a second answer for
+every answer slower than the delay. When it is on and Anthropic has not answered within
+:meth:`Hedge.delay` of the request leaving (its limiter's wait is the user's own pace, not
+counted) — three times the p90 of its last 100 answers, at least ``hedge_after``, never past its
+timeout — OpenAI is asked too and the first good answer wins. The loser is cancelled when
+Anthropic wins (a cancelled call counts for nothing); when OpenAI wins, Anthropic's call is left
+to finish in the background, so that its breaker still learns of the hang (its timeouts open it,
+and from then on OpenAI answers at once).
 ``benchmarks/outage.py`` measures what users wait when Anthropic starts to hang.
 """
 

@@ -19,7 +19,8 @@ role"``).
 
 The answer is the real shape: a ``message`` with ``content`` blocks, ``stop_reason`` ``end_turn``
 (``max_tokens`` when the reply had to be cut to ``max_tokens`` tokens, ``refusal`` for
-``#refuse``) and ``usage``; see :mod:`.replies` for the shapes directive words ask for. Errors use
+``#refuse``) and ``usage``; see :mod:`.replies` for the shapes directive words ask for.
+``"stream": true`` gets the same answer as Server-Sent Events (:mod:`.streams`). Errors use
 Anthropic's ``{"type": "error", "error": {"type", "message"}, "request_id"}``. Modes, latency and
 counters: :mod:`.llm`.
 """
@@ -30,8 +31,15 @@ from typing import Any
 
 from aiohttp import web
 
-from khronos_cli.sandbox.llm import APIError, LLMStandIn, content_text, last_user_text
+from khronos_cli.sandbox.llm import (
+    APIError,
+    LLMStandIn,
+    content_text,
+    last_user_text,
+    streamed,
+)
 from khronos_cli.sandbox.replies import cut, plan_reply, split_blocks, tokens
+from khronos_cli.sandbox.streams import EventStream, anthropic_stream
 
 __all__ = ["AnthropicStandIn"]
 
@@ -68,8 +76,9 @@ class AnthropicStandIn(LLMStandIn):
             "request_id": f"req_sandbox_error_{self._next_id():06d}",
         }
 
-    async def _answer(self, request: web.Request) -> tuple[web.StreamResponse, int]:
+    async def _answer(self, request: web.Request) -> tuple[web.StreamResponse | EventStream, int]:
         body = await self._json_body(request, "messages")
+        stream = streamed(body)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(400, _INVALID, "model: Field required")
@@ -101,25 +110,26 @@ class AnthropicStandIn(LLMStandIn):
         output_tokens = tokens(text) if content else 0
         number = self._next_id()
         prompt = " ".join(content_text(m.get("content")) for m in messages)
-        return web.json_response(
-            {
-                "id": f"msg_sandbox_{number:06d}",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": content,
-                "stop_reason": stop_reason,
-                "stop_sequence": None,
-                **extra,
-                "usage": {
-                    "input_tokens": tokens(prompt) + tokens(_system_text(system)),
-                    "output_tokens": output_tokens,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                },
+        message = {
+            "id": f"msg_sandbox_{number:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            **extra,
+            "usage": {
+                "input_tokens": tokens(prompt) + tokens(_system_text(system)),
+                "output_tokens": output_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
             },
-            headers={"request-id": f"req_sandbox_{number:06d}"},
-        ), output_tokens
+        }
+        headers = {"request-id": f"req_sandbox_{number:06d}"}
+        if stream:
+            return anthropic_stream(message, headers), output_tokens
+        return web.json_response(message, headers=headers), output_tokens
 
 
 def _check_messages(messages: list[Any]) -> None:

@@ -14,17 +14,26 @@ Every stand-in has one *mode*, settable from Python (:meth:`LLMStandIn.set_mode`
 optional ``latency`` and ``token_latency``; ``GET /_sandbox/stats`` reads them back with the
 counters):
 
-======== ==================================================================================
-ok       answer after the base ``latency`` (+ ``token_latency`` per output token)
-down     close the connection without an answer (the client sees a transport error)
-slow     answer after ``latency`` + the mode's ``delay`` seconds
-hang     never answer, until the client gives up or the stand-in closes
-errors   answer ``status`` (503 default) with the provider's error JSON and the real headers:
-         a 429 carries ``retry-after`` (``retry_after`` seconds) and ``retry-after-ms``; a 529
-         ``overloaded_error`` and other 5xx carry none; with ``should_retry`` set, every error
-         carries ``x-should-retry: true|false`` (the SDKs obey it)
-garbage  answer 200 with a body that is not JSON
-======== ==================================================================================
+============ ==============================================================================
+ok           answer after the base ``latency`` (+ ``token_latency`` per output token)
+down         close the connection without an answer (the client sees a transport error)
+slow         answer after ``latency`` + the mode's ``delay`` seconds
+hang         never answer (not even the headers), until the client gives up or the stand-in closes
+stall        a streamed answer sends its headers and opening event (Anthropic ``message_start``,
+             OpenAI's first chunk), then nothing more, as a stream that stalls mid-way; a
+             non-streamed answer hangs
+stream_error a streamed answer breaks half-way with the provider's error event (the ``status``
+             picks it, as in ``errors``: 529 ``overloaded_error`` ...); a non-streamed one is
+             answered as in ``errors``
+errors       answer ``status`` (503 default) with the provider's error JSON and the real headers:
+             a 429 carries ``retry-after`` (``retry_after`` seconds) and ``retry-after-ms``; a 529
+             ``overloaded_error`` and other 5xx carry none; with ``should_retry`` set, every error
+             carries ``x-should-retry: true|false`` (the SDKs obey it)
+garbage      answer 200 with a body that is not JSON
+============ ==============================================================================
+
+Both answer ``"stream": true`` with Server-Sent Events (:mod:`.streams`), their tokens paced by
+``token_latency``.
 
 A mode can be limited to the next ``count`` requests, after which the stand-in is ``ok`` again
 (a blip). Faults apply before authentication, as a broken upstream would. Counters:
@@ -34,6 +43,7 @@ A mode can be limited to the next ``count`` requests, after which the stand-in i
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import Counter, deque
@@ -45,10 +55,11 @@ from aiohttp import web
 
 from khronos_cli.sandbox._server import LOOPBACK, LoopbackServer
 from khronos_cli.sandbox.replies import tokens
+from khronos_cli.sandbox.streams import EventStream
 
 __all__ = ["LLMMode", "LLMStandIn", "ModeSettings", "tokens"]
 
-LLMMode = Literal["ok", "down", "slow", "hang", "errors", "garbage"]
+LLMMode = Literal["ok", "down", "slow", "hang", "stall", "stream_error", "errors", "garbage"]
 MODES: tuple[str, ...] = get_args(LLMMode)
 GARBAGE = b'<html><body><h1>502 Bad Gateway</h1></body></html>\n{"truncated": '
 Json = dict[str, Any]
@@ -161,10 +172,11 @@ class LLMStandIn(LoopbackServer):
         self,
         request: web.Request,
         endpoint: str,
-        answer: Callable[[web.Request], Awaitable[tuple[web.StreamResponse, int]]],
+        answer: Callable[[web.Request], Awaitable[tuple[web.StreamResponse | EventStream, int]]],
     ) -> web.StreamResponse:
         """Count the request, play the current mode, then authenticate and ``answer`` it (the
-        answer comes with its output tokens, which cost ``token_latency`` each)."""
+        answer comes with its output tokens, which cost ``token_latency`` each; a streamed one
+        is played event by event)."""
         self.requests[endpoint] += 1
         settings = self.settings
         if settings.count is not None:
@@ -190,11 +202,59 @@ class LLMStandIn(LoopbackServer):
             response, output_tokens = await answer(request)
         except APIError as exc:
             return web.json_response(self._error_body(exc), status=exc.status)
+        if isinstance(response, EventStream):
+            return await self._play(request, response, settings)
+        if settings.mode == "stall":
+            await self._pause(None)
+            return self._drop_connection(request)
+        if settings.mode == "stream_error":
+            return self._error_response(settings)
         if await self._pause(output_tokens * self.token_latency):
             return self._drop_connection(request)
         return response
 
+    async def _play(
+        self, request: web.Request, stream: EventStream, settings: ModeSettings
+    ) -> web.StreamResponse:
+        """Send ``stream``'s events, each token ``token_latency`` after the one before (those
+        due together go in one write); ``stall`` stops after the opening, ``stream_error`` breaks
+        half-way with the provider's error event."""
+        events = stream.events
+        if settings.mode == "stream_error":
+            events = stream.broken(self._error_body(self._fault(settings)[0]))
+        headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        response = web.StreamResponse(headers={**headers, **stream.headers})
+        try:
+            await response.prepare(request)
+            if settings.mode == "stall":
+                await response.write(b"".join(data for data, _ in events[: stream.opening]))
+                await self._pause(None)
+                return self._drop_connection(request)
+            loop = asyncio.get_running_loop()
+            latency, start, sent = self.token_latency, loop.time(), 0
+            batch: list[bytes] = []
+            for data, token in events:
+                if token and latency > 0:
+                    sent += 1
+                    wait = start + sent * latency - loop.time()
+                    if wait > 0:
+                        await response.write(b"".join(batch))
+                        batch = []
+                        if await self._pause(wait):
+                            return self._drop_connection(request)
+                batch.append(data)
+            await response.write(b"".join(batch))
+            await response.write_eof()
+        except ConnectionError:  # the client went away mid-stream
+            pass
+        return response
+
     def _error_response(self, settings: ModeSettings) -> web.Response:
+        error, headers = self._fault(settings)
+        return web.json_response(self._error_body(error), status=settings.status, headers=headers)
+
+    def _fault(self, settings: ModeSettings) -> tuple[APIError, dict[str, str]]:
+        """The error the ``errors`` and ``stream_error`` modes answer, with its headers."""
         status = settings.status
         headers: dict[str, str] = {}
         if status == 429:
@@ -209,7 +269,7 @@ class LLMStandIn(LoopbackServer):
             error = APIError(status, "invalid_request_error", "Sandbox fault")
         if settings.should_retry is not None:
             headers["x-should-retry"] = "true" if settings.should_retry else "false"
-        return web.json_response(self._error_body(error), status=status, headers=headers)
+        return error, headers
 
     async def _json_body(self, request: web.Request, endpoint: str) -> Json:
         try:
@@ -219,8 +279,6 @@ class LLMStandIn(LoopbackServer):
         if not isinstance(body, dict):
             raise APIError(400, "invalid_request_error", "the body must be a JSON object")
         self.calls.append((endpoint, body))
-        if body.get("stream"):
-            raise APIError(400, "invalid_request_error", "stream: not supported by the sandbox")
         return body
 
     # -- admin API --------------------------------------------------------------------------------
@@ -248,6 +306,14 @@ class LLMStandIn(LoopbackServer):
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.stats())
+
+
+def streamed(body: Json) -> bool:
+    """The request's ``stream`` flag (absent: false); anything but a boolean is a 400."""
+    value = body.get("stream", False)
+    if not isinstance(value, bool):
+        raise APIError(400, "invalid_request_error", "stream: Input should be a valid boolean")
+    return value
 
 
 def last_user_text(messages: list[Any]) -> str:

@@ -5,7 +5,8 @@
   :meth:`reply_for` the last user message. The cap ``max_completion_tokens`` (or the legacy
   ``max_tokens``) cuts it with ``finish_reason: "length"``; with no cap it comes in full.
   Directive words (:mod:`.replies`): ``#refuse`` gives ``content: null`` with ``refusal`` set,
-  ``#empty`` gives ``content: ""``, ``#long`` a long answer.
+  ``#empty`` gives ``content: ""``, ``#long`` a long answer. ``"stream": true`` gets the same
+  answer as ``chat.completion.chunk`` events (:mod:`.streams`).
 - ``POST /v1/audio/transcriptions``: a multipart form with ``file`` and ``model``; answers
   ``{"text": ...}`` (or the bare text with ``response_format=text``). A sandbox voice note carries
   its transcript (:func:`~khronos_cli.sandbox.records.transcript_of`), so the voice round trip
@@ -23,9 +24,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from khronos_cli.sandbox.llm import APIError, LLMStandIn, content_text, last_user_text, now
+from khronos_cli.sandbox.llm import (
+    APIError,
+    LLMStandIn,
+    content_text,
+    last_user_text,
+    now,
+    streamed,
+)
 from khronos_cli.sandbox.records import transcript_of
 from khronos_cli.sandbox.replies import REFUSAL_TEXT, cut, plan_reply, tokens
+from khronos_cli.sandbox.streams import EventStream, openai_stream
 
 __all__ = ["OpenAIStandIn"]
 
@@ -72,8 +81,11 @@ class OpenAIStandIn(LLMStandIn):
         kind, code = _KINDS.get(error.kind, ("invalid_request_error", None))
         return {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
 
-    async def _answer_chat(self, request: web.Request) -> tuple[web.StreamResponse, int]:
+    async def _answer_chat(
+        self, request: web.Request
+    ) -> tuple[web.StreamResponse | EventStream, int]:
         body = await self._json_body(request, "chat.completions")
+        stream = streamed(body)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(400, "invalid_request_error", "you must provide a model parameter")
@@ -99,30 +111,32 @@ class OpenAIStandIn(LLMStandIn):
             text = REFUSAL_TEXT
         prompt = " ".join(content_text(m.get("content")) for m in messages)
         number = self._next_id()
-        response = web.json_response(
-            {
-                "id": f"chatcmpl-sandbox-{number:06d}",
-                "object": "chat.completion",
-                "created": now(),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": answer,
-                        "logprobs": None,
-                        "finish_reason": "length" if was_cut else "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": tokens(prompt),
-                    "completion_tokens": tokens(text),
-                    "total_tokens": tokens(prompt) + tokens(text),
-                },
-                "system_fingerprint": "fp_sandbox",
+        completion = {
+            "id": f"chatcmpl-sandbox-{number:06d}",
+            "object": "chat.completion",
+            "created": now(),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": answer,
+                    "logprobs": None,
+                    "finish_reason": "length" if was_cut else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": tokens(prompt),
+                "completion_tokens": tokens(text),
+                "total_tokens": tokens(prompt) + tokens(text),
             },
-            headers={"x-request-id": f"req_sandbox_{number:06d}"},
-        )
-        return response, tokens(text)
+            "system_fingerprint": "fp_sandbox",
+        }
+        headers = {"x-request-id": f"req_sandbox_{number:06d}"}
+        if stream:
+            options = body.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            return openai_stream(completion, headers, usage=usage), tokens(text)
+        return web.json_response(completion, headers=headers), tokens(text)
 
     async def _answer_transcription(self, request: web.Request) -> tuple[web.StreamResponse, int]:
         if not request.content_type.startswith("multipart/"):

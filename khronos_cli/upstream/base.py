@@ -249,3 +249,14 @@ class UpstreamClient:
                 status=response.status_code if response.status_code >= 400 else 502,
                 code="garbage",
             ) from None
+
+    def _transport_error(self, exc: httpx.TransportError) -> UpstreamError:
+        """What a transport failure is, as an UpstreamError (no URL, scrubbed): a connection
+        that failed is named (``network``), a timeout is one, anything else is unreachable."""
+        named = connection_failure(exc)
+        if named is not None:
+            return UpstreamError(self.dependency, named, code="network")
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamError(self.dependency, f"timed out ({type(exc).__name__})")
+        reason = self._scrub(str(exc)) or type(exc).__name__
+        return UpstreamError(self.dependency, f"unreachable: {reason}", code="network")

@@ -1,5 +1,13 @@
 """The LLM clients: Anthropic's Messages API and OpenAI's chat completions and transcription.
 
+Answers are **streamed** (``"stream": true``, read as Server-Sent Events: :mod:`.sse`,
+:mod:`.answers`), so a hanging API is told from a long answer within seconds: the response's
+headers and first event must come within ``first_byte_timeout`` (5 s by default), and no more than
+``stall_timeout`` (10 s; Anthropic sends ``ping`` events while it thinks) may pass between two
+events. Either limit raises :class:`UpstreamError` with no status (a timeout: an outage the
+breaker counts), while the breaker's own timeout still caps the whole answer. The bot gets the
+whole answer at once, the same :class:`Answer` the non-streamed call gave.
+
 Both take the same conversation shape (``[{"role": "user" | "assistant", "content": str}]``) and
 return an :class:`Answer`: the text, and whether the model cut it at the output cap (Anthropic's
 ``stop_reason: max_tokens``, OpenAI's ``finish_reason: length``) or refused (Anthropic's
@@ -16,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import httpx
@@ -24,27 +31,28 @@ import httpx
 from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
+from khronos_cli.upstream.answers import Answer, AnthropicAnswer, OpenAIAnswer, StreamedAnswer
 from khronos_cli.upstream.base import Guard, UpstreamClient, parse_retry_after
+from khronos_cli.upstream.sse import EventReader
 
 __all__ = ["Answer", "AnthropicClient", "OpenAIClient", "Turn", "transcription_timeout"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 TRANSCRIPTION_BASE = 15.0  # seconds for a voice note of no length: upload and first answer
 TRANSCRIPTION_PER_SECOND = 0.1  # and this much per second of audio (Whisper: ~20x real time)
+FIRST_BYTE_TIMEOUT = 5.0  # seconds to the response's headers and first event
+STALL_TIMEOUT = 10.0  # seconds between two events of a streamed answer
+# A model writes a token every 10-30 ms, each its own small chunk on the wire. Waking for each costs
+# more CPU than the rest of the call (~150 us a chunk on the 2-core bench machine): a stream that
+# trickles (chunks under TRICKLE bytes) is read at most every READ_EVERY seconds instead, which
+# halves the CPU of a long answer; the bot sends the whole answer anyway, 50 ms later at most.
+READ_EVERY = 0.05
+TRICKLE = 4096
 
 
 class Turn(TypedDict):
     role: str
     content: str
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What a model said: ``text`` (maybe empty), ``cut`` at the output cap, or ``refused``."""
-
-    text: str
-    cut: bool = False
-    refused: bool = False
 
 
 def transcription_timeout(duration: float) -> float:
@@ -66,6 +74,54 @@ def _should_retry(headers: httpx.Headers) -> bool | None:
 
 
 class _LLMClient(UpstreamClient):
+    first_byte_timeout = FIRST_BYTE_TIMEOUT
+    stall_timeout = STALL_TIMEOUT
+
+    async def _stream(self, path: str, payload: dict[str, Any], answer: StreamedAnswer) -> Answer:
+        """POST ``payload`` asking for a stream and fold its events into ``answer``.
+
+        UpstreamError when the headers and first event take over ``first_byte_timeout``, when
+        ``stall_timeout`` passes between two events, or when the stream ends unfinished. The
+        stream is read to its end (the connection goes back to the pool); a trickle is read in
+        batches (:data:`READ_EVERY`)."""
+        loop = asyncio.get_running_loop()
+        reader = EventReader()
+        begun = False
+        try:
+            async with asyncio.timeout(self.first_byte_timeout) as limit:
+                async with self._http.stream("POST", path, json=payload) as response:
+                    if response.status_code >= 400 or not response.headers.get(
+                        "content-type", ""
+                    ).startswith("text/event-stream"):
+                        await response.aread()
+                        self._raise_for_error(response)
+                        raise UpstreamError(
+                            self.dependency,
+                            f"answered HTTP {response.status_code} without an event stream",
+                            status=502,
+                            code="garbage",
+                        )
+                    async for chunk in response.aiter_raw():
+                        events = reader.feed(chunk)
+                        if events:
+                            for event, data in events:
+                                answer.feed(event, data)
+                            begun = True
+                            limit.reschedule(loop.time() + self.stall_timeout)
+                        if not answer.done and len(chunk) < TRICKLE:
+                            await asyncio.sleep(READ_EVERY)  # let a trickle of tokens pile up
+        except TimeoutError:
+            if answer.done:  # the answer is whole; only the connection's end was late
+                return answer.answer()
+            if begun:
+                message = f"stalled: no event for {self.stall_timeout:g}s"
+            else:
+                message = f"sent no first event within {self.first_byte_timeout:g}s"
+            raise UpstreamError(self.dependency, message, code="timeout") from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        return answer.answer()
+
     def _raise_for_error(self, response: httpx.Response) -> None:
         if response.status_code < 400:
             return
@@ -113,6 +169,8 @@ class AnthropicClient(_LLMClient):
         model: str = "claude-sonnet-4-5",
         max_tokens: int = 1024,
         timeout: float = 15.0,
+        first_byte_timeout: float = FIRST_BYTE_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
         scrub: Scrubber | None = None,
@@ -128,6 +186,8 @@ class AnthropicClient(_LLMClient):
         )
         self.model = model
         self.max_tokens = max_tokens
+        self.first_byte_timeout = first_byte_timeout
+        self.stall_timeout = stall_timeout
 
     async def reply(
         self,
@@ -143,6 +203,7 @@ class AnthropicClient(_LLMClient):
             "model": self.model,
             "max_tokens": self.max_tokens,
             "messages": [{"role": t["role"], "content": t["content"]} for t in turns],
+            "stream": True,
         }
         if system:
             payload["system"] = system
@@ -150,21 +211,8 @@ class AnthropicClient(_LLMClient):
         async def attempt() -> Answer:
             if sending is not None:
                 sending.set()
-            response = await self._send("POST", "/v1/messages", json=payload)
-            self._raise_for_error(response)
-            body = self._json(response)
-            blocks = self._field(body, "content")
-            if not isinstance(blocks, list):
-                raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
-            texts = [
-                b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"
-            ]
-            stop = body.get("stop_reason") if isinstance(body, dict) else None
-            return Answer(
-                "".join(t for t in texts if isinstance(t, str)).strip(),
-                cut=stop == "max_tokens",
-                refused=stop == "refusal",
-            )
+            events = AnthropicAnswer(self.dependency, self._scrub)
+            return await self._stream("/v1/messages", payload, events)
 
         return await self._guarded(attempt, key=key)
 
@@ -183,6 +231,8 @@ class OpenAIClient(_LLMClient):
         transcription_model: str = "whisper-1",
         max_tokens: int | None = 1024,
         timeout: float = 10.0,
+        first_byte_timeout: float = FIRST_BYTE_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         guard: Guard | None = None,
         transcription_guard: Guard | None = None,
@@ -200,6 +250,8 @@ class OpenAIClient(_LLMClient):
         self.model = model
         self.transcription_model = transcription_model
         self.max_tokens = max_tokens
+        self.first_byte_timeout = first_byte_timeout
+        self.stall_timeout = stall_timeout
         self._transcription_guard = transcription_guard or guard
 
     async def reply(
@@ -208,26 +260,13 @@ class OpenAIClient(_LLMClient):
         """The assistant's answer to the conversation ``turns`` (last one from the user)."""
         messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         messages += [{"role": t["role"], "content": t["content"]} for t in turns]
-        payload: dict[str, Any] = {"model": self.model, "messages": messages}
+        payload: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
         if self.max_tokens is not None:
             payload["max_completion_tokens"] = self.max_tokens
 
         async def attempt() -> Answer:
-            response = await self._send("POST", "/v1/chat/completions", json=payload)
-            self._raise_for_error(response)
-            choice = self._field(self._json(response), "choices", 0)
-            message = self._field(choice, "message")
-            if not isinstance(choice, dict) or not isinstance(message, dict):
-                raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
-            content, refusal = message.get("content"), message.get("refusal")
-            cut = choice.get("finish_reason") == "length"
-            if content is None and isinstance(refusal, str):
-                return Answer(refusal.strip(), cut=cut, refused=True)
-            if content is None:
-                return Answer("", cut=cut)
-            if not isinstance(content, str):
-                raise UpstreamError(self.dependency, "answered an unexpected shape", status=502)
-            return Answer(content.strip(), cut=cut)
+            events = OpenAIAnswer(self.dependency, self._scrub)
+            return await self._stream("/v1/chat/completions", payload, events)
 
         return await self._guarded(attempt, key=key)
 

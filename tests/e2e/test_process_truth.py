@@ -217,8 +217,8 @@ def test_ready_answers_503_during_the_stop(make_instance: Any) -> None:
 def test_khronos_stop_uses_the_configured_deadline(make_instance: Any) -> None:
     """Without --timeout, `khronos stop` keeps `[shutdown] deadline` (3 s here, not 30 s): the
     stream says so, and a 20 s job is kept, not waited for: a clean stop."""
-    config = (  # an answer that takes 20 s: Anthropic's breaker waits for it
-        '[breakers.anthropic-api]\ntimeout = "30s"\n'
+    config = (  # an answer that takes 20 s to begin: Anthropic's breaker and stream wait for it
+        '[breakers.anthropic-api]\ntimeout = "30s"\n[anthropic]\nfirst_byte_timeout = "30s"\n'
         '[shutdown]\ndeadline = "3s"\njobs_timeout = "2s"\noutbox_timeout = "2s"\n'
     )
     instance = make_instance(config=config, external_sandbox=True).start()

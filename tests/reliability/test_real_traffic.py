@@ -379,10 +379,11 @@ def test_what_real_models_and_files_answer_gets_a_fitting_reply(
 def test_typing_shows_while_a_slow_model_writes(
     make_instance: Any, figures: Callable[..., None]
 ) -> None:
-    """An answer that takes 6 s shows "typing…" twice (after 1 s, then every 4.5 s), outside
-    the chat's message budget: no 429, and the answer still comes once."""
+    """An answer that takes 6 s (its 4 tokens streamed 1.5 s apart) shows "typing…" twice (after
+    1 s, then every 4.5 s), outside the chat's message budget: no 429, and the answer still
+    comes once."""
     instance: Instance = make_instance(config="").start()
-    instance.llm_mode("anthropic", mode="slow", delay=6)
+    instance.llm_mode("anthropic", token_latency=1.5)
     instance.push(6401, "pense devagar")
     wait_for(lambda: deliveries_to(instance, 6401), timeout=30)
     stats = instance.admin.get("/_sandbox/stats").json()

@@ -39,18 +39,6 @@ def openai_request(text: str = "hello") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def anthropic() -> AsyncIterator[AnthropicStandIn]:
-    async with AnthropicStandIn() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[OpenAIStandIn]:
-    async with OpenAIStandIn() as stand_in:
-        yield stand_in
-
-
 @pytest.fixture(params=["anthropic", "openai"])
 async def provider(request: pytest.FixtureRequest) -> AsyncIterator[LLMStandIn]:
     stand_in: LLMStandIn = AnthropicStandIn() if request.param == "anthropic" else OpenAIStandIn()
@@ -114,7 +102,7 @@ async def test_anthropic_cuts_replies_at_max_tokens(anthropic: AnthropicStandIn)
         ({"drop": "model"}, 400, "invalid_request_error"),
         ({"messages": []}, 400, "invalid_request_error"),
         ({"messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error"),
-        ({"stream": True}, 400, "invalid_request_error"),
+        ({"stream": "yes"}, 400, "invalid_request_error"),
     ],
 )
 async def test_anthropic_refuses_bad_requests_in_its_error_shape(

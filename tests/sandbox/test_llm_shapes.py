@@ -18,18 +18,6 @@ ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
 OPENAI_HEADERS = {"authorization": "Bearer k"}
 
 
-@pytest.fixture
-async def anthropic() -> AsyncIterator[AnthropicStandIn]:
-    async with AnthropicStandIn() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[OpenAIStandIn]:
-    async with OpenAIStandIn() as stand_in:
-        yield stand_in
-
-
 @pytest.fixture(params=["anthropic", "openai"])
 async def provider(request: pytest.FixtureRequest) -> AsyncIterator[LLMStandIn]:
     stand_in: LLMStandIn = AnthropicStandIn() if request.param == "anthropic" else OpenAIStandIn()
