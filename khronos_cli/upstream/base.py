@@ -206,17 +206,24 @@ class UpstreamClient:
                 return await self._http.request(method, path, json=json, **kwargs, **extra)
             return await self._exchange(method, path, json, timeout)
         except httpx.TransportError as exc:
-            named = connection_failure(exc)
-            if named is not None:
-                raise UpstreamError(self.dependency, named, code="network") from None
-            if isinstance(exc, httpx.TimeoutException):
-                raise UpstreamError(self.dependency, f"timed out ({type(exc).__name__})") from None
-            reason = self._scrub(str(exc)) or type(exc).__name__
-            raise UpstreamError(self.dependency, f"unreachable: {reason}", code="network") from None
+            raise self._transport_error(exc) from None
 
     async def _exchange(
         self, method: str, path: str, json: Any, timeout: float | None
     ) -> httpx.Response:
+        response = await self._open(method, path, json, timeout)
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    async def _open(
+        self, method: str, path: str, json: Any, timeout: float | None = None
+    ) -> httpx.Response:
+        """Send a JSON request straight to the transport; the answer's head, its body unread
+        (``aread``/``aiter_raw``, then ``aclose``). httpx errors are the caller's to translate."""
         url = self._urls.get(path)
         if url is None:
             url = httpx.URL(self._base + path)
@@ -230,13 +237,7 @@ class UpstreamClient:
             json=json,
             extensions={"timeout": limits.as_dict()},
         )
-        response = await self._transport.handle_async_request(request)
-        try:
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
+        return await self._transport.handle_async_request(request)
 
     def _json(self, response: httpx.Response) -> Any:
         """The JSON body, or UpstreamError when the upstream answered something else."""

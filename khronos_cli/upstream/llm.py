@@ -89,7 +89,8 @@ class _LLMClient(UpstreamClient):
         begun = False
         try:
             async with asyncio.timeout(self.first_byte_timeout) as limit:
-                async with self._http.stream("POST", path, json=payload) as response:
+                response = await self._open("POST", path, payload)
+                try:
                     if response.status_code >= 400 or not response.headers.get(
                         "content-type", ""
                     ).startswith("text/event-stream"):
@@ -110,6 +111,8 @@ class _LLMClient(UpstreamClient):
                             limit.reschedule(loop.time() + self.stall_timeout)
                         if not answer.done and len(chunk) < TRICKLE:
                             await asyncio.sleep(READ_EVERY)  # let a trickle of tokens pile up
+                finally:
+                    await response.aclose()
         except TimeoutError:
             if answer.done:  # the answer is whole; only the connection's end was late
                 return answer.answer()
