@@ -30,7 +30,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
@@ -74,7 +76,13 @@ class _SentinelMaster(Redis):
 def connect(url: str, *, timeout: float = 1.0) -> Client:
     """One client for the topology ``url`` names (checked by config: ValueError otherwise)."""
     address = parse(url)
-    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    # One immediate retry (a pooled connection the server closed, a master that moved), never
+    # redis-py's default backoff: the callers have fallbacks and must not wait seconds.
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }
     if address.topology == "server" and not address.hosts:  # a unix socket
         return Redis.from_url(url, **common)
     tls: dict[str, Any] = {"ssl": True, **dict(address.tls)} if address.secure else {}

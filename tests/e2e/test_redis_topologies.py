@@ -1,0 +1,116 @@
+"""khronos on the Redis operators run: TLS, an ACL user, Sentinel and Cluster; refusals exit 78."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from tests.instance import FAST_CONFIG, Instance
+from tests.redis_topologies import Cluster, SentinelGroup, TlsServer, cli
+from tests.support import RedisServer, wait_for
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def pair(make_instance: Any, url: str, name: str = "r") -> list[Instance]:
+    """Two replicas (no supervisor) on one sandbox and the Redis at ``url``."""
+    config = f'redis_url = "{url}"\n' + FAST_CONFIG
+    first = make_instance(
+        f"{name}0", config=config, external_sandbox=True, args=("--no-supervise",)
+    )
+    second = make_instance(
+        f"{name}1", config=config, external_sandbox=True, sandbox_of=first, args=("--no-supervise",)
+    )
+    return [first.start(), second.start()]
+
+
+def serves(group: list[Instance], base: int, count: int = 5) -> None:
+    """One poller among ``group``; ``count`` messages each answered once."""
+    wait_for(lambda: sum(bool(r.status().get("poller")) for r in group) == 1, timeout=30)
+    before = group[0].ledger()["sent"]
+    for i in range(count):
+        group[0].push(base + i, f"topology {i}")
+
+    def answered() -> bool:
+        ledger = group[0].ledger()
+        return ledger["sent"] == before + count and not ledger["unanswered"]
+
+    wait_for(answered, timeout=60)
+    assert group[0].ledger()["duplicates"] == []
+    assert all(r.status()["redis"] == "ok" for r in group)
+
+
+def refused(make_instance: Any, url: str, password: str) -> str:
+    """Start one instance on ``url``: it must exit 78; its log, which never holds the password."""
+    config = f'redis_url = "{url}"\n' + FAST_CONFIG
+    bot = make_instance("refused", config=config).start(ready=False)
+    assert bot.wait() == 78
+    log = bot.log()
+    assert password not in log
+    return log
+
+
+def readme_acl(user: str, password: str) -> list[str]:
+    """The README's ACL rule, for ``user`` with ``password``, as redis-cli arguments."""
+    line = next(x for x in README.read_text().splitlines() if x.startswith("ACL SETUSER khronos "))
+    words = line.split()[3:]
+    return ["ACL", "SETUSER", user, *(f">{password}" if w == ">CHANGE-ME" else w for w in words)]
+
+
+def test_a_tls_server_serves_replicas(make_instance: Any, redis_tls: TlsServer) -> None:
+    """rediss:// with the test's own CA (ssl_ca_certs in the query): two replicas serve."""
+    serves(pair(make_instance, redis_tls.url), 9000)
+
+
+def test_an_acl_user_with_the_readme_rule_serves(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """An ACL user holding exactly the README's rule: two replicas serve, nothing refused."""
+    user, password = f"khronos-{secrets.token_hex(3)}", secrets.token_hex(12)
+    cli(redis_server.port, *readme_acl(user, password))
+    url = redis_url.replace("redis://", f"redis://{user}:{password}@")
+    group = pair(make_instance, url)
+    serves(group, 9100)
+    assert all("NOPERM" not in r.log() and password not in r.log() for r in group)
+
+
+def test_an_acl_user_without_evalsha_exits_78(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """The README's rule minus EVALSHA: exit 78, one line naming redis_url and the command."""
+    user, password = f"khronos-{secrets.token_hex(3)}", secrets.token_hex(12)
+    cli(redis_server.port, *readme_acl(user, password), "-evalsha")
+    log = refused(
+        make_instance, redis_url.replace("redis://", f"redis://{user}:{password}@"), password
+    )
+    assert re.search(
+        r"redis_url: expected credentials .*no permissions to run the .evalsha", log
+    ), log
+
+
+def test_a_wrong_password_exits_78(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """A user whose password is wrong: exit 78 (WRONGPASS), not a degraded start."""
+    user = f"khronos-{secrets.token_hex(3)}"
+    cli(redis_server.port, *readme_acl(user, secrets.token_hex(12)))
+    wrong = secrets.token_hex(12)
+    log = refused(make_instance, redis_url.replace("redis://", f"redis://{user}:{wrong}@"), wrong)
+    assert re.search(r"redis_url: expected credentials .*(WRONGPASS|invalid username)", log), log
+
+
+def test_sentinel_replicas_serve(make_instance: Any, redis_sentinels: SentinelGroup) -> None:
+    """redis+sentinel://: the replicas find the master through three Sentinels and serve."""
+    serves(pair(make_instance, redis_sentinels.url), 9200)
+
+
+def test_cluster_replicas_serve(make_instance: Any, redis_cluster: Cluster) -> None:
+    """redis+cluster://: scripts, MGET and pipelines stay on the bot's slot; replicas serve, and
+    `status --all` reads every replica's snapshot through the cluster."""
+    group = pair(make_instance, redis_cluster.url)
+    serves(group, 9300)
+    everyone = group[1].khronos("status", "--all", "--json")
+    assert everyone.returncode == 0 and json.loads(everyone.stdout)["totals"]["replicas"] == 2
