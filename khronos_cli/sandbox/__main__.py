@@ -27,6 +27,7 @@ from pathlib import Path
 
 from khronos_cli.sandbox.flood import FloodLimits
 from khronos_cli.sandbox.stack import SandboxStack
+from khronos_cli.sandbox.telegram import SANDBOX_TOKEN
 from khronos_cli.statedir import SANDBOX_FILE, SANDBOX_IDS_FILE
 
 _IDS_EVERY = 2.0  # seconds between saves of the next update id
@@ -49,6 +50,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--token-latency", type=float, default=0.0, help="LLM seconds per output token, added"
     )
+    parser.add_argument(
+        "--token", default=SANDBOX_TOKEN, help="the bot's token (another bot: another id)"
+    )
     parser.add_argument("--no-flood-limits", action="store_true", help="benchmarks only")
     parser.add_argument("--quiet", action="store_true", help="do not log every message")
     return parser.parse_args(argv)
@@ -62,7 +66,10 @@ async def serve(options: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     state = options.state_dir / SANDBOX_FILE
     async with SandboxStack(
-        flood_limits=limits, llm_latency=options.llm_latency, token_latency=options.token_latency
+        token=options.token,
+        flood_limits=limits,
+        llm_latency=options.llm_latency,
+        token_latency=options.token_latency,
     ) as stack:
         env = {
             **stack.env(),

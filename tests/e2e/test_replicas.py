@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from tests.instance import FAST_CONFIG, Instance, alive
+from tests.redis_topologies import cli
 from tests.support import RedisServer, wait_for
 
 
@@ -147,3 +148,38 @@ def test_two_environments_on_one_redis_keep_apart(make_instance: Any, redis_url:
     for bot in bots:
         wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
         assert bot.ledger()["duplicates"] == []
+
+
+def test_two_bots_on_one_redis_keep_their_own_budget_breakers_and_poller(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """Two tokens (two bots, each with its own stand-in Telegram) on one Redis database, no
+    prefix: both poll (two leases), each answers its users once, a breaker forced open on one
+    is not open on the other, and each bot's budget and breakers live under its own bot id."""
+    bots = []
+    for bot_id in ("7000000001", "7000000002"):
+        token = f"{bot_id}:SANDBOXsandboxSANDBOXsandboxSANDBOX"
+        args = ("--users", "0", "--token", token)
+        config = f'redis_url = "{redis_url}"\n' + FAST_CONFIG
+        made = make_instance(
+            f"bot{bot_id[-1]}", config=config, external_sandbox=True, sandbox_args=args
+        )
+        bots.append(made.start())
+    wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
+    for i, bot in enumerate(bots):
+        for n in range(3):
+            bot.push(8700 + 10 * i + n, f"bot {i} message {n}")
+    for bot in bots:
+        wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
+        assert bot.ledger()["duplicates"] == []
+    assert bots[0].khronos("breakers", "open", "anthropic-api", "--for", "1m").returncode == 0
+    wait_for(lambda: bots[0].status()["breakers"]["anthropic-api"]["state"] == "open")
+    assert bots[1].status()["breakers"].get("anthropic-api", {}).get("state", "closed") == "closed"
+    keys = cli(redis_server.port, "--scan", "--pattern", "khronos:*").split()
+    for bot_id in ("7000000001", "7000000002"):
+        mine = [k for k in keys if k.startswith(f"khronos:{{{bot_id}}}:")]
+        assert (
+            any(":limiter:telegram:" in k for k in mine) and f"khronos:{{{bot_id}}}:poller" in mine
+        )
+    assert "khronos:{7000000001}:breaker:anthropic-api" in keys  # forced open: bot 1's only
+    assert "khronos:{7000000002}:breaker:anthropic-api" not in keys
