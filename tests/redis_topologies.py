@@ -9,6 +9,7 @@ import random
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from tests.support import free_port, wait_for
@@ -115,10 +116,15 @@ class Cluster:
         return False
 
     def master_of(self, key: str) -> Node:
-        slot = int(cli(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))
-        for node in self.nodes:
-            if node.process is None or node.process.poll() is not None:
-                continue
+        node = self.serving(key)
+        if node is None:
+            raise AssertionError(f"no master serves {key}")
+        return node
+
+    def serving(self, key: str) -> Node | None:
+        """The live master that says it serves ``key``'s slot (None during a failover)."""
+        slot = int(cli(self.live()[0].port, "CLUSTER", "KEYSLOT", key))
+        for node in self.live():
             if node.info("replication").get("role") != "master":
                 continue
             for line in cli(node.port, "CLUSTER", "NODES").splitlines():
@@ -129,7 +135,44 @@ class Cluster:
                     low, _, high = span.partition("-")
                     if low.isdigit() and int(low) <= slot <= int(high or low):
                         return node
-        raise AssertionError(f"no master serves slot {slot}")
+        return None
+
+    def node_id(self, node: Node) -> str:
+        return cli(node.port, "CLUSTER", "MYID").strip()
+
+    def kill_master_of(self, key: str) -> float:
+        """SIGKILL the master serving ``key``; block until its replica serves the slot and the
+        cluster is ok. When that was seen (``time.monotonic()``)."""
+        old = self.master_of(key)
+        old.kill()
+        wait_for(lambda: self.healthy() and self.serving(key) not in (None, old), timeout=30)
+        return time.monotonic()
+
+    def migrate_slot_of(self, key: str) -> float:
+        """Move ``key``'s slot, key by key (MIGRATING/IMPORTING, MIGRATE, SETSLOT NODE), to
+        another master. When the slot's new owner was announced (``time.monotonic()``)."""
+        slot = cli(self.live()[0].port, "CLUSTER", "KEYSLOT", key).strip()
+        source = self.master_of(key)
+        masters = [n for n in self.live() if n.info("replication").get("role") == "master"]
+        target = next(n for n in masters if n is not source)
+        cli(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        cli(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
+        while keys := cli(source.port, "CLUSTER", "GETKEYSINSLOT", slot, "10").split():
+            for name in keys:  # one at a time: the bot meets ASK redirections meanwhile
+                cli(source.port, "MIGRATE", "127.0.0.1", str(target.port), name, "0", "5000")
+        for node in masters:
+            cli(node.port, "CLUSTER", "SETSLOT", slot, "NODE", self.node_id(target))
+        return time.monotonic()
+
+    def restore(self) -> None:
+        """Restart killed nodes (each rejoins as a replica); wait until the cluster is ok."""
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                node.start()
+        wait_for(self.healthy, timeout=30)
+
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -172,6 +215,24 @@ class SentinelGroup:
     def master_port(self) -> int:
         answer = cli(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
         return int(answer.split()[1])
+
+    def current_master(self) -> Node:
+        port = self.master_port()
+        return next(n for n in (self.master, self.replica) if n.port == port)
+
+    def fail_over(self) -> float:
+        """SIGKILL the master; block until the Sentinels name another. When that was seen
+        (``time.monotonic()``); the killed node stays down (:meth:`restore` brings it back)."""
+        old = self.current_master()
+        old.kill()
+        wait_for(lambda: self.master_port() != old.port, timeout=30, interval=0.02)
+        return time.monotonic()
+
+    def restore(self) -> None:
+        """Restart a killed node: the Sentinels make it the new master's replica, in their time."""
+        for node in (self.master, self.replica):
+            if node.process is None or node.process.poll() is not None:
+                node.start()
 
     def stop(self) -> None:
         for node in (*self.sentinels, self.replica, self.master):

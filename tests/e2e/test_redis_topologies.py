@@ -1,30 +1,19 @@
-"""khronos on the Redis operators run: TLS, an ACL user, Sentinel and Cluster; refusals exit 78."""
+"""khronos on a TLS server and as an ACL user; refused credentials or commands exit 78 (Sentinel
+and Cluster: tests/reliability/test_redis_failover.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from pathlib import Path
 from typing import Any
 
 from tests.instance import FAST_CONFIG, Instance
-from tests.redis_topologies import Cluster, SentinelGroup, TlsServer, cli
+from tests.redis_topologies import TlsServer, cli
+from tests.reliability.failover import pair
 from tests.support import RedisServer, wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def pair(make_instance: Any, url: str, name: str = "r") -> list[Instance]:
-    """Two replicas (no supervisor) on one sandbox and the Redis at ``url``."""
-    config = f'redis_url = "{url}"\n' + FAST_CONFIG
-    first = make_instance(
-        f"{name}0", config=config, external_sandbox=True, args=("--no-supervise",)
-    )
-    second = make_instance(
-        f"{name}1", config=config, external_sandbox=True, sandbox_of=first, args=("--no-supervise",)
-    )
-    return [first.start(), second.start()]
 
 
 def serves(group: list[Instance], base: int, count: int = 5) -> None:
@@ -100,17 +89,3 @@ def test_a_wrong_password_exits_78(
     wrong = secrets.token_hex(12)
     log = refused(make_instance, redis_url.replace("redis://", f"redis://{user}:{wrong}@"), wrong)
     assert re.search(r"redis_url: expected credentials .*(WRONGPASS|invalid username)", log), log
-
-
-def test_sentinel_replicas_serve(make_instance: Any, redis_sentinels: SentinelGroup) -> None:
-    """redis+sentinel://: the replicas find the master through three Sentinels and serve."""
-    serves(pair(make_instance, redis_sentinels.url), 9200)
-
-
-def test_cluster_replicas_serve(make_instance: Any, redis_cluster: Cluster) -> None:
-    """redis+cluster://: scripts, MGET and pipelines stay on the bot's slot; replicas serve, and
-    `status --all` reads every replica's snapshot through the cluster."""
-    group = pair(make_instance, redis_cluster.url)
-    serves(group, 9300)
-    everyone = group[1].khronos("status", "--all", "--json")
-    assert everyone.returncode == 0 and json.loads(everyone.stdout)["totals"]["replicas"] == 2
