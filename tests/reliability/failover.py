@@ -96,6 +96,9 @@ def measure(
     writer.join()
     try:
         wait_for(lambda: states.ready_from(elected) is not None, timeout=30)
+    except AssertionError:
+        why = [(r.status().get("state"), r.status().get("reasons")) for r in group]
+        raise AssertionError(f"not ready 30 s after the new master: {why}") from None
     finally:
         states.done.set()
         states.join()
