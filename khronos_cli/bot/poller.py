@@ -159,6 +159,11 @@ class Poller:
                 logger.warning("polling failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 
+    def idle(self) -> None:
+        """Polling stopped here (another replica holds the lease): what Telegram said to the
+        last poll (say, a 409 while both polled around a Redis failover) describes nothing now."""
+        self.problem = None
+
     def _told(self, problem: str | None) -> None:
         """Keep (and log once, when it changes) why polling fails."""
         if problem != self.problem:

@@ -198,8 +198,9 @@ class Worker:
             self._poll_task = asyncio.create_task(self.parts.poller.run(), name="poller")
             self.tasks.append(self._poll_task)
         elif not held and running:
-            assert self._poll_task is not None
+            assert self._poll_task is not None and self.parts is not None
             self._poll_task.cancel()
+            self.parts.poller.idle()
         self._tell_state()
 
     @property
