@@ -183,3 +183,23 @@ def test_two_bots_on_one_redis_keep_their_own_budget_breakers_and_poller(
         )
     assert "khronos:{7000000001}:breaker:anthropic-api" in keys  # forced open: bot 1's only
     assert "khronos:{7000000002}:breaker:anthropic-api" not in keys
+
+
+def test_a_poller_that_loses_the_lease_forgets_its_409(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """The poller is told 409 (another process polls), then loses the lease (as after a Redis
+    failover): as a standby it is ready again, not degraded on a refusal of a poll it no longer
+    makes; the other replica polls."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    poller = pollers(group)[0]
+    conflict = {"mode": "errors", "methods": ["getupdates"], "status": 409}
+    poller.admin.post("/_sandbox/failure", json=conflict).raise_for_status()
+    poller.push(8800, "ends the long poll: the next one meets the 409")
+    wait_for(lambda: "polling: Another process" in str(poller.status().get("reasons")))
+    cli(redis_server.port, "SET", "khronos:{7000000001}:poller", "intruder", "PX", "1500")
+    wait_for(lambda: not poller.status().get("poller"), timeout=10)
+    poller.admin.post("/_sandbox/failure", json={"mode": "ok"}).raise_for_status()
+    wait_for(lambda: all(r.status().get("state") == "ready" for r in group), timeout=15)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=15)

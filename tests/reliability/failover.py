@@ -78,6 +78,7 @@ def measure(
     sandbox = group[0]
     start = sandbox.ledger()["sent"]
     delivered = len(sandbox.deliveries())
+    floods = sandbox.admin.get("/_sandbox/stats").json()["flood_rejections"]
     states = States(group)
     states.start()
 
@@ -118,6 +119,7 @@ def measure(
         "lost": len(ledger["unanswered"]),
         "answered_twice": len(ledger["duplicates"]),
         "windows_over_30_per_s": windows_over(sends, 30),
+        "telegram_429s": sandbox.admin.get("/_sandbox/stats").json()["flood_rejections"] - floods,
         "fault_to_new_master_s": round(elected - killed, 2),
         "new_master_to_ready_s": None if ready is None else round(max(0.0, ready - elected), 2),
         "degraded_shown": states.degraded_between(killed, ready or time.monotonic()),
