@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.instance import FAST_CONFIG, Instance
-from tests.redis_topologies import TlsServer, cli
+from tests.redis_topologies import Cluster, TlsServer, cli
 from tests.reliability.failover import pair
 from tests.support import RedisServer, wait_for
 
@@ -64,6 +64,22 @@ def test_an_acl_user_with_the_readme_rule_serves(
     group = pair(make_instance, url)
     serves(group, 9100)
     assert all("NOPERM" not in r.log() and password not in r.log() for r in group)
+
+
+def test_an_acl_user_with_the_readme_rule_serves_on_a_cluster(
+    make_instance: Any, redis_cluster: Cluster
+) -> None:
+    """The README's rule on every Cluster node: a bot reads the slot map, passes the start-up
+    probe and answers through the cluster."""
+    user, password = f"khronos-{secrets.token_hex(3)}", secrets.token_hex(12)
+    for node in redis_cluster.live():
+        cli(node.port, *readme_acl(user, password))
+    url = redis_cluster.url.replace("://", f"://{user}:{password}@")
+    config = f'redis_url = "{url}"\n' + FAST_CONFIG
+    bot = make_instance("cluster-acl", config=config).start()
+    bot.push(9150, "through an ACL user on a cluster")
+    wait_for(lambda: bot.ledger()["sent"] == 1 and not bot.ledger()["unanswered"], timeout=60)
+    assert bot.status()["redis"] == "ok" and "NOPERM" not in bot.log()
 
 
 def test_an_acl_user_without_evalsha_exits_78(
