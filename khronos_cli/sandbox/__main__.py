@@ -53,6 +53,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--token", default=SANDBOX_TOKEN, help="the bot's token (another bot: another id)"
     )
+    parser.add_argument(
+        "--other-token",
+        action="append",
+        default=[],
+        help="another bot on the same stand-in Telegram (repeatable)",
+    )
     parser.add_argument("--no-flood-limits", action="store_true", help="benchmarks only")
     parser.add_argument("--quiet", action="store_true", help="do not log every message")
     return parser.parse_args(argv)
@@ -67,6 +73,7 @@ async def serve(options: argparse.Namespace) -> None:
     state = options.state_dir / SANDBOX_FILE
     async with SandboxStack(
         token=options.token,
+        other_tokens=options.other_token,
         flood_limits=limits,
         llm_latency=options.llm_latency,
         token_latency=options.token_latency,
@@ -84,6 +91,14 @@ async def serve(options: argparse.Namespace) -> None:
             "openai_base_url": stack.openai_base_url,
             "admin_url": f"{stack.telegram_base_url}/_sandbox",
             "env": env,
+            "bots": {
+                str(bot.bot_id): {
+                    "env": {**env, "TELEGRAM_BOT_TOKEN": token},
+                    "admin_url": f"{stack.telegram_base_url}/_sandbox/bot{bot.bot_id}",
+                }
+                for token, bot in stack.telegram.bots.items()
+                if bot is not stack.telegram
+            },
         }
         _write(state, info)
         ids = options.state_dir / SANDBOX_IDS_FILE

@@ -153,18 +153,17 @@ def test_two_environments_on_one_redis_keep_apart(make_instance: Any, redis_url:
 def test_two_bots_on_one_redis_keep_their_own_budget_breakers_and_poller(
     make_instance: Any, redis_url: str, redis_server: RedisServer
 ) -> None:
-    """Two tokens (two bots, each with its own stand-in Telegram) on one Redis database, no
-    prefix: both poll (two leases), each answers its users once, a breaker forced open on one
-    is not open on the other, and each bot's budget and breakers live under its own bot id."""
-    bots = []
-    for bot_id in ("7000000001", "7000000002"):
-        token = f"{bot_id}:SANDBOXsandboxSANDBOXsandboxSANDBOX"
-        args = ("--users", "0", "--token", token)
-        config = f'redis_url = "{redis_url}"\n' + FAST_CONFIG
-        made = make_instance(
-            f"bot{bot_id[-1]}", config=config, external_sandbox=True, sandbox_args=args
-        )
-        bots.append(made.start())
+    """Two tokens (two bots of one stand-in Telegram, as the Bot API serves every token) on one
+    Redis database, no prefix: both poll (two leases), each answers its users once, a breaker
+    forced open on one is not open on the other, each bot's budget and breakers under its id."""
+    config = f'redis_url = "{redis_url}"\n' + FAST_CONFIG
+    other = "7000000002:SANDBOXsandboxSANDBOXsandboxSANDBOX"
+    stand_in = ("--users", "0", "--other-token", other)
+    first = make_instance("bot1", config=config, external_sandbox=True, sandbox_args=stand_in)
+    second = make_instance(
+        "bot2", config=config, external_sandbox=True, sandbox_of=first, bot="7000000002"
+    )
+    bots = [first.start(), second.start()]
     wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
     for i, bot in enumerate(bots):
         for n in range(3):
