@@ -65,8 +65,8 @@ def redis_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentin
 def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     """A redis-server on a TLS port only, with a CA and certificate made for this session."""
     server = TlsServer(tmp_path_factory.mktemp("tls"))
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.kill()
