@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from khronos_cli import redis_address
 from khronos_cli.config_values import choice
 from khronos_cli.errors import ConfigError
 from khronos_cli.kinds import Choice
@@ -97,16 +98,22 @@ def webhook_url(source: str, telegram: Mapping[str, Any], env: Mapping[str, str]
 
 
 def redis_url(source: str, data: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
-    """``REDIS_URL`` (which wins) or ``redis_url``; a password in it is never echoed."""
+    """``REDIS_URL`` (which wins) or ``redis_url``: one server, a Sentinel-watched master or a
+    Cluster (:mod:`khronos_cli.redis_address`); a password in it is never echoed."""
     key = "REDIS_URL" if env.get("REDIS_URL") else "redis_url"
     value = env.get("REDIS_URL") or data.get("redis_url")
     if value is None:
         return None
-    expected = "a redis://, rediss:// or unix:// URL"
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+    expected = (
+        "a redis://, rediss://, unix://, redis+sentinel://host:port[,...]/<master> or "
+        "redis+cluster://host:port[,...] URL"
+    )
+    if not isinstance(value, str):
         raise _fail(source, key, value, expected)
-    if not clean_url(value):
-        raise _fail(source, key, value, expected + " with a valid host and port")
+    try:
+        redis_address.parse(value)
+    except ValueError as exc:
+        raise _fail(source, key, value, f"{expected}: {exc}") from None
     return value
 
 

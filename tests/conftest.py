@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.instance import Instance
+from tests.redis_topologies import Cluster, SentinelGroup, TlsServer
 from tests.support import RedisServer
 
 
@@ -38,6 +39,37 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.start()
     redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real Redis Cluster for the session: 3 masters, 3 replicas (fault tests may kill one)."""
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A master, its replica and three Sentinels for the session."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    """A redis-server on a TLS port only, with a CA and certificate made for this session."""
+    server = TlsServer(tmp_path_factory.mktemp("tls"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture

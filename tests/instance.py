@@ -47,10 +47,13 @@ class Instance:
         sandbox_of: Instance | None = None,
         sandbox_args: tuple[str, ...] = ("--users", "0"),
         operator_chat: bool = False,
+        bot: str | None = None,
     ) -> None:
         self.operator_chat = operator_chat  # alerts to the sandbox's operator chat (else none)
         self.root = root
         self.sandbox_of = sandbox_of  # share another instance's external sandbox (replicas)
+        self.bot = bot  # with sandbox_of: another bot (by id) of that stand-in Telegram
+        self.admin_path = "/_sandbox" if bot is None else f"/_sandbox/bot{bot}"
         self.external_sandbox = external_sandbox
         self.sandbox_args = sandbox_args  # `python -m khronos_cli.sandbox` options (external)
         self.sandbox_process: subprocess.Popen[bytes] | None = None
@@ -109,7 +112,10 @@ class Instance:
 
     def _sandbox_env(self, log: Any) -> dict[str, str]:
         if self.sandbox_of is not None:
-            shared: dict[str, str] = self.sandbox_of.sandbox()["env"]
+            info = self.sandbox_of.sandbox()
+            shared: dict[str, str] = (
+                info["env"] if self.bot is None else info["bots"][self.bot]["env"]
+            )
             return shared
         home = self.root / "sandbox"
         if self.sandbox_process is None:
@@ -201,7 +207,7 @@ class Instance:
     def push(self, chat_id: int, text: str | None = None, *, voice: str | None = None) -> int:
         body: dict[str, Any] = {"chat_id": chat_id}
         body.update({"voice": voice} if voice is not None else {"text": text})
-        answer = self.admin.post("/_sandbox/messages", json=body)
+        answer = self.admin.post(f"{self.admin_path}/messages", json=body)
         answer.raise_for_status()
         return int(answer.json()["message_id"])
 
@@ -211,11 +217,13 @@ class Instance:
         return items
 
     def ledger(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.admin.get("/_sandbox/ledger").json()
+        data: dict[str, Any] = self.admin.get(f"{self.admin_path}/ledger").json()
         return data
 
     def deliveries(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.admin.get("/_sandbox/deliveries").json()["items"]
+        items: list[dict[str, Any]] = self.admin.get(f"{self.admin_path}/deliveries").json()[
+            "items"
+        ]
         return items
 
     def llm_mode(self, provider: str, **mode: Any) -> None:

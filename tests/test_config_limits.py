@@ -129,3 +129,36 @@ def test_no_config_error_echoes_a_secret(tmp_path: Path) -> None:
     redis_url = "redis://:hunter2-password@127.0.0.1:6379/0"
     settings = load(env={"REDIS_URL": redis_url}, state_dir=tmp_path / "other")
     assert "hunter2" not in str(settings.to_json())
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis+sentinel://:hunter2-pw@127.0.0.1:26379", "/<master name>"),
+        ("redis+sentinel://127.0.0.1:26379,127.0.0.1:x/main", "valid ports"),
+        ("redis+cluster://:hunter2-pw@127.0.0.1:7000/3", "no database"),
+        ("redis://127.0.0.1:6379/0?ssl_ca_certs=/etc/hosts", "rediss scheme only"),
+        ("rediss://127.0.0.1:6380/0?ssl_ca_certs=/nonexistent/ca.pem", "readable file"),
+        ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=maybe", "ssl_cert_reqs one of"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=9", "no query option 'socket_timeout'"),
+        ("redis+gossip://127.0.0.1:6379", "a scheme among"),
+    ],
+)
+def test_a_redis_url_for_no_topology_is_refused(tmp_path: Path, url: str, said: str) -> None:
+    """Sentinel and Cluster URLs are checked at start: what is wrong is said, on one line,
+    naming the key, never the password."""
+    message = str(refused(tmp_path, f'redis_url = "{url}"\n'))
+    assert message.startswith(f"config {tmp_path / 'khronos.toml'}: redis_url") and said in message
+    assert "hunter2" not in message
+
+
+def test_every_topology_has_a_url(tmp_path: Path) -> None:
+    """One server, TLS with its options, Sentinel with a master and db, Cluster: all accepted."""
+    for url in (
+        "redis://user:pw@127.0.0.1:6379/2",
+        "rediss://127.0.0.1:6380/0?ssl_ca_certs=/etc/hosts&ssl_cert_reqs=required",
+        "unix:///run/redis.sock?db=1",
+        "redis+sentinel://u:pw@10.0.0.1:26379,10.0.0.2:26379,[::1]:26379/main/1",
+        "rediss+cluster://10.0.0.1:7000,10.0.0.2:7000?ssl_check_hostname=false",
+    ):
+        assert load(env={"REDIS_URL": url}, state_dir=tmp_path).redis_url == url

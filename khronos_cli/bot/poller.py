@@ -159,10 +159,9 @@ class Poller:
                 logger.warning("polling failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    def stand_by(self) -> None:
-        """Polling was stopped (another replica holds the poller lease now): why it failed
-        is no longer this process's problem (a 409 from the handover must not keep it
-        ``degraded`` for good)."""
+    def idle(self) -> None:
+        """Polling stopped here (another replica holds the lease): what Telegram said to the
+        last poll (say, a 409 while both polled around a Redis failover) describes nothing now."""
         self.problem = None
 
     def _told(self, problem: str | None) -> None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import RedisError
-
 from khronos_cli.control.protocol import STEP_TITLES, socket_path
 from khronos_cli.errors import KhronosError
+from khronos_cli.resilience.redis_client import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -179,5 +178,5 @@ async def replica_list(worker: Readable) -> list[dict[str, Any]]:
         return [{**replica_snapshot(worker), "replica": "local", "leader": True}]
     try:
         return await worker.replicas.all()
-    except (OSError, RedisError) as exc:
+    except REDIS_ERRORS as exc:
         raise KhronosError(f"redis is unreachable: {exc}") from None

@@ -44,8 +44,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from khronos_cli.resilience.redis_client import REDIS_ERRORS, Client
 
 __all__ = ["Replicas"]
 
@@ -80,7 +79,7 @@ class Replicas:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         *,
         bot: str = "bot",
         namespace: str | None = None,
@@ -121,7 +120,7 @@ class Replicas:
                 held = bool(await self._renew(keys=[key], args=[self.id, ttl]))
             else:
                 held = bool(await self.redis.set(key, self.id, nx=True, px=ttl))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._lost(exc)
             return self.leader or self._poll_alone()  # the poller keeps polling, standbys wait
         self._ok()
@@ -162,7 +161,7 @@ class Replicas:
         self.leader = False
         try:
             await self._release(keys=[self.key("poller")], args=[self.id])
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._lost(exc)
 
     # -- update claims --------------------------------------------------------------------------
@@ -173,7 +172,7 @@ class Replicas:
             verdict = await self._claim(
                 keys=[self.key("update", update_id)], args=[self.id, PENDING_TTL_MS]
             )
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._lost(exc)
             return "mine"  # degraded: the local journal's dedup is all there is
         self._ok()
@@ -184,7 +183,7 @@ class Replicas:
         """The update is journaled here: keep the claim for as long as Telegram could resend."""
         try:
             await self.redis.set(self.key("update", update_id), f"owned:{self.id}", ex=OWNED_TTL_S)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._lost(exc)
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -206,7 +205,7 @@ class Replicas:
                 pipe.expire(index, max(2, int(self.interval * 10)))
                 pipe.zcard(index)
                 results = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._lost(exc)
             return
         self._ok()
@@ -225,7 +224,7 @@ class Replicas:
         try:
             await self.redis.zrem(self.key("replicas"), self.id)
             await self.redis.delete(self.key("replica", self.id))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._lost(exc)
 
     async def run(self, on_tick: Callable[[bool | None], object], *, poll: bool = True) -> None:

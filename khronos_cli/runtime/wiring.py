@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 import httpx
-from redis.asyncio import Redis
 
 from khronos_cli import statedir
 from khronos_cli.bot.bot import Bot
@@ -44,6 +43,7 @@ from khronos_cli.resilience.breaker.storage import RedisBreakerStorage
 from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT
 from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.registry import Limiters
+from khronos_cli.resilience.redis_client import Client, connect, verify
 from khronos_cli.upstream.base import Guard
 from khronos_cli.upstream.faults import FaultInjector, FaultTransport
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient
@@ -113,7 +113,7 @@ class Parts:
     outbox: Outbox
     jobs: JobTracker
     poller: Poller
-    redis: Redis | None = None
+    redis: Client | None = None
 
     @property
     def clients(self) -> tuple[Any, ...]:
@@ -148,8 +148,13 @@ async def build(settings: Settings, *, poll_timeout: int | None = None) -> Parts
     """Build every part; on failure nothing is left open."""
     faults = FaultInjector()
     redis = None
-    if settings.redis_url:  # short timeouts: a dead Redis must fail fast, never hang the bot
-        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    if settings.redis_url:  # one client (server, Sentinel or Cluster) for breakers, limiters,
+        redis = connect(settings.redis_url)  # replicas; refused credentials or ACL: exit 78
+        try:
+            await verify(redis, settings.redis_namespace)
+        except BaseException:
+            await redis.aclose()
+            raise
     scrub = Scrubber(settings.secrets)  # the log's too: what an upstream says may quote one
     checks: dict[str, Callable[[], Awaitable[object]]] = {}  # filled once the clients exist
     health = {name: _later(checks, check) for name, check in HEALTH.items()}

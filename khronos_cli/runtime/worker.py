@@ -204,7 +204,7 @@ class Worker:
         elif not held and running:
             assert self._poll_task is not None and self.parts is not None
             self._poll_task.cancel()
-            self.parts.poller.stand_by()
+            self.parts.poller.idle()
         self._tell_state()
 
     @property

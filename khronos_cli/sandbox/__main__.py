@@ -27,7 +27,7 @@ from pathlib import Path
 
 from khronos_cli.sandbox.flood import FloodLimits
 from khronos_cli.sandbox.stack import SandboxStack
-from khronos_cli.sandbox.telegram import OPERATOR_CHAT
+from khronos_cli.sandbox.telegram import OPERATOR_CHAT, SANDBOX_TOKEN
 from khronos_cli.statedir import SANDBOX_FILE, SANDBOX_IDS_FILE
 
 _IDS_EVERY = 2.0  # seconds between saves of the next update id
@@ -50,6 +50,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--token-latency", type=float, default=0.0, help="LLM seconds per output token, added"
     )
+    parser.add_argument(
+        "--token", default=SANDBOX_TOKEN, help="the bot's token (another bot: another id)"
+    )
+    parser.add_argument(
+        "--other-token",
+        action="append",
+        default=[],
+        help="another bot on the same stand-in Telegram (repeatable)",
+    )
     parser.add_argument("--no-flood-limits", action="store_true", help="benchmarks only")
     parser.add_argument("--quiet", action="store_true", help="do not log every message")
     return parser.parse_args(argv)
@@ -63,7 +72,11 @@ async def serve(options: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     state = options.state_dir / SANDBOX_FILE
     async with SandboxStack(
-        flood_limits=limits, llm_latency=options.llm_latency, token_latency=options.token_latency
+        token=options.token,
+        other_tokens=options.other_token,
+        flood_limits=limits,
+        llm_latency=options.llm_latency,
+        token_latency=options.token_latency,
     ) as stack:
         env = {
             **stack.env(),
@@ -80,6 +93,14 @@ async def serve(options: argparse.Namespace) -> None:
             "admin_url": f"{stack.telegram_base_url}/_sandbox",
             "operator_chat": OPERATOR_CHAT,
             "env": env,
+            "bots": {
+                str(bot.bot_id): {
+                    "env": {**env, "TELEGRAM_BOT_TOKEN": token},
+                    "admin_url": f"{stack.telegram_base_url}/_sandbox/bot{bot.bot_id}",
+                }
+                for token, bot in stack.telegram.bots.items()
+                if bot is not stack.telegram
+            },
         }
         _write(state, info)
         ids = options.state_dir / SANDBOX_IDS_FILE

@@ -12,11 +12,20 @@ Telegram's ``ResponseParameters`` do.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiohttp import web
 
-__all__ = ["BotAPIError", "flag", "integer", "json_value", "read_params"]
+__all__ = [
+    "BotAPIError",
+    "FailureMode",
+    "TelegramFailure",
+    "flag",
+    "integer",
+    "json_value",
+    "read_params",
+]
 
 Json = dict[str, Any]
 
@@ -105,3 +114,21 @@ def flag(params: Json, name: str) -> bool:
     """A boolean parameter (``true`` or ``"true"``)."""
     value = params.get(name)
     return value is True or (isinstance(value, str) and value.lower() in ("true", "1"))
+
+
+FailureMode = Literal["ok", "errors", "hang", "down"]
+
+
+@dataclass
+class TelegramFailure:
+    """An injected fault: ``errors`` answers ``status``, ``hang`` never answers, ``down`` drops
+    the connection; limited to ``methods`` (lower-case names) and to ``count`` requests if set."""
+
+    mode: FailureMode = "ok"
+    methods: frozenset[str] | None = None
+    status: int = 502
+    count: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        methods = None if self.methods is None else sorted(self.methods)
+        return {"mode": self.mode, "methods": methods, "status": self.status, "count": self.count}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -38,6 +38,7 @@ class SandboxStack:
         self,
         *,
         token: str = SANDBOX_TOKEN,
+        other_tokens: Sequence[str] = (),
         flood_limits: FloodLimits | None = None,
         llm_latency: float = 0.0,
         token_latency: float = 0.0,
@@ -50,6 +51,8 @@ class SandboxStack:
         self.telegram = TelegramStandIn(
             token=token, flood_limits=flood_limits, clock=clock, host=host
         )
+        for other in other_tokens:  # more bots on the same stand-in, each its own
+            self.telegram.add_bot(other)
         self.anthropic = AnthropicStandIn(
             api_key=self.anthropic_api_key,
             latency=llm_latency,

@@ -21,6 +21,9 @@ case-insensitive), answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "e
 - ``getFile`` + ``/file/bot<token>/<path>`` serve voice notes (:mod:`.files`); over 20 MB, 400.
 - ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: see :mod:`.webhook` (URL rules, loopback,
   leftover webhooks).
+- Several bots, as the real server serves every token: :meth:`TelegramStandIn.add_bot` (before
+  :meth:`start`) adds another token, a bot of its own (its updates, chats, deliveries, flood
+  windows, failures, webhook) on the same port, its admin API under ``/_sandbox/bot<id>/``.
 
 The world the bot lives in — chats, users' messages, service messages, edits, callback queries,
 blocks, migrations — is :attr:`TelegramStandIn.chats` (:mod:`.chats`): tests call
@@ -39,13 +42,15 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
+from khronos_cli.errors import SandboxError
 from khronos_cli.sandbox._botapi import (
     BotAPIError,
+    FailureMode,
+    TelegramFailure,
     flag,
     integer,
     json_value,
@@ -57,37 +62,21 @@ from khronos_cli.sandbox.chats import Chats
 from khronos_cli.sandbox.files import FileTooBig, UnknownFile
 from khronos_cli.sandbox.flood import FloodControl, FloodLimits
 from khronos_cli.sandbox.records import Delivery, UserMessage
-from khronos_cli.sandbox.telegram_admin import admin_routes
+from khronos_cli.sandbox.telegram_admin import ADMIN_PREFIX, admin_routes
 from khronos_cli.sandbox.updates import PollTerminated, UpdateQueue
 from khronos_cli.sandbox.webhook import WebhookSender, url_error
 
 __all__ = ["OPERATOR_CHAT", "SANDBOX_TOKEN", "BotAPIError", "TelegramFailure", "TelegramStandIn"]
 
 SANDBOX_TOKEN = "7000000001:SANDBOXsandboxSANDBOXsandboxSANDBOX"
-OPERATOR_CHAT = 9000  # the operator's private chat: alerts land here, apart from users' answers
+OPERATOR_CHAT = 424_242_001  # the operator's chat: alerts land here, apart from users' answers
 MAX_POLL_TIMEOUT = 50
 MAX_TEXT = 4096
 _PARSE_MODES = {"HTML", "Markdown", "MarkdownV2"}
 _SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]*$")
 _INVALID_URL = "Bad Request: invalid webhook URL specified"
 
-FailureMode = Literal["ok", "errors", "hang", "down"]
 Json = dict[str, Any]
-
-
-@dataclass
-class TelegramFailure:
-    """An injected fault: ``errors`` answers ``status``, ``hang`` never answers, ``down`` drops
-    the connection; limited to ``methods`` (lower-case names) and to ``count`` requests if set."""
-
-    mode: FailureMode = "ok"
-    methods: frozenset[str] | None = None
-    status: int = 502
-    count: int | None = None
-
-    def to_json(self) -> Json:
-        methods = None if self.methods is None else sorted(self.methods)
-        return {"mode": self.mode, "methods": methods, "status": self.status, "count": self.count}
 
 
 class TelegramStandIn(LoopbackServer):
@@ -121,6 +110,7 @@ class TelegramStandIn(LoopbackServer):
         self.chats = Chats(self.updates, bot_id=self.bot_id, clock=clock)
         self.webhook = WebhookSender(self.updates, retry=webhook_retry)
         self._listeners: list[Callable[[Delivery], object]] = []
+        self.bots: dict[str, TelegramStandIn] = {token: self}  # every token this port serves
         self._methods: dict[str, Callable[[Json], Awaitable[object]]] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -184,6 +174,14 @@ class TelegramStandIn(LoopbackServer):
         names = None if methods is None else frozenset(m.lower() for m in methods)
         self.failure = TelegramFailure(mode, names, status, count)
 
+    def add_bot(self, token: str) -> TelegramStandIn:
+        """Serve another bot (``token``, another id) on this port; call before :meth:`start`."""
+        if self.started:
+            raise SandboxError("add every bot before the Telegram stand-in starts")
+        other = TelegramStandIn(token=token, flood_limits=self.flood.limits, clock=self.clock)
+        self.bots[token] = other
+        return other
+
     def add_listener(self, callback: Callable[[Delivery], object]) -> None:
         """Call ``callback(delivery)`` for every message the bot sends from now on."""
         self._listeners.append(callback)
@@ -217,19 +215,31 @@ class TelegramStandIn(LoopbackServer):
         app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
         admin_routes(self, app)
+        for other in self.bots.values():
+            if other is not self:
+                admin_routes(other, app, prefix=f"{ADMIN_PREFIX}/bot{other.bot_id}")
+
+    async def _on_start(self) -> None:
+        for other in self.bots.values():
+            other._closing = self._closing  # the other bots close with this port
 
     async def _on_close(self) -> None:
-        self.updates.wake()
-        await self.webhook.stop()
+        for bot in self.bots.values():
+            bot.updates.wake()
+            await bot.webhook.stop()
 
     async def _handle_method(self, request: web.Request) -> web.StreamResponse:
+        bot = self.bots.get(request.match_info["token"])
+        return await (bot or self)._method(request, known=bot is not None)
+
+    async def _method(self, request: web.Request, *, known: bool) -> web.StreamResponse:
         method = request.match_info["method"].lower()
         self.requests[method] += 1
         failed = await self._inject_failure(request, method)
         if failed is not None:
             return failed
         try:
-            if request.match_info["token"] != self.token:
+            if not known:
                 raise BotAPIError(401, "Unauthorized")
             handler = self._methods.get(method)
             if handler is None:
@@ -240,12 +250,13 @@ class TelegramStandIn(LoopbackServer):
         return web.json_response({"ok": True, "result": result})
 
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
-        failed = await self._inject_failure(request, "file")
+        bot = self.bots.get(request.match_info["token"])
+        failed = await (bot or self)._inject_failure(request, "file")
         if failed is not None:
             return failed
-        if request.match_info["token"] != self.token:
+        if bot is None:
             return BotAPIError(401, "Unauthorized").response()
-        data = self.chats.files.content(request.match_info["path"])
+        data = bot.chats.files.content(request.match_info["path"])
         if data is None:
             return BotAPIError(404, "Not Found").response()
         return web.Response(body=data, content_type="audio/ogg")

@@ -52,8 +52,10 @@ __all__ = ["ADMIN_PREFIX", "admin_routes"]
 ADMIN_PREFIX = "/_sandbox"
 
 
-def admin_routes(telegram: TelegramStandIn, app: web.Application) -> None:
-    """Add the admin endpoints of ``telegram`` to ``app``."""
+def admin_routes(
+    telegram: TelegramStandIn, app: web.Application, prefix: str = ADMIN_PREFIX
+) -> None:
+    """Add the admin endpoints of ``telegram`` to ``app``, under ``prefix``."""
     admin = _Admin(telegram)
     pushes = Pushes(telegram.chats)
     for method, path, handler in (
@@ -72,7 +74,7 @@ def admin_routes(telegram: TelegramStandIn, app: web.Application) -> None:
         ("POST", "/service", pushes.service),
         ("POST", "/updates", pushes.update),
     ):
-        app.router.add_route(method, ADMIN_PREFIX + path, _json_errors(handler))
+        app.router.add_route(method, prefix + path, _json_errors(handler))
 
 
 def _json_errors(handler: Any) -> Any:

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from khronos_cli.control.client import ControlClient
+from khronos_cli.sandbox.telegram import OPERATOR_CHAT as OPERATOR  # where --sandbox alerts go
 from tests.instance import FAST_CONFIG, Instance, crashing
 from tests.support import Collector, RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-OPERATOR = 9000  # the sandbox's operator chat (``khronos run --sandbox`` sends alerts there)
 ALERTS = '[alerts]\ngroup_window = "0.5s"\n'
 
 

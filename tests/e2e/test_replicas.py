@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from tests.instance import FAST_CONFIG, Instance, alive
+from tests.redis_topologies import cli
 from tests.support import RedisServer, wait_for
 
 
@@ -147,3 +148,57 @@ def test_two_environments_on_one_redis_keep_apart(make_instance: Any, redis_url:
     for bot in bots:
         wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
         assert bot.ledger()["duplicates"] == []
+
+
+def test_two_bots_on_one_redis_keep_their_own_budget_breakers_and_poller(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """Two tokens (two bots of one stand-in Telegram, as the Bot API serves every token) on one
+    Redis database, no prefix: both poll (two leases), each answers its users once, a breaker
+    forced open on one is not open on the other, each bot's budget and breakers under its id."""
+    config = f'redis_url = "{redis_url}"\n' + FAST_CONFIG
+    other = "7000000002:SANDBOXsandboxSANDBOXsandboxSANDBOX"
+    stand_in = ("--users", "0", "--other-token", other)
+    first = make_instance("bot1", config=config, external_sandbox=True, sandbox_args=stand_in)
+    second = make_instance(
+        "bot2", config=config, external_sandbox=True, sandbox_of=first, bot="7000000002"
+    )
+    bots = [first.start(), second.start()]
+    wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
+    for i, bot in enumerate(bots):
+        for n in range(3):
+            bot.push(8700 + 10 * i + n, f"bot {i} message {n}")
+    for bot in bots:
+        wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
+        assert bot.ledger()["duplicates"] == []
+    assert bots[0].khronos("breakers", "open", "anthropic-api", "--for", "1m").returncode == 0
+    wait_for(lambda: bots[0].status()["breakers"]["anthropic-api"]["state"] == "open")
+    assert bots[1].status()["breakers"].get("anthropic-api", {}).get("state", "closed") == "closed"
+    keys = cli(redis_server.port, "--scan", "--pattern", "khronos:*").split()
+    for bot_id in ("7000000001", "7000000002"):
+        mine = [k for k in keys if k.startswith(f"khronos:{{{bot_id}}}:")]
+        assert (
+            any(":limiter:telegram:" in k for k in mine) and f"khronos:{{{bot_id}}}:poller" in mine
+        )
+    assert "khronos:{7000000001}:breaker:anthropic-api" in keys  # forced open: bot 1's only
+    assert "khronos:{7000000002}:breaker:anthropic-api" not in keys
+
+
+def test_a_poller_that_loses_the_lease_forgets_its_409(
+    make_instance: Any, redis_url: str, redis_server: RedisServer
+) -> None:
+    """The poller is told 409 (another process polls), then loses the lease (as after a Redis
+    failover): as a standby it is ready again, not degraded on a refusal of a poll it no longer
+    makes; the other replica polls."""
+    group = replicas(make_instance, redis_url)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=30)
+    poller = pollers(group)[0]
+    conflict = {"mode": "errors", "methods": ["getupdates"], "status": 409}
+    poller.admin.post("/_sandbox/failure", json=conflict).raise_for_status()
+    poller.push(8800, "ends the long poll: the next one meets the 409")
+    wait_for(lambda: "polling: Another process" in str(poller.status().get("reasons")))
+    cli(redis_server.port, "SET", "khronos:{7000000001}:poller", "intruder", "PX", "1500")
+    wait_for(lambda: not poller.status().get("poller"), timeout=10)
+    poller.admin.post("/_sandbox/failure", json={"mode": "ok"}).raise_for_status()
+    wait_for(lambda: all(r.status().get("state") == "ready" for r in group), timeout=15)
+    wait_for(lambda: len(pollers(group)) == 1, timeout=15)

@@ -283,3 +283,28 @@ async def test_base_url_before_start_raises() -> None:
     """base_url of a stand-in that was never started is a SandboxError, not a bogus URL."""
     with pytest.raises(SandboxError, match="not started"):
         _ = TelegramStandIn().base_url
+
+
+async def test_two_tokens_are_two_bots_on_one_port() -> None:
+    """Another token added before start is a bot of its own on the same port: its own getMe,
+    updates, deliveries and admin API (/_sandbox/bot<id>/); a token never added is 401; adding
+    one after start is refused."""
+    other = "7000000002:OTHERotherOTHERotherOTHERotherOTHER"
+    stand_in = TelegramStandIn(flood_limits=FloodLimits.off())
+    second = stand_in.add_bot(other)
+    async with stand_in, httpx.AsyncClient(base_url=stand_in.base_url) as http:
+        me = (await http.get(f"/bot{other}/getMe")).json()["result"]
+        assert me["id"] == 7000000002
+        pushed = await http.post(
+            "/_sandbox/bot7000000002/messages", json={"chat_id": CHAT, "text": "hi"}
+        )
+        assert pushed.status_code == 200
+        mine = (await http.post(f"/bot{other}/getUpdates", json={})).json()["result"]
+        theirs = (await http.post(f"/bot{SANDBOX_TOKEN}/getUpdates", json={})).json()["result"]
+        assert len(mine) == 1 and theirs == [] and len(second.pushed) == 1
+        sent = {"chat_id": CHAT, "text": "hello"}
+        assert (await http.post(f"/bot{other}/sendMessage", json=sent)).status_code == 200
+        assert len(second.deliveries) == 1 and stand_in.deliveries == []
+        assert (await http.get("/bot7000000003:NOPEnopeNOPEnopeNOPE/getMe")).status_code == 401
+        with pytest.raises(SandboxError):
+            stand_in.add_bot("7000000004:LATElateLATElateLATElateLATE")

@@ -256,9 +256,9 @@ class RedisBreakerStorage(BreakerStorage):
     def from_url(cls, url: str, **options: Any) -> RedisBreakerStorage:
         """A storage with its own client (closed by :meth:`aclose`); short socket timeouts so a
         dead Redis fails calls open quickly instead of hanging them."""
-        import redis.asyncio
+        from khronos_cli.resilience.redis_client import connect
 
-        client = redis.asyncio.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = connect(url)
         return cls(client, owns_client=True, **options)
 
     def key(self, name: str) -> str:
@@ -315,7 +315,7 @@ class RedisBreakerStorage(BreakerStorage):
         try:
             async with asyncio.timeout(self._op_timeout):
                 row = await self._scripts[op](keys=[key, key + ":probe"], args=argv)
-        except (OSError, TimeoutError, _redis_error()) as exc:
+        except _redis_errors() as exc:
             self._report(exc)
             return None
         self._report(None)
@@ -340,7 +340,7 @@ class RedisBreakerStorage(BreakerStorage):
                     if loop.time() >= next_poll:
                         await self._poll()
                         next_poll = loop.time() + self._poll_interval
-            except (OSError, TimeoutError, _redis_error()) as exc:
+            except _redis_errors() as exc:
                 self._report(exc)
             finally:
                 with contextlib.suppress(Exception):
@@ -376,7 +376,7 @@ class RedisBreakerStorage(BreakerStorage):
             on_error(exc)
 
 
-def _redis_error() -> type[Exception]:
-    import redis.exceptions
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    from khronos_cli.resilience.redis_client import REDIS_ERRORS
 
-    return redis.exceptions.RedisError
+    return REDIS_ERRORS

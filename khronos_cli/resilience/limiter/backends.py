@@ -50,10 +50,10 @@ from typing import Any, Final
 
 import pyrate_limiter as pyrate
 from pyrate_limiter.utils import enforce_rate_list
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from khronos_cli.config import Rate
+from khronos_cli.resilience.redis_client import REDIS_ERRORS, Client
 
 _log = logging.getLogger("khronos.limiter")
 
@@ -347,7 +347,7 @@ class RedisRates:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         limiter: str,
         global_rates: Sequence[Rate] = (),
         *,
@@ -402,7 +402,7 @@ class RedisRates:
     async def _decide(self, bucket: _RedisDecisionBucket, weight: int, now_ms: int) -> Verdict:
         try:
             decision = await bucket.put_decision(pyrate.RateItem("job", now_ms, weight))  # type: ignore[misc]
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             return self._decide_locally(bucket._handle, weight, now_ms, exc)
         if self.degraded:
             self.degraded = False
@@ -469,7 +469,7 @@ class RedisRates:
         name = f"{self.prefix}:halt" if key is None else f"{self.prefix}:halt:key:{key}"
         try:
             await self._halt_script(keys=[name], args=[until_ms, max(1, ttl_ms)])
-        except (RedisError, OSError, TimeoutError) as exc:  # the local halt still holds
+        except REDIS_ERRORS as exc:  # the local halt still holds
             _log.warning("limiter %s: could not share a halt (%s)", self.prefix, exc)
 
     async def aclose(self) -> None:

@@ -36,8 +36,6 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
 from khronos_cli.config import LimiterSettings
 from khronos_cli.errors import JobDroppedError, JobExpiredError, LimiterStoppedError
 from khronos_cli.resilience.limiter.backends import ADMIT, MemoryRates, RedisRates
@@ -45,6 +43,7 @@ from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT, Job, KeyGroup,
 from khronos_cli.resilience.limiter.keys import KeyTable
 from khronos_cli.resilience.limiter.scheduler import Scheduler
 from khronos_cli.resilience.limiter.stats import LimiterEvent, LimiterStats, Listener
+from khronos_cli.resilience.redis_client import Client
 
 __all__ = ["Limiter"]
 
@@ -63,7 +62,7 @@ class Limiter:
         self,
         settings: LimiterSettings,
         *,
-        redis: Redis | None = None,
+        redis: Client | None = None,
         bot: str = "bot",
         namespace: str | None = None,
         guard: float = 0.0,

@@ -28,13 +28,12 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
-from redis.asyncio import Redis
-
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
 from khronos_cli.errors import ConfigError
 from khronos_cli.resilience.limiter.backends import RedisRates
 from khronos_cli.resilience.limiter.jobs import QueuedJob
 from khronos_cli.resilience.limiter.limiter import Limiter
+from khronos_cli.resilience.redis_client import Client, connect
 
 __all__ = [
     "PRIORITY_BULK",
@@ -59,7 +58,7 @@ class Limiters(Mapping[str, Limiter]):
     def __init__(
         self,
         limiters: Mapping[str, Limiter],
-        redis: Redis | None = None,
+        redis: Client | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limiters = dict(limiters)
@@ -73,7 +72,7 @@ class Limiters(Mapping[str, Limiter]):
         settings: Mapping[str, LimiterSettings] | None = None,
         *,
         redis_url: str | None = None,
-        redis: Redis | None = None,
+        redis: Client | None = None,
         bot: str = "bot",
         namespace: str | None = None,
         clock: Callable[[], float] | None = None,
@@ -82,7 +81,7 @@ class Limiters(Mapping[str, Limiter]):
 
         A rate list pyrate-limiter cannot enforce raises ``ConfigError`` naming the limiter.
         """
-        owned = Redis.from_url(redis_url) if redis is None and redis_url else None
+        owned = connect(redis_url) if redis is None and redis_url else None
         client = redis or owned
         built: dict[str, Limiter] = {}
         for name, item in (settings or LIMITER_DEFAULTS).items():
