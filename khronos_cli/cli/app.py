@@ -35,6 +35,7 @@ def _root(
 
 def _register() -> None:
     from khronos_cli.cli import (
+        backup,
         breakers,
         completion,
         config,
@@ -56,6 +57,8 @@ def _register() -> None:
     app.add_typer(outage.app, name="outage")
     app.command("stop")(stop.stop)
     app.command("restart")(restart.restart)
+    app.command("backup")(backup.backup)
+    app.command("restore")(backup.restore)
     app.command("completion")(completion.completion)
 
 

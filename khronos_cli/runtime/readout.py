@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from khronos_cli.config import Settings
+    from khronos_cli.runtime.backup import Backups
     from khronos_cli.runtime.http import PublicServer
     from khronos_cli.runtime.replicas import Replicas
     from khronos_cli.runtime.shutdown import Shutdown
@@ -41,6 +42,7 @@ class Readable(Protocol):
     replicas: Replicas | None
     shutdown: Shutdown | None
     previous: dict[str, Any] | None
+    backups: Backups
 
     @property
     def current_state(self) -> str: ...
@@ -91,6 +93,7 @@ def status(worker: Readable) -> dict[str, Any]:
         "waiting_for": waiting_for(worker),
         "breakers": _breaker_states(worker),
         "outages": {str(o["name"]): o for o in outages(worker)},
+        "backup": worker.backups.snapshot(),
     }
 
 
