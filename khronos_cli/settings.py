@@ -189,16 +189,18 @@ class BackupSettings:
     one a minute while this is the default) into ``dir`` (empty: ``<state-dir>/backups``;
     relative: in the state dir); after each, the newest ``keep`` are kept, and of those none older
     than ``keep_for`` but the newest (``"none"``: no age limit). ``pages_per_step`` pages are
-    copied per step of SQLite's backup, and ``bandwidth`` caps the copy in MiB/s (``"none"``: as
-    fast as the disk goes) so a big copy does not crowd the bot's own writes off the disk.
+    copied per step of SQLite's backup, and ``bandwidth`` caps the copy (and its checksum pass)
+    in MiB/s (``"none"``: as fast as the disk goes), so a big copy does not crowd the bot's own
+    commits off the disk (benchmarks/backup.py: a 100 MB copy at full speed tripled the bot's
+    p99; at 64 MiB/s it takes 1.6 s).
     """
 
     interval: float | None = setting(DAY, Duration(optional=True, cap=365 * DAY))
     keep: int = setting(7, Count(100_000))
     keep_for: float | None = setting(None, Duration(optional=True, cap=3650 * DAY))
     dir: str = setting("", Text())
-    pages_per_step: int = setting(1024, Count(1_000_000))
-    bandwidth: int | None = setting(None, Count(100_000, optional=True))
+    pages_per_step: int = setting(256, Count(1_000_000))
+    bandwidth: int | None = setting(64, Count(100_000, optional=True))
 
 
 def llm_timeout(max_tokens: int) -> float:

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = ["Aborted", "Copy", "checksum_path", "fsync_dir", "sha256_of", "take", "temporary_for"]
 
 CHUNK = 1 << 20
+FLUSH_EVERY = 4 << 20  # bytes of copy written out at a time
 BUSY_TIMEOUT = 5.0
 
 
@@ -99,20 +101,22 @@ def take(
             schema = int(reader.execute("PRAGMA user_version").fetchone()[0])
             page_size = int(reader.execute("PRAGMA page_size").fetchone()[0])
             writer = sqlite3.connect(temporary, isolation_level=None)
+            flushing = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 writer.execute("PRAGMA journal_mode = OFF")  # a new file: nothing to roll back
-                writer.execute("PRAGMA synchronous = OFF")  # fsync'ed once, at the end
-                progress = _Pace(page_size, bandwidth, abort)
+                writer.execute("PRAGMA synchronous = OFF")  # flushed by _Pace as it goes
+                progress = _Pace(bandwidth, abort, page_size=page_size, fd=flushing)
                 reader.backup(writer, pages=pages_per_step, progress=progress)
                 writer.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal to carry
                 pages = int(writer.execute("PRAGMA page_count").fetchone()[0])
             finally:
                 writer.close()
+                os.close(flushing)
         finally:
             reader.close()
         for leftover in ("-journal", "-wal", "-shm"):
             Path(f"{temporary}{leftover}").unlink(missing_ok=True)
-        digest, size = sha256_of(temporary, sync=True)
+        digest, size = sha256_of(temporary, sync=True, pace=_Pace(bandwidth, abort).step)
         os.replace(temporary, target)
     except BaseException:
         for leftover in ("", "-journal", "-wal", "-shm"):
@@ -125,30 +129,48 @@ def take(
 
 
 class _Pace:
-    """The backup's progress callback: stops the copy when asked, and keeps it under
-    ``bandwidth`` MiB/s by waiting between steps."""
+    """Paces a pass over the copy: stops it when asked, writes what it copied out to the disk
+    every :data:`FLUSH_EVERY` bytes when given the file (one big flush at the end would hold the
+    bot's own commits, each an fsync, behind it), and keeps it under ``bandwidth`` MiB/s. As the
+    backup's progress callback it is called with SQLite's page counts."""
 
     def __init__(
-        self, page_size: int, bandwidth: int | None, abort: threading.Event | None
+        self,
+        bandwidth: int | None,
+        abort: threading.Event | None,
+        *,
+        page_size: int = 0,
+        fd: int | None = None,
     ) -> None:
         self.page_size = page_size
         self.rate = None if bandwidth is None else bandwidth * 1024 * 1024
         self.abort = abort or threading.Event()
+        self.fd = fd
+        self.flushed = 0
         self.began = time.monotonic()
 
     def __call__(self, status: int, remaining: int, total: int) -> None:
+        self.step((total - remaining) * self.page_size)
+
+    def step(self, done: int) -> None:
+        """``done`` bytes of the pass are behind us."""
         if self.abort.is_set():
             raise Aborted("the backup was stopped")
-        if self.rate is None or remaining == 0:
+        if self.fd is not None and done - self.flushed >= FLUSH_EVERY:
+            os.fdatasync(self.fd)
+            self.flushed = done
+        if self.rate is None:
             return
-        copied = (total - remaining) * self.page_size
-        ahead = copied / self.rate - (time.monotonic() - self.began)
+        ahead = done / self.rate - (time.monotonic() - self.began)
         if ahead > 0 and self.abort.wait(ahead):
             raise Aborted("the backup was stopped")
 
 
-def sha256_of(path: Path, *, sync: bool = False) -> tuple[str, int]:
-    """The file's sha256 (hex) and size; with ``sync``, fsync'ed too."""
+def sha256_of(
+    path: Path, *, sync: bool = False, pace: Callable[[int], None] | None = None
+) -> tuple[str, int]:
+    """The file's sha256 (hex) and size; with ``sync``, fsync'ed too; ``pace`` is told the
+    bytes read so far after each chunk."""
     digest = hashlib.sha256()
     size = 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -156,6 +178,8 @@ def sha256_of(path: Path, *, sync: bool = False) -> tuple[str, int]:
         while chunk := file.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
+            if pace is not None:
+                pace(size)
         if sync:
             os.fsync(file.fileno())
     return digest.hexdigest(), size
