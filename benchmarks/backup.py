@@ -194,8 +194,9 @@ def main() -> None:
         anchor_s = timed(anchor, options.rounds) if cli else python_s
     mb = size / 1e6
     anchor_name = "`sqlite3 .backup` (CLI)" if cli else "Python backup, pages=-1 (no sqlite3 CLI)"
+    pace = options.bandwidth or BackupSettings().bandwidth
     print(
-        f"\n{mb:.0f} MB khronos.db; [backup] bandwidth = {options.bandwidth or BackupSettings().bandwidth}; {n} messages at "
+        f"\n{mb:.0f} MB khronos.db; [backup] bandwidth = {pace}; {n} messages at "
         f"{RATE:g}/s per phase; {len(speeds)} backups "
         f"back to back during the second; copies best of {options.rounds}; "
         f"{os.cpu_count()}-core machine\n"
