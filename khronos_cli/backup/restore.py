@@ -114,13 +114,20 @@ def restore(state_dir: Path, source: Path, *, now: float | None = None) -> dict[
 
 
 def _copy(source: Path, candidate: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        candidate.unlink()
-    fd = statedir.open_private(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    with source.open("rb") as reading, os.fdopen(fd, "wb") as writing:
-        shutil.copyfileobj(reading, writing, 1 << 20)
-        writing.flush()
-        os.fsync(writing.fileno())
+    """The file, and its ``-wal`` when one lies beside it (a ``khronos.db.replaced-*`` keeps
+    its last commits there): the check folds it in."""
+    for suffix in ("", "-wal"):
+        origin = Path(f"{source}{suffix}")
+        if suffix and not origin.is_file():
+            continue
+        into = Path(f"{candidate}{suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            into.unlink()
+        fd = statedir.open_private(into, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with origin.open("rb") as reading, os.fdopen(fd, "wb") as writing:
+            shutil.copyfileobj(reading, writing, 1 << 20)
+            writing.flush()
+            os.fsync(writing.fileno())
 
 
 def _check(candidate: Path, source: Path, latest: int) -> int:
@@ -134,6 +141,8 @@ def _check(candidate: Path, source: Path, latest: int) -> int:
             found = [row[0] for row in db.execute("PRAGMA integrity_check(20)").fetchall()]
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if found == ["ok"]:
+                db.execute("PRAGMA journal_mode = DELETE")  # a -wal folded in: one file
         finally:
             db.close()
     except sqlite3.Error as exc:

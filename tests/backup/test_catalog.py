@@ -4,6 +4,7 @@ copy, and a copy from a newer khronos refused by restore."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -72,9 +73,32 @@ def test_restore_refuses_a_copy_from_a_newer_khronos(tmp_path: Path) -> None:
     before = (state / "khronos.db").read_bytes()
     newer = tmp_path / "newer.db"
     khronos_database(newer)
-    with sqlite3.connect(newer) as db:
-        db.execute("PRAGMA user_version = 99")
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
     with pytest.raises(RestoreError, match="schema v99, written by a newer khronos"):
         restore(state, newer)
     assert (state / "khronos.db").read_bytes() == before
     assert sorted(p.name for p in state.iterdir()) == ["khronos.db", "khronos.lock"]
+
+
+def test_restore_folds_in_the_wal_beside_a_copy(tmp_path: Path) -> None:
+    """A copy with its ``-wal`` beside it (a database kept by an earlier restore, or one whose
+    bot was killed) is restored with the commits that were only in the WAL."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    khronos_database(state / "khronos.db")
+    live = tmp_path / "live.db"
+    khronos_database(live)
+    db = sqlite3.connect(live, isolation_level=None)
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    db.execute("INSERT INTO turns (chat_id, role, text, created_at) VALUES (1, 'user', 'wal', 0)")
+    kept = tmp_path / "kept.db"
+    shutil.copyfile(live, kept)  # as a kill -9 leaves them: the commit is in the -wal only
+    shutil.copyfile(f"{live}-wal", f"{kept}-wal")
+    db.close()
+    restore(state, kept)
+    assert not Path(f"{state / 'khronos.db'}-wal").exists()
+    with sqlite3.connect(state / "khronos.db") as restored:
+        assert restored.execute("SELECT text FROM turns").fetchall() == [("wal",)]
+    restored.close()
