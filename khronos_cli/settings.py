@@ -191,8 +191,8 @@ class BackupSettings:
     than ``keep_for`` but the newest (``"none"``: no age limit). ``pages_per_step`` pages are
     copied per step of SQLite's backup, and ``bandwidth`` caps the copy (and its checksum pass)
     in MiB/s (``"none"``: as fast as the disk goes), so a big copy does not crowd the bot's own
-    commits off the disk (benchmarks/backup.py: a 100 MB copy at full speed tripled the bot's
-    p99; at 64 MiB/s it takes 1.6 s).
+    commits off the disk (benchmarks/backup.py: back-to-back unpaced copies of 100 MB raised
+    the bot's p99 3.9x; paced at 64 MiB/s, 0.5-1.0x, a copy taking 3 s).
     """
 
     interval: float | None = setting(DAY, Duration(optional=True, cap=365 * DAY))

@@ -150,9 +150,12 @@ def _check(candidate: Path, source: Path, latest: int) -> int:
             f"{source} is not a usable SQLite database ({exc}); the database was not touched"
         ) from None
     if found != ["ok"]:
+        lines = [line for row in found for line in str(row).splitlines()]
+        lines = [line.strip() for line in lines if line.strip() and not line.startswith("***")]
+        more = f"; {len(lines) - 3} more" if len(lines) > 3 else ""
         raise RestoreError(
-            f"{source} fails SQLite's integrity check ({'; '.join(found[:3])}); the database "
-            "was not touched"
+            f"{source} fails SQLite's integrity check ({'; '.join(lines[:3])}{more}); the "
+            "database was not touched"
         )
     missing = [table for table in TABLES if table not in names]
     if version < 1 or missing:
