@@ -21,6 +21,7 @@ what an unpaced copy costs the bot.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import sandbox, wait_until
 from benchmarks.pipeline import LIFTED, delivered, latencies, push
-from khronos_cli.bot.schema import MIGRATIONS
+from khronos_cli.bot.store import Store
 from khronos_cli.control.client import ControlClient
 from khronos_cli.settings import BackupSettings
 
@@ -49,24 +50,20 @@ WARMUP = 50
 
 
 def fill(path: Path, megabytes: int) -> None:
-    """A khronos.db (the store's migrations) with ``megabytes`` MB of turns, 50 per chat (under
+    """A khronos.db made by the store itself with ``megabytes`` MB of turns, 50 per chat (under
     retention's 200 per chat, dated now: the worker's start prunes none)."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("BEGIN")
-    for migration in MIGRATIONS:
-        for statement in migration:
-            db.execute(statement)
-    db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    async def create() -> None:  # created and migrated as the bot does it
+        await (await Store.open(path)).aclose()
+
+    asyncio.run(create())
     rows, now = megabytes * 1_000_000 // 2_100, time.time()
-    db.executemany(
-        "INSERT INTO turns (chat_id, role, text, created_at) VALUES (?, 'user', ?, ?)",
-        ((900_000 + i // 50, os.urandom(1000).hex(), now) for i in range(rows)),
-    )
-    db.execute("COMMIT")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO turns (chat_id, role, text, created_at) VALUES (?, 'user', ?, ?)",
+            ((900_000 + i // 50, os.urandom(1000).hex(), now) for i in range(rows)),
+        )
     db.close()
-    path.chmod(0o600)
 
 
 def khronos(state: Path, *args: str) -> dict[str, object]:

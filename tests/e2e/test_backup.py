@@ -36,9 +36,10 @@ def _answered(instance: Instance, count: int) -> bool:
 
 
 def test_backup_while_running_then_restore_refusals_and_restore(make_instance: Any) -> None:
-    """A copy taken through the running worker is 0600 with a matching checksum; restore is
-    refused (exit 1, nothing touched) while the bot runs, for a copy that fails its checksum and
-    for a corrupted copy without one; a good copy restores and the replaced file is kept."""
+    """A copy taken through the running worker is 0600 with a matching checksum (and one taken
+    by the command itself once it stopped); restore is refused (exit 1, nothing touched) while
+    the bot runs, for a copy that fails its checksum and for a corrupted copy without one; a
+    good copy restores and the replaced file is kept."""
     config = FAST_CONFIG + '[backup]\ninterval = "none"\n'
     instance: Instance = make_instance(config=config).start()
     instance.push(42, "hello before the backup")
@@ -62,6 +63,9 @@ def test_backup_while_running_then_restore_refusals_and_restore(make_instance: A
     assert instance.wait() == 0
     database = instance.state_dir / "khronos.db"
     before = database.read_bytes()
+    offline = instance.khronos("backup", str(instance.root / "offline.db"), "--json")
+    assert offline.returncode == 0 and json.loads(offline.stdout)["offline"] is True
+    assert _sha(instance.root / "offline.db") == json.loads(offline.stdout)["sha256"]
 
     damaged = instance.root / "damaged.db"
     damaged.write_bytes(path.read_bytes()[:-1] + b"\x00")
