@@ -7,7 +7,8 @@ A scheduled or default copy is named ``khronos-<UTC time>.db`` (``khronos-202611
 ``missing``. Rotation keeps the newest ``keep`` copies of that name pattern in the directory
 (those an operator took there with ``khronos backup`` count too), and of those none older than
 ``keep_for`` but the newest. A temporary file left by a copy that was killed is removed by the
-next copy, once the process that wrote it is gone.
+next copy into that directory, once the process that wrote it is gone (a copy written to a PATH
+of another name leaves its temporary file for you to remove).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ __all__ = [
 
 DEFAULT_DIR = "backups"
 _NAME = re.compile(r"^khronos-(\d{8}T\d{6}Z)(?:-(\d+))?\.db$")
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp(?:-journal|-wal|-shm)?$")
+_TEMPORARY = re.compile(
+    r"^\.khronos-\d{8}T\d{6}Z(?:-\d+)?\.db(?:\.sha256)?\.(\d+)\.tmp(?:-journal|-wal|-shm)?$"
+)
 _HEADER = b"SQLite format 3\x00"
 
 
@@ -149,7 +152,8 @@ def rotate(directory: Path, keep: int, keep_for: float | None, now: float) -> li
 
 
 def sweep(directory: Path) -> list[str]:
-    """Remove the temporary files of copies whose process is gone; the names removed."""
+    """Remove the temporary files of named copies (``.khronos-<time>.db.<pid>.tmp``) whose
+    process is gone; the names removed. Nothing else in the directory is touched."""
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(directory):

@@ -89,7 +89,7 @@ def _offline(directory: Path, config: Path | None, target: Path | None) -> dict[
         raise KhronosError(f"no database at {source}: nothing to back up")
     try:
         destination = catalog.target(target or backups, time.time(), create=target is None)
-        catalog.sweep(destination.parent)
+        catalog.sweep(backups)
         copy = take(
             source,
             destination,

@@ -75,7 +75,7 @@ class Backups:
         try:
             target = catalog.target(path or self.dir, now, create=path is None)
             self.running["target"] = str(target)
-            catalog.sweep(target.parent)
+            catalog.sweep(self.dir)
             abort = threading.Event()
             work = loop.run_in_executor(None, self._copy, target, abort)
             try:

@@ -50,7 +50,8 @@ def test_two_copies_in_one_second_get_two_names(tmp_path: Path) -> None:
 
 
 def test_a_dead_copys_temporary_file_is_swept(tmp_path: Path) -> None:
-    """A temporary file whose writer is gone is removed; a live writer's is left alone."""
+    """A copy's temporary file whose writer is gone is removed; a live writer's, and a file of
+    another name, are left alone."""
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         text=True,
@@ -60,9 +61,11 @@ def test_a_dead_copys_temporary_file_is_swept(tmp_path: Path) -> None:
     dead = tmp_path / f".khronos-20261130T120000Z.db.{gone.stdout.strip()}.tmp"
     live = tmp_path / f".khronos-20261130T120001Z.db.{os.getpid()}.tmp"
     dead.write_bytes(b"partial")
+    other = tmp_path / f".notes.{gone.stdout.strip()}.tmp"
+    other.write_text("not ours")
     live.write_bytes(b"being written")
     assert catalog.sweep(tmp_path) == [dead.name]
-    assert live.exists() and catalog.listing(tmp_path) == []
+    assert live.exists() and other.exists() and catalog.listing(tmp_path) == []
 
 
 def test_restore_refuses_a_copy_from_a_newer_khronos(tmp_path: Path) -> None:
