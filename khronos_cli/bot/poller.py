@@ -131,7 +131,17 @@ class Poller:
         self.prepared = True
 
     async def run(self) -> None:
-        """Long-poll until cancelled. Errors back off (up to ``max_backoff``), never crash."""
+        """Long-poll until cancelled. Errors back off (up to ``max_backoff``), never crash.
+
+        A replica that loses the poller lease is cancelled, and the poll it had in flight may
+        end in a 409 from the replica taking over: whatever the last poll met is no problem of a
+        worker that no longer polls, so the problem is cleared when polling ends."""
+        try:
+            await self._poll()
+        finally:
+            self.problem = None
+
+    async def _poll(self) -> None:
         failures = 0
         while True:
             try:
