@@ -31,7 +31,7 @@ def backup(
         Path | None,
         typer.Argument(
             help="A file to write, or a directory to write a new khronos-<time>.db in "
-            "(default: the backup directory, [backup] dir).",
+            "(default: the backup directory, \\[backup] dir).",
             show_default=False,
         ),
     ] = None,
