@@ -15,7 +15,6 @@ cancels a copy in progress: it ends within one step and leaves no file behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import threading
@@ -102,9 +101,12 @@ class Backups:
         result = {**self.last_ok, "scheduled": scheduled, "rotated": []}
         if scheduled:
             keep = self.settings
-            result["rotated"] = await asyncio.to_thread(
-                catalog.rotate, self.dir, keep.keep, keep.keep_for, self._clock()
-            )
+            try:
+                result["rotated"] = await asyncio.to_thread(
+                    catalog.rotate, self.dir, keep.keep, keep.keep_for, self._clock()
+                )
+            except OSError as exc:  # the copy is good; the old ones stay until the next one
+                logger.warning("backup rotation failed: %s", _reason(exc))
             if result["rotated"]:
                 logger.info("backup rotation removed %s", ", ".join(result["rotated"]))
         return result
@@ -130,14 +132,21 @@ class Backups:
         interval = self.settings.interval
         if interval is None:
             return
-        newest = await asyncio.to_thread(catalog.listing, self.dir, verify=False)
+        try:
+            newest = await asyncio.to_thread(catalog.listing, self.dir, verify=False)
+        except OSError:
+            newest = []  # an unreadable directory: the first copy will say why it fails
         now = self._clock()
         first = now + min(interval, FIRST_AFTER)
         self.next_at = max(first, newest[0]["taken_at"] + interval) if newest else first
         while True:
             await asyncio.sleep(max(0.0, self.next_at - self._clock()))
-            with contextlib.suppress(KhronosError):  # logged, counted, shown: the bot goes on
+            try:
                 await self.take(scheduled=True)
+            except KhronosError:
+                pass  # logged, counted and shown already: the bot goes on
+            except Exception:  # never the end of the schedule, nor of the bot
+                logger.exception("scheduled backup hit an unexpected error")
             self.next_at = self._clock() + interval
 
     async def listing(self) -> dict[str, Any]:
