@@ -23,7 +23,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from khronos_cli import config_addresses as addresses
 from khronos_cli import statedir
@@ -44,6 +44,7 @@ from khronos_cli.settings import (
     DEFAULT_HTTP_PORT,
     LIMITER_DEFAULTS,
     AlertSettings,
+    BackupSettings,
     BotSettings,
     BreakerSettings,
     LimiterSettings,
@@ -162,6 +163,7 @@ class _Parser:
             "bot",
             "log",
             "retention",
+            "backup",
             "breakers",
             "limiters",
             "shutdown",
@@ -204,6 +206,7 @@ class _Parser:
             bot=bot,
             log=self.log(data, env),
             retention=self.section(RetentionSettings, data, "retention"),
+            backup=self.backup(data, env),
             shutdown=self.section(ShutdownSettings, data, "shutdown"),
             supervisor=self.section(SupervisorSettings, data, "supervisor"),
             alerts=self.alerts(data, env),
@@ -281,6 +284,17 @@ class _Parser:
                     source, full, kind, value.lower() if isinstance(value, str) else value
                 )
         return LogSettings(**values)
+
+    def backup(self, data: Mapping[str, Any], env: Mapping[str, str]) -> BackupSettings:
+        """``[backup]``; ``KHRONOS_BACKUP_INTERVAL`` wins over its ``interval`` (``khronos run
+        --sandbox`` sets it to a minute when the file leaves the default)."""
+        section: BackupSettings = self.section(BackupSettings, data, "backup")
+        variable = "KHRONOS_BACKUP_INTERVAL"
+        if env.get(variable):
+            kind = kind_of(BackupSettings, "interval")
+            interval = cast("float | None", check("environment", variable, kind, env[variable]))
+            section = dataclasses.replace(section, interval=interval)
+        return section
 
     # -- tables -------------------------------------------------------------------------------
 

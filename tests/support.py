@@ -163,3 +163,30 @@ class Collector:
     def __exit__(self, *exc_info: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def khronos_database(path: Path, *, megabytes: int = 0, chats: int = 40) -> None:
+    """A real khronos.db at ``path`` (the store's migrations), holding about ``megabytes`` MB of
+    conversation turns spread over ``chats`` chats, dated now (so retention keeps them)."""
+    import sqlite3
+
+    from khronos_cli.bot.schema import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN")
+        for migration in MIGRATIONS:
+            for statement in migration:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        text = "x" * 2000
+        rows = megabytes * 500
+        db.executemany(
+            "INSERT INTO turns (chat_id, role, text, created_at) VALUES (?, 'user', ?, ?)",
+            ((i % chats, text, time.time()) for i in range(rows)),
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    path.chmod(0o600)

@@ -36,6 +36,7 @@ def _root(
 def _register() -> None:
     from khronos_cli.cli import (
         alerts,
+        backup,
         breakers,
         completion,
         config,
@@ -58,6 +59,8 @@ def _register() -> None:
     app.command("stop")(stop.stop)
     app.command("restart")(restart.restart)
     app.add_typer(alerts.app, name="alerts")
+    app.command("backup")(backup.backup)
+    app.command("restore")(backup.restore)
     app.command("completion")(completion.completion)
 
 

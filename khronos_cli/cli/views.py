@@ -145,6 +145,8 @@ def status(data: dict[str, Any]) -> Table:
             queued = int(data.get("messages_queued") or 0)
             row("outbox", f"{queued} message{'s' * (queued != 1)} queued")
             row("jobs", f"{data.get('jobs_active') or 0} running")
+        if data.get("backup"):
+            row("backup", backup_row(data["backup"]))
         if data.get("backend") == "redis":
             lease = data.get("lease")
             row("redis", str(data.get("redis") or "—") + (f", lease {lease}" if lease else ""))
@@ -159,6 +161,48 @@ def status(data: dict[str, Any]) -> Table:
     for line in (data.get("last_lines") or [])[-10:]:
         table.add_row("", Text(str(line), "dim"))  # worker output: plain text, never markup
     return table
+
+
+def backup_row(backup: dict[str, Any]) -> Text:
+    """The last copy (when, size, how long) or the last failure when that is newer, the counts,
+    and the next scheduled copy."""
+    ok, failure = backup.get("last_ok") or {}, backup.get("last_failure") or {}
+    text = Text()
+    good = ""
+    if ok:
+        took = float(ok.get("duration_s") or 0)
+        good = f"{_clock(ok.get('finished_at'))} ({_bytes(ok.get('size'))}, {took:.2f}s)"
+    if failure and float(failure.get("at") or 0) >= float(ok.get("finished_at") or 0):
+        text.append(f"FAILED {_clock(failure.get('at'))}: {failure.get('error')}", "bold red")
+        if good:
+            text.append(f"; last ok {good}")
+    elif good:
+        text.append(f"ok {good}", "green")
+    else:
+        text.append("none taken yet")
+    counts = f"{backup.get('ok', 0)} ok, {backup.get('failed', 0)} failed"
+    if backup.get("running"):
+        counts += ", one being written"
+    scheduled = backup.get("interval") and backup.get("next_at")
+    when = f"next {_clock(backup.get('next_at'))}" if scheduled else "not scheduled"
+    text.append(f" · {counts} · {when}", "dim")
+    return text
+
+
+def _clock(at: object) -> str:
+    """A unix time as the local ``HH:MM:SS``."""
+    if not isinstance(at, int | float):
+        return "—"
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _bytes(size: object) -> str:
+    value = float(size) if isinstance(size, int | float) else 0.0
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover
 
 
 _BREAKER_STATE_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}

@@ -45,6 +45,7 @@ __all__ = ["ControlServer", "ControlTarget", "bind_unix_socket"]
 logger = logging.getLogger("khronos.control")
 
 MAX_REASON = 200
+MAX_PATH = 4096  # PATH_MAX
 
 
 class ControlTarget(Protocol):
@@ -56,6 +57,8 @@ class ControlTarget(Protocol):
     def limiters(self) -> dict[str, Any]: ...
     def outages(self) -> list[dict[str, Any]]: ...
     async def replica_list(self) -> list[dict[str, Any]]: ...
+    async def backup_list(self) -> dict[str, Any]: ...
+    async def backup(self, path: str | None) -> dict[str, Any]: ...
     async def force_breaker(
         self, name: str, state: str | None, *, reason: str, duration: float | None
     ) -> dict[str, Any]: ...
@@ -177,6 +180,8 @@ class ControlServer:
             web.get("/limiters", read(lambda r: t.limiters())),
             web.get("/outages", read(lambda r: t.outages())),
             web.get("/replicas", self._replicas),
+            web.get("/backups", self._backups),
+            web.post("/backup", self._backup),
             web.post("/breakers/{name}/{action}", self._force),
             web.post("/outages", self._start_outage),
             web.delete("/outages", read(lambda r: t.stop_outages(None))),
@@ -221,6 +226,17 @@ class ControlServer:
     async def _test_alert(self, request: web.Request) -> web.Response:
         inputs.only(await read_object(request), ())
         return web.json_response(await self.target.test_alert(), dumps=dumps)
+
+    async def _backups(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.target.backup_list(), dumps=dumps)
+
+    async def _backup(self, request: web.Request) -> web.Response:
+        body = await read_object(request)
+        inputs.only(body, ("path",))
+        path = inputs.text(body, "path", most=MAX_PATH, required=False)
+        if path is not None and (not os.path.isabs(path) or "\0" in path):
+            raise inputs.FieldError("path", "'path' must be an absolute path without NUL bytes")
+        return web.json_response(await self.target.backup(path), dumps=dumps)
 
     async def _replicas(self, request: web.Request) -> web.Response:
         return web.json_response(await self.target.replica_list(), dumps=dumps)

@@ -88,6 +88,7 @@ def gather(state_dir: Path) -> dict[str, Any]:
         "messages_queued": worker.get("messages_queued"),
         "redis": worker.get("redis"),
         "lease": worker.get("lease"),
+        "backup": worker.get("backup"),
         "last_shutdown": worker.get("last_shutdown") or read(statedir.REPORT_FILE),
         "last_exit": sup.get("last_exit"),
         "next_start_at": sup.get("next_start_at"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from khronos_cli.bot.store import OutboxMessage
@@ -72,6 +73,9 @@ class WorkerAPI:
     def event_stream(self) -> AsyncIterator[dict[str, Any]]:
         return self.worker.events.subscribe()
 
+    async def backup_list(self) -> dict[str, Any]:
+        return await self.worker.backups.listing()
+
     # -- control writes -------------------------------------------------------------------------
 
     async def force_breaker(
@@ -105,6 +109,10 @@ class WorkerAPI:
         if alerts is None:
             raise KhronosError("no [alerts] chat_ids nor webhook_url: nothing to send a test to")
         return await alerts.test(timeout=ALERT_TEST_WAIT)
+
+    async def backup(self, path: str | None) -> dict[str, Any]:
+        """``khronos backup [PATH]``: one copy of the live database (default: the backup dir)."""
+        return await self.worker.backups.take(None if path is None else Path(path))
 
     async def stop_stream(
         self, *, force: bool, deadline: float | None

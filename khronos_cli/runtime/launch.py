@@ -31,13 +31,14 @@ from khronos_cli.config import Settings
 from khronos_cli.errors import ConfigError, ExitCode, KhronosError
 from khronos_cli.runtime.logs import log_file
 from khronos_cli.runtime.supervisor import Supervisor, die_with_parent, read_state
-from khronos_cli.settings import LogSettings
+from khronos_cli.settings import BackupSettings, LogSettings
 
 __all__ = ["detach", "launch", "worker_args", "worker_argv"]
 
 SANDBOX_SECRETS = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 _LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ +[A-Z]+ +")  # a log line's time and level
 PRIVATE_UMASK = 0o077
+SANDBOX_BACKUP_INTERVAL = "1m"  # the sandbox shows scheduled backups: one a minute
 
 
 def worker_args(state_dir: Path, config: Path | None) -> list[str]:
@@ -116,6 +117,8 @@ def launch(
     if sandbox:  # the stand-ins' own token and keys replace the operator's, wherever they are
         for name in SANDBOX_SECRETS:
             env.pop(f"{name}_FILE", None)
+        if settings.backup.interval == BackupSettings().interval:  # the file left the default
+            env.setdefault("KHRONOS_BACKUP_INTERVAL", SANDBOX_BACKUP_INTERVAL)
     with contextlib.ExitStack() as stack:
 
         def prepare() -> dict[str, str]:

@@ -15,7 +15,9 @@ README's table says what each means):
 - counters: ``khronos_breaker_calls_total{outcome=success|failure|timeout|reject}``,
   ``khronos_breaker_fallbacks_total``, ``khronos_limiter_jobs_finished_total{outcome=done|
   dropped|failed}``, ``khronos_http_rejected_total{endpoint}``, ``khronos_updates_*_total``,
-  ``khronos_messages_*_total``;
+  ``khronos_messages_*_total``, ``khronos_backups_total{outcome=ok|failed}``;
+- backup gauges: ``khronos_backup_last_success_timestamp_seconds``,
+  ``khronos_backup_last_size_bytes``, ``khronos_backup_last_duration_seconds`` (0 before one);
 - histogram: ``khronos_breaker_call_duration_seconds{breaker}``, the calls that reached the
   dependency (each breaker's window keeps it since start).
 """
@@ -167,10 +169,33 @@ class _Collector(Collector):
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], values[key])
             yield gauge
+        yield from _backup(worker.get("backup") or {})
         if worker.get("redis") is not None:
             redis = GaugeMetricFamily("khronos_redis_connected", "1 while Redis answers.")
             redis.add_metric([], 1.0 if worker.get("redis") == "ok" else 0.0)
             yield redis
+
+
+def _backup(backup: dict[str, Any]) -> Iterator[Any]:
+    """The copies of ``khronos.db``: taken and failed, and the last good one."""
+    runs = CounterMetricFamily(
+        "khronos_backups",
+        "Backups of khronos.db by outcome (ok, failed), scheduled or asked for.",
+        labels=["outcome"],
+    )
+    runs.add_metric(["ok"], _number(backup.get("ok")))
+    runs.add_metric(["failed"], _number(backup.get("failed")))
+    yield runs
+    last = backup.get("last_ok") or {}
+    gauges = (
+        ("last_success_timestamp_seconds", "Unix time the last good backup ended.", "finished_at"),
+        ("last_size_bytes", "Size of the last good backup.", "size"),
+        ("last_duration_seconds", "How long the last good backup took.", "duration_s"),
+    )
+    for name, help_text, key in gauges:
+        gauge = GaugeMetricFamily(f"khronos_backup_{name}", help_text)
+        gauge.add_metric([], _number(last.get(key)))
+        yield gauge
 
 
 class Metrics:

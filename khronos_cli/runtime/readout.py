@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from khronos_cli.alerts.engine import Alerts
     from khronos_cli.config import Settings
+    from khronos_cli.runtime.backup import Backups
     from khronos_cli.runtime.http import PublicServer
     from khronos_cli.runtime.replicas import Replicas
     from khronos_cli.runtime.shutdown import Shutdown
@@ -42,6 +43,7 @@ class Readable(Protocol):
     shutdown: Shutdown | None
     previous: dict[str, Any] | None
     alerts: Alerts | None
+    backups: Backups
 
     @property
     def current_state(self) -> str: ...
@@ -93,6 +95,7 @@ def status(worker: Readable) -> dict[str, Any]:
         "breakers": _breaker_states(worker),
         "outages": {str(o["name"]): o for o in outages(worker)},
         "alerts": None if worker.alerts is None else worker.alerts.snapshot(),
+        "backup": worker.backups.snapshot(),
     }
 
 

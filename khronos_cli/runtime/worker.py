@@ -35,6 +35,7 @@ from khronos_cli.errors import ExitCode, KhronosError
 from khronos_cli.runtime import readout
 from khronos_cli.runtime.alerting import start_alerts
 from khronos_cli.runtime.api import WorkerAPI
+from khronos_cli.runtime.backup import Backups
 from khronos_cli.runtime.events import EventHub, listen
 from khronos_cli.runtime.http import PublicServer
 from khronos_cli.runtime.logs import setup_logging
@@ -57,6 +58,7 @@ class Worker:
         self.state_dir = settings.state_dir
         self.poll_timeout = poll_timeout
         self.events = EventHub()
+        self.backups = Backups(settings, publish=self.events.publish)
         self.api = WorkerAPI(self)
         self.started_at = time.time()
         self.state = "starting"
@@ -116,6 +118,7 @@ class Worker:
             asyncio.create_task(parts.poller.pump(), name="journal-pump"),
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
             asyncio.create_task(self._prune(), name="retention"),
+            asyncio.create_task(self.backups.run(), name="backups"),
         ]
         self.alerts = start_alerts(self)
         polling = self.settings.telegram_mode == "polling"
