@@ -136,11 +136,13 @@ def test_a_failed_scheduled_backup_is_counted_shown_and_the_bot_answers(
     make_instance: Any,
 ) -> None:
     """A backup directory that cannot be created (a file stands in its path): each scheduled
-    copy fails, is logged, counted in /metrics and shown in ``khronos status``; the bot answers."""
-    instance: Instance = make_instance(config=FAST_CONFIG)
+    copy fails, is logged, counted in /metrics, shown in ``khronos status`` and told to the
+    operator chat; the bot answers."""
+    instance: Instance = make_instance(config=FAST_CONFIG, operator_chat=True)
     blocker = instance.root / "not-a-dir"
     blocker.write_text("a file where the backup directory should go")
     config = FAST_CONFIG + f'[backup]\ninterval = "1s"\ndir = "{blocker}/backups"\n'
+    config += '[alerts]\ngroup_window = "0.5s"\n'
     (instance.state_dir / "khronos.toml").write_text(config)
     instance.start()
     wait_for(lambda: (instance.status().get("backup") or {}).get("failed", 0) >= 2, timeout=30)
@@ -154,3 +156,9 @@ def test_a_failed_scheduled_backup_is_counted_shown_and_the_bot_answers(
     instance.push(7, "still there?")
     wait_for(lambda: _answered(instance, 1))
     assert instance.status()["state"] == "ready"
+
+    def told() -> list[str]:
+        return [m["text"] for m in instance.operator() if "a backup failed" in m["text"]]
+
+    wait_for(told)
+    assert "Not a directory" in told()[0]
