@@ -15,7 +15,7 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	scripts/ensure-redis
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 check: $(BIN)/.installed
 	$(BIN)/ruff check khronos_cli tests benchmarks
