@@ -15,7 +15,10 @@ Peak RSS is ``VmHWM`` at the end. khronos runs with all of its resilience on —
 limiters (their limits lifted: this loads the pipeline, not Telegram's 30 messages a second), an
 LLM call per update (the Anthropic stand-in, no latency), the SQLite journal and outbox with
 ``synchronous=FULL`` — while the echo bots only echo. The anchors run as their docs show: aiogram's
-``Dispatcher.start_polling`` with a message handler; PTB's ``Application.run_polling``.
+``Dispatcher.start_polling`` with a message handler; PTB's ``Application.run_polling``. One more
+aiogram row, ``aiogram-llm``, does an LLM call per update too (aiohttp POSTs the same Anthropic
+stand-in, then the handler answers with its text): the same upstream work as khronos, without
+the journal, breakers or limiters, so the two rows apart show what khronos's resilience costs.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/pipeline.py [--updates 2000] [--latency-messages 300] [--rounds 1]
@@ -82,6 +85,39 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+AIOGRAM_LLM = """
+import asyncio, logging, os
+import aiohttp
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import Message
+
+logging.basicConfig(level=logging.WARNING)
+dispatcher = Dispatcher()
+LLM = os.environ["KHRONOS_ANTHROPIC_BASE_URL"] + "/v1/messages"
+HEADERS = {"x-api-key": os.environ.get("ANTHROPIC_API_KEY", "sk-ant-sandbox"),
+           "anthropic-version": "2023-06-01"}
+session: aiohttp.ClientSession
+
+@dispatcher.message()
+async def ask(message: Message) -> None:
+    payload = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
+               "messages": [{"role": "user", "content": message.text}]}
+    async with session.post(LLM, json=payload, headers=HEADERS) as response:
+        body = await response.json()
+    await message.answer(body["content"][0]["text"])
+
+async def main() -> None:
+    global session
+    session = aiohttp.ClientSession()
+    server = TelegramAPIServer.from_base(os.environ["KHRONOS_TELEGRAM_BASE_URL"])
+    bot = Bot(os.environ["TELEGRAM_BOT_TOKEN"], session=AiohttpSession(api=server))
+    await dispatcher.start_polling(bot, polling_timeout=1, handle_signals=True)
+
+asyncio.run(main())
+"""
+
 PTB = """
 import os
 from telegram import Update
@@ -101,7 +137,7 @@ application.add_handler(MessageHandler(filters.TEXT, echo))
 application.run_polling(poll_interval=0.0, timeout=1)
 """
 
-BOTS = ("khronos", "aiogram", "ptb-concurrent", "ptb")
+BOTS = ("khronos", "aiogram", "aiogram-llm", "ptb-concurrent", "ptb")
 ANCHOR = "aiogram"
 LATENCY_RATE = 25.0  # messages per second in the latency phase
 
@@ -215,7 +251,7 @@ def measure(kind: str, n: int, m: int) -> Result:
                     env = {**env, "KHRONOS_HTTP_PORT": "0"}
                 else:
                     script = root / "bot.py"
-                    source = AIOGRAM if kind == "aiogram" else PTB
+                    source = {"aiogram": AIOGRAM, "aiogram-llm": AIOGRAM_LLM}.get(kind, PTB)
                     source = source.replace("CONCURRENT", str(kind == "ptb-concurrent"))
                     script.write_text(textwrap.dedent(source))
                     argv = [sys.executable, str(script)]
@@ -258,6 +294,11 @@ def main() -> None:
         "RSS < 80 MB": ours.rss_mb < 80,
     }
     print("\n" + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()))
+    same = best["aiogram-llm"]
+    print(
+        f"beside aiogram doing the same upstream work (aiogram-llm): throughput "
+        f"{ours.rate / same.rate:.2f}x, CPU per update {ours.cpu_per_1000 / same.cpu_per_1000:.2f}x"
+    )
 
 
 if __name__ == "__main__":
