@@ -117,8 +117,7 @@ def _listing(directory: Path, config: Path | None) -> dict[str, Any]:
 
 
 def _details(taken: dict[str, Any]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
+    from khronos_cli.cli.grid import Table, Text
 
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
@@ -139,8 +138,7 @@ def _print_listing(data: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         output.print_json(data)
         return
-    from rich.table import Table
-    from rich.text import Text
+    from khronos_cli.cli.grid import Table, Text
 
     table = Table(title=f"backups in {data['dir']}", title_justify="left")
     for column in ("name", "taken (UTC)", "size", "checksum", "schema"):

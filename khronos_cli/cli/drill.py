@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from khronos_cli.cli import options, output
+from khronos_cli.cli.grid import Table, Text
 from khronos_cli.cli.options import JSONOption, StateDirOption, client
 from khronos_cli.cli.outage import (
     DOWN,

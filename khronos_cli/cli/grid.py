@@ -127,8 +127,10 @@ def to_rich(view: Any) -> RenderableType:
         for part, style in view.spans:
             text.append(part, style or None)
         return text
+    if isinstance(view, str):
+        return view
     if not isinstance(view, Table):
-        return str(view)
+        return view  # type: ignore[no-any-return]  # already rich's
     options: dict[str, Any] = {"show_header": view.show_header}
     if view.title is not None:
         options.update(title=view.title, title_justify=view.title_justify)

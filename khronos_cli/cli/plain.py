@@ -24,8 +24,8 @@ GAP = "  "
 def show(view: Table | Group | Text | str) -> None:
     """A view on stdout: drawn by rich for a terminal, plain columns for anything else (rich is
     imported only in the first case)."""
-    if terminal():
-        from khronos_cli.cli import output
+    if terminal() or not isinstance(view, Table | Group | Text | str):
+        from khronos_cli.cli import output  # a terminal, or a renderable of rich's own
 
         output.stdout.print(to_rich(view))
         return

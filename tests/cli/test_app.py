@@ -223,3 +223,25 @@ def test_a_json_read_loads_no_typing_rich_or_ssl(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.splitlines()[-1] == "3 []"
+
+
+def test_backup_and_drill_tables_print_plain_columns_when_piped(tmp_path: Path) -> None:
+    """`khronos backup`, `backup --list` and a drill's report, piped, print plain columns (never
+    an object's repr)."""
+    from khronos_cli.cli.drill import render
+    from khronos_cli.cli.plain import lines
+    from tests.support import khronos_database
+
+    state = tmp_path / "s"
+    state.mkdir(mode=0o700)
+    khronos_database(state / "khronos.db")
+    made = khronos("backup", "--state-dir", str(state))
+    listed = khronos("backup", "--list", "--state-dir", str(state))
+    assert made.returncode == listed.returncode == 0, made.stderr + listed.stderr
+    assert made.stdout.split()[0] == "path" and "object at 0x" not in made.stdout
+    assert listed.stdout.split()[:2] == ["name", "taken"]
+    check = {"check": "opens", "passed": True, "seconds": 1.0, "limit_s": 20, "detail": "x"}
+    report = {"name": "anthropic-api", "mode": "down", "checks": [check]}
+    drawn = list(lines(render(report)))
+    assert drawn[0].split() == ["check", "result", "seconds", "limit", "detail"]
+    assert drawn[1].split() == ["opens", "passed", "1.00", "20", "x"]
