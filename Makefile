@@ -17,7 +17,7 @@ test: $(BIN)/.installed
 	scripts/ensure-redis
 	@# A short base directory: pytest's own (/tmp/pytest-of-USER/pytest-N/popen-gwN/...) leaves a
 	@# test's state dir too little of the 107 bytes a control socket's path may have.
-	dir=$$(mktemp -d /tmp/khronos-test.XXXXXX); $(BIN)/pytest -n 2 --basetemp="$$dir"; \
+	dir=$$(mktemp -d /tmp/kt.XXXXXX); $(BIN)/pytest -n 2 --basetemp="$$dir"; \
 	  status=$$?; [ $$status -ne 0 ] || rm -rf "$$dir"; exit $$status
 
 check: $(BIN)/.installed

@@ -109,7 +109,7 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         await noop()
 
     pyr = await per_call(pyrate_call, n)
-    keyed_pyrate = per_key_pyrate(pyrate.Rate(1, 1), pyrate.Rate(10**9, 1000))
+    keyed_pyrate = per_key_pyrate(lambda key: pyrate.Rate(1, 1), pyrate.Rate(10**9, 1000))
 
     async def pyrate_keyed_call(i: int) -> None:
         await keyed_pyrate(i % pool)
@@ -322,9 +322,12 @@ async def precision(args: argparse.Namespace, redis_url: str) -> list[tuple[str,
     return rows
 
 
-def per_key_pyrate(per_key: pyrate.Rate, total: pyrate.Rate) -> Callable[[int], Awaitable[None]]:
+def per_key_pyrate(
+    rate_of: Callable[[str], pyrate.Rate], total: pyrate.Rate
+) -> Callable[[int], Awaitable[None]]:
     """pyrate-limiter's way to a limit per key and one for all: a ``BucketFactory`` that makes
-    a bucket per item name (its docs' recipe), then a second limiter for the total."""
+    a bucket per item name (its docs' recipe) at ``rate_of(name)``, then a second limiter for
+    the total."""
 
     class PerKey(pyrate.BucketFactory):
         def __init__(self) -> None:
@@ -335,7 +338,7 @@ def per_key_pyrate(per_key: pyrate.Rate, total: pyrate.Rate) -> Callable[[int], 
 
         def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
             if item.name not in self.buckets:
-                self.buckets[item.name] = pyrate.InMemoryBucket([per_key])
+                self.buckets[item.name] = pyrate.InMemoryBucket([rate_of(item.name)])
             return self.buckets[item.name]
 
     keys = pyrate.Limiter(PerKey())
@@ -351,29 +354,9 @@ def per_key_pyrate(per_key: pyrate.Rate, total: pyrate.Rate) -> Callable[[int], 
 def pyrate_acquire(guard: float) -> Callable[[int], Awaitable[None]]:
     """Per-chat and bot buckets, each period longer by ``guard`` (as khronos's are)."""
     slack = round(guard * 1000)
-
-    class PerChat(pyrate.BucketFactory):
-        def __init__(self) -> None:
-            self.buckets: dict[str, pyrate.AbstractBucket] = {}
-
-        def wrap_item(self, name: str, weight: int = 1) -> pyrate.RateItem:
-            return pyrate.RateItem(name, pyrate.MonotonicClock().now(), weight)
-
-        def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
-            if item.name not in self.buckets:
-                group = item.name.startswith("-")
-                rate = pyrate.Rate(20, 60_000 + slack) if group else pyrate.Rate(1, 1000 + slack)
-                self.buckets[item.name] = pyrate.InMemoryBucket([rate])
-            return self.buckets[item.name]
-
-    per_chat = pyrate.Limiter(PerChat())
-    bot = pyrate.Limiter(pyrate.InMemoryBucket([pyrate.Rate(BOT_RATE, 1000 + slack)]))
-
-    async def acquire(chat: int) -> None:
-        await per_chat.try_acquire_async(str(chat))
-        await bot.try_acquire_async("bot")
-
-    return acquire
+    group, private = pyrate.Rate(20, 60_000 + slack), pyrate.Rate(1, 1000 + slack)
+    bot = pyrate.Rate(BOT_RATE, 1000 + slack)
+    return per_key_pyrate(lambda chat: group if chat.startswith("-") else private, bot)
 
 
 def aiolimiter_acquire(guard: float) -> Callable[[int], Awaitable[None]]:

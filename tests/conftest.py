@@ -51,6 +51,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         cluster.stop()
 
 
+@pytest.fixture
+def fault_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A Cluster of the test's own, for a test that kills a master or moves a slot (the session's
+    Cluster would come out of it in a shape that depends on which tests ran before)."""
+    workdir = tmp_path / "cluster"
+    workdir.mkdir()
+    cluster = Cluster(workdir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
     """A master, its replica and three Sentinels for the session."""

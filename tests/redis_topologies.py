@@ -5,6 +5,7 @@ ACL users. Each process is ours: killed with SIGKILL for fault tests, all killed
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -26,9 +27,15 @@ def redis_binaries() -> tuple[str, str]:
 
 def cluster_port() -> int:
     """A free port whose cluster bus port (+10000) is free too, both below the kernel's
-    ephemeral range (so no outgoing connection takes them meanwhile)."""
+    ephemeral range (so no outgoing connection takes them meanwhile), in this pytest-xdist
+    worker's own share of that range (two workers starting Clusters at once never race for
+    one port)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    share = (22768 - 20000) // max(1, workers)
+    low = 20000 + share * worker
     for _ in range(200):
-        port = random.randrange(20000, 22768)
+        port = random.randrange(low, low + share)
         try:
             for candidate in (port, port + 10000):
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -87,6 +94,10 @@ class Cluster:
 
     def __init__(self, workdir: Path) -> None:
         options = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000")
+        # A replica may take over however long it was cut from its master (a test kills one
+        # seconds after the start, maybe before the first sync ended), and that sync starts at
+        # once instead of after Redis's 5 s wait for more replicas.
+        options += ("--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0")
         self.nodes = [Node(workdir, *options, port=cluster_port()) for _ in range(6)]
 
     def start(self) -> Cluster:

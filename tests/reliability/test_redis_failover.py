@@ -39,33 +39,30 @@ def test_sentinel_failover_of_the_master(
 
 
 def test_cluster_master_killed_and_its_replica_promoted(
-    make_instance: Any, redis_cluster: Cluster, figures: Callable[..., None]
+    make_instance: Any, fault_cluster: Cluster, figures: Callable[..., None]
 ) -> None:
     """kill -9 of the Cluster master serving the bot's slot: its replica is promoted; the
     replicas say degraded, then ready within 5 s; nothing lost or doubled."""
-    group = pair(make_instance, redis_cluster.url)
-    try:
-        result = measure(
-            group,
-            lambda: redis_cluster.kill_master_of(BOT_KEY),
-            messages=size(20, 200),
-            bulk=size(60, 600),
-        )
-    finally:
-        redis_cluster.restore()
+    group = pair(make_instance, fault_cluster.url)
+    result = measure(
+        group,
+        lambda: fault_cluster.kill_master_of(BOT_KEY),
+        messages=size(20, 200),
+        bulk=size(60, 600),
+    )
     figures("redis: Cluster master killed, replica promoted", **result)
     check(result)
 
 
 def test_cluster_slot_migration_while_running(
-    make_instance: Any, redis_cluster: Cluster, figures: Callable[..., None]
+    make_instance: Any, fault_cluster: Cluster, figures: Callable[..., None]
 ) -> None:
     """The bot's slot migrated key by key to another master mid-traffic (MOVED and ASK on the
     way): nothing lost or doubled, never over 30/s, ready throughout or within 5 s."""
-    group = pair(make_instance, redis_cluster.url)
+    group = pair(make_instance, fault_cluster.url)
     result = measure(
         group,
-        lambda: redis_cluster.migrate_slot_of(BOT_KEY),
+        lambda: fault_cluster.migrate_slot_of(BOT_KEY),
         messages=size(20, 200),
         bulk=size(60, 600),
     )
