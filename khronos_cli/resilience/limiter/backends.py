@@ -53,6 +53,7 @@ from pyrate_limiter.utils import enforce_rate_list
 from redis.exceptions import NoScriptError
 
 from khronos_cli.config import Rate
+from khronos_cli.resilience.limiter.lua import DECIDE, HALT
 from khronos_cli.resilience.redis_client import REDIS_ERRORS, Client
 
 _log = logging.getLogger("khronos.limiter")
@@ -172,94 +173,6 @@ class MemoryRates:
         """Nothing to release."""
 
 
-_DECIDE_LUA = """
--- KEYS: key state hash, global window zset, global halt, key halt, global last start
--- ARGV: now_ms (0: the server's TIME), weight, member,
---       the key's numbers "key_ttl_ms,n_key_rates(,emission_us,burst)*",
---       the limiter's "n_global_rates(,interval_ms,limit,blocking_rank)*,longest_interval_ms,
---       global_ttl_ms,global_min_ms" (two packed arguments, encoded once by the client: twenty
---       separate ones cost more to pack and send than the whole decision costs Redis)
-local function numbers(text)
-    local out = {}
-    for item in string.gmatch(text, '[^,]+') do out[#out + 1] = tonumber(item) end
-    return out
-end
-local K = numbers(ARGV[4])
-local G = numbers(ARGV[5])
-local now = tonumber(ARGV[1])
-if now == 0 then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local weight = tonumber(ARGV[2])
-local shared = redis.call('MGET', KEYS[3], KEYS[4], KEYS[5])
-for h = 1, 2 do
-    local until_ms = tonumber(shared[h])
-    if until_ms and until_ms > now then return {2 + h, until_ms - now, 0, now} end
-end
-local min_ms = G[#G]
-local last = tonumber(shared[3])
-if min_ms > 0 and last and now < last + min_ms then return {2, last + min_ms - now, -1, now} end
-local now_us = now * 1000
-local nk = K[2]
-local i = 3
-local tats = {}
-if nk > 0 then
-    local fields = {}
-    for r = 1, nk do fields[r] = 'tat' .. r end
-    local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-    for r = 1, nk do
-        local emission = K[i]
-        local burst = K[i + 1]
-        i = i + 2
-        local tat = tonumber(stored[r]) or 0
-        if tat < now_us then tat = now_us end
-        local new_tat = tat + weight * emission
-        local allow_at = new_tat - burst * emission
-        if allow_at > now_us then return {1, math.ceil((allow_at - now_us) / 1000), 0, now} end
-        tats[#tats + 1] = 'tat' .. r
-        tats[#tats + 1] = string.format('%.0f', new_tat)
-    end
-end
-local ng = G[1]
-i = 2
-for r = 1, ng do
-    local limit = G[i + 1]
-    local rank = G[i + 2]
-    local count = redis.call('ZCOUNT', KEYS[2], now - G[i], '+inf')
-    if limit - count < weight then
-        local blocking = redis.call('ZRANGE', KEYS[2], -1 - rank, -1 - rank, 'WITHSCORES')
-        return {2, tonumber(blocking[2]) or -1, r - 1, now}
-    end
-    i = i + 3
-end
-if nk > 0 then
-    redis.call('HSET', KEYS[1], unpack(tats))
-    redis.call('PEXPIRE', KEYS[1], K[1])
-end
-if ng > 0 then
-    local batch = {}
-    for w = 1, weight do
-        batch[#batch + 1] = now
-        batch[#batch + 1] = ARGV[3] .. w
-    end
-    redis.call('ZADD', KEYS[2], unpack(batch))
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - G[i]))
-    redis.call('PEXPIRE', KEYS[2], G[i + 1])
-end
-if min_ms > 0 then redis.call('SET', KEYS[5], now, 'PX', math.max(1000, 2 * min_ms)) end
-return {0, 0, 0, now}
-"""
-
-_HALT_LUA = """
-local current = tonumber(redis.call('GET', KEYS[1]))
-local until_ms = tonumber(ARGV[1])
-if current and current >= until_ms then return current end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return until_ms
-"""
-
-
 class _RedisKey:
     """One key's handle in Redis mode: its hash name, rates and the script arguments for them
     (and, while Redis is unreachable, the local handle that stands in for it)."""
@@ -365,8 +278,8 @@ class RedisRates:
         self.prefix = f"{namespace or f'khronos:{{{bot}}}'}:limiter:{limiter}"
         self.global_rates = pyrate_rates(global_rates, guard, smooth=False)
         self._global_ttl = max((2 * r.interval for r in self.global_rates), default=1)
-        self._sha = hashlib.sha1(_DECIDE_LUA.encode()).hexdigest()
-        self._halt_script = redis.register_script(_HALT_LUA)
+        self._sha = hashlib.sha1(DECIDE.encode()).hexdigest()
+        self._halt_script = redis.register_script(HALT)
         self._owns_client = owns_client
         self._member = uuid.uuid4().hex[:12]
         self._counter = 0
@@ -441,7 +354,7 @@ class RedisRates:
         try:
             reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: load it once more
-            self._sha = await self.redis.script_load(_DECIDE_LUA)
+            self._sha = await self.redis.script_load(DECIDE)
             reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
         level, now = int(reply[0]), int(reply[3])
         if level == GLOBAL and int(reply[2]) < 0:  # the shared spacing

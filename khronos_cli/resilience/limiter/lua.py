@@ -1,0 +1,97 @@
+"""The Lua side of the shared rate decision (:class:`.backends.RedisRates`): one script decides a
+job's admission in one round trip, all or nothing; another writes a halt (Telegram's
+``retry_after``) that only ever moves later. Every key a script touches is passed in ``KEYS`` and
+carries the bot's hash tag, so each call stays on one Redis Cluster slot."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["DECIDE", "HALT"]
+
+DECIDE: Final = """
+-- KEYS: key state hash, global window zset, global halt, key halt, global last start
+-- ARGV: now_ms (0: the server's TIME), weight, member,
+--       the key's numbers "key_ttl_ms,n_key_rates(,emission_us,burst)*",
+--       the limiter's "n_global_rates(,interval_ms,limit,blocking_rank)*,longest_interval_ms,
+--       global_ttl_ms,global_min_ms" (two packed arguments, encoded once by the client: twenty
+--       separate ones cost more to pack and send than the whole decision costs Redis)
+local function numbers(text)
+    local out = {}
+    for item in string.gmatch(text, '[^,]+') do out[#out + 1] = tonumber(item) end
+    return out
+end
+local K = numbers(ARGV[4])
+local G = numbers(ARGV[5])
+local now = tonumber(ARGV[1])
+if now == 0 then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local weight = tonumber(ARGV[2])
+local shared = redis.call('MGET', KEYS[3], KEYS[4], KEYS[5])
+for h = 1, 2 do
+    local until_ms = tonumber(shared[h])
+    if until_ms and until_ms > now then return {2 + h, until_ms - now, 0, now} end
+end
+local min_ms = G[#G]
+local last = tonumber(shared[3])
+if min_ms > 0 and last and now < last + min_ms then return {2, last + min_ms - now, -1, now} end
+local now_us = now * 1000
+local nk = K[2]
+local i = 3
+local tats = {}
+if nk > 0 then
+    local fields = {}
+    for r = 1, nk do fields[r] = 'tat' .. r end
+    local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+    for r = 1, nk do
+        local emission = K[i]
+        local burst = K[i + 1]
+        i = i + 2
+        local tat = tonumber(stored[r]) or 0
+        if tat < now_us then tat = now_us end
+        local new_tat = tat + weight * emission
+        local allow_at = new_tat - burst * emission
+        if allow_at > now_us then return {1, math.ceil((allow_at - now_us) / 1000), 0, now} end
+        tats[#tats + 1] = 'tat' .. r
+        tats[#tats + 1] = string.format('%.0f', new_tat)
+    end
+end
+local ng = G[1]
+i = 2
+for r = 1, ng do
+    local limit = G[i + 1]
+    local rank = G[i + 2]
+    local count = redis.call('ZCOUNT', KEYS[2], now - G[i], '+inf')
+    if limit - count < weight then
+        local blocking = redis.call('ZRANGE', KEYS[2], -1 - rank, -1 - rank, 'WITHSCORES')
+        return {2, tonumber(blocking[2]) or -1, r - 1, now}
+    end
+    i = i + 3
+end
+if nk > 0 then
+    redis.call('HSET', KEYS[1], unpack(tats))
+    redis.call('PEXPIRE', KEYS[1], K[1])
+end
+if ng > 0 then
+    local batch = {}
+    for w = 1, weight do
+        batch[#batch + 1] = now
+        batch[#batch + 1] = ARGV[3] .. w
+    end
+    redis.call('ZADD', KEYS[2], unpack(batch))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - G[i]))
+    redis.call('PEXPIRE', KEYS[2], G[i + 1])
+end
+if min_ms > 0 then redis.call('SET', KEYS[5], now, 'PX', math.max(1000, 2 * min_ms)) end
+return {0, 0, 0, now}
+"""
+
+HALT: Final = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+local until_ms = tonumber(ARGV[1])
+if current and current >= until_ms then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return until_ms
+"""
