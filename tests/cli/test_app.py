@@ -150,6 +150,9 @@ def test_fast_path_exit_3_matches_the_full_cli(tmp_path: Path) -> None:
     assert fast.stderr.strip() == full.stderr.strip()
 
 
+FULL_CLI = "from khronos_cli.cli.app import app; app()"  # Typer's tree, never the fast path
+
+
 def test_config_takes_the_fast_path_with_the_typer_commands_bytes(tmp_path: Path) -> None:
     """`khronos config` (tables or --json; --sandbox; a bad file; missing secrets) prints the
     same bytes, stderr and exit code through the fast path as through the Typer app."""
@@ -169,19 +172,15 @@ def test_config_takes_the_fast_path_with_the_typer_commands_bytes(tmp_path: Path
         for form in forms:
             args = [*form, "--state-dir", str(directory)]
             assert _parse(args) is not None
-            fast = subprocess.run(
-                [sys.executable, "-m", "khronos_cli", *args],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env={**env, "NO_COLOR": "1"},
-            )
-            full = subprocess.run(
-                [sys.executable, "-c", "from khronos_cli.cli.app import app; app()", *args],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env={**env, "NO_COLOR": "1"},
+            fast, full = (
+                subprocess.run(
+                    [sys.executable, *entry, *args],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env={**env, "NO_COLOR": "1"},
+                )
+                for entry in (["-m", "khronos_cli"], ["-c", FULL_CLI])
             )
             assert (fast.returncode, fast.stdout, fast.stderr) == (
                 full.returncode,

@@ -39,6 +39,17 @@ def answered(instance: Instance, count: int) -> bool:
     return ledger["sent"] == count and not ledger["unanswered"]
 
 
+def each_answers_its_own(bots: list[Instance], base: int, text: str) -> None:
+    """Both bots poll; three users of each are answered exactly once by their own bot."""
+    wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
+    for i, bot in enumerate(bots):
+        for n in range(3):
+            bot.push(base + 10 * i + n, f"{text} {i} message {n}")
+    for bot in bots:
+        wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
+        assert bot.ledger()["duplicates"] == []
+
+
 def test_one_poller_and_every_message_answered_once(make_instance: Any, redis_url: str) -> None:
     """Two replicas: exactly one polls (no 409 loop); 20 messages are each answered once."""
     group = replicas(make_instance, redis_url)
@@ -141,13 +152,7 @@ def test_two_environments_on_one_redis_keep_apart(make_instance: Any, redis_url:
     for name in ("staging", "production"):
         config = f'redis_url = "{redis_url}"\nredis_prefix = "{name}"\n' + FAST_CONFIG
         bots.append(make_instance(name, config=config, args=("--no-supervise",)).start())
-    wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
-    for i, bot in enumerate(bots):
-        for n in range(3):
-            bot.push(8300 + 10 * i + n, f"environment {i} message {n}")
-    for bot in bots:
-        wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
-        assert bot.ledger()["duplicates"] == []
+    each_answers_its_own(bots, 8300, "environment")
 
 
 def test_two_bots_on_one_redis_keep_their_own_budget_breakers_and_poller(
@@ -164,13 +169,7 @@ def test_two_bots_on_one_redis_keep_their_own_budget_breakers_and_poller(
         "bot2", config=config, external_sandbox=True, sandbox_of=first, bot="7000000002"
     )
     bots = [first.start(), second.start()]
-    wait_for(lambda: all(bot.status().get("poller") for bot in bots), timeout=30)
-    for i, bot in enumerate(bots):
-        for n in range(3):
-            bot.push(8700 + 10 * i + n, f"bot {i} message {n}")
-    for bot in bots:
-        wait_for(lambda bot=bot: answered(bot, 3), timeout=60)
-        assert bot.ledger()["duplicates"] == []
+    each_answers_its_own(bots, 8700, "bot")
     assert bots[0].khronos("breakers", "open", "anthropic-api", "--for", "1m").returncode == 0
     wait_for(lambda: bots[0].status()["breakers"]["anthropic-api"]["state"] == "open")
     assert bots[1].status()["breakers"].get("anthropic-api", {}).get("state", "closed") == "closed"

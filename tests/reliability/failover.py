@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.instance import FAST_CONFIG, Instance
+from tests.reliability.harness import size
 from tests.support import wait_for
 
 BOT_KEY = "khronos:{7000000001}:poller"  # a key of the sandbox bot's namespace (its slot)
@@ -69,11 +70,10 @@ class States(threading.Thread):
         return since
 
 
-def measure(
-    group: list[Instance], fault: Callable[[], float], *, messages: int, bulk: int
-) -> dict[str, Any]:
-    """Users write ``messages`` (one every 0.1 s) and ``bulk`` sends are queued across both
-    replicas while ``fault`` runs; then everything is counted."""
+def measure(group: list[Instance], fault: Callable[[], float]) -> dict[str, Any]:
+    """Users write 20 messages (200 in the full run; one every 0.1 s) and 60 bulk sends (600)
+    are queued across both replicas while ``fault`` runs; then everything is counted."""
+    messages, bulk = size(20, 200), size(60, 600)
     wait_for(lambda: sum(bool(r.status().get("poller")) for r in group) == 1, timeout=30)
     sandbox = group[0]
     start = sandbox.ledger()["sent"]

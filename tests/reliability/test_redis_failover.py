@@ -10,7 +10,6 @@ from typing import Any
 
 from tests.redis_topologies import Cluster, SentinelGroup
 from tests.reliability.failover import BOT_KEY, measure, pair
-from tests.reliability.harness import size
 
 
 def check(result: dict[str, Any], *, degraded: bool = True) -> None:
@@ -29,9 +28,7 @@ def test_sentinel_failover_of_the_master(
     the promoted replica and are ready within 5 s of its election; nothing lost or doubled."""
     group = pair(make_instance, redis_sentinels.url)
     try:
-        result = measure(
-            group, redis_sentinels.fail_over, messages=size(20, 200), bulk=size(60, 600)
-        )
+        result = measure(group, redis_sentinels.fail_over)
     finally:
         redis_sentinels.restore()
     figures("redis: Sentinel failover (kill -9 of the master)", **result)
@@ -44,12 +41,7 @@ def test_cluster_master_killed_and_its_replica_promoted(
     """kill -9 of the Cluster master serving the bot's slot: its replica is promoted; the
     replicas say degraded, then ready within 5 s; nothing lost or doubled."""
     group = pair(make_instance, fault_cluster.url)
-    result = measure(
-        group,
-        lambda: fault_cluster.kill_master_of(BOT_KEY),
-        messages=size(20, 200),
-        bulk=size(60, 600),
-    )
+    result = measure(group, lambda: fault_cluster.kill_master_of(BOT_KEY))
     figures("redis: Cluster master killed, replica promoted", **result)
     check(result)
 
@@ -60,12 +52,7 @@ def test_cluster_slot_migration_while_running(
     """The bot's slot migrated key by key to another master mid-traffic (MOVED and ASK on the
     way): nothing lost or doubled, never over 30/s, ready throughout or within 5 s."""
     group = pair(make_instance, fault_cluster.url)
-    result = measure(
-        group,
-        lambda: fault_cluster.migrate_slot_of(BOT_KEY),
-        messages=size(20, 200),
-        bulk=size(60, 600),
-    )
+    result = measure(group, lambda: fault_cluster.migrate_slot_of(BOT_KEY))
     figures("redis: Cluster slot migration while running", **result)
     check(result, degraded=False)
     everyone = group[1].khronos("status", "--all", "--json")  # MGET of snapshots on one slot
