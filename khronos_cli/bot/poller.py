@@ -77,6 +77,7 @@ class Poller:
         self.problem: str | None = None  # why polling does not work right now, for the operator
         self.prepared = False
         self._working: set[int] = set()
+        self._taken: set[int] = set()  # journaled updates this process knows its claims own
 
     async def accept(self, update: dict[str, Any]) -> bool:
         """Journal one update and start its job; False if it was seen before.
@@ -96,6 +97,7 @@ class Poller:
         fresh = await self.bot.db(self.bot.store.journal, update_id, chat_id, update)
         if self.claims is not None:
             await self.claims.own(update_id)
+            self._taken.add(update_id)
         if not fresh:
             self.duplicates += 1
             return False
@@ -119,10 +121,30 @@ class Poller:
     async def resume(self) -> int:
         """Start a job for every journaled update without an answer (at start, and by the pump)."""
         pending = await self.bot.db(self.bot.store.pending_updates, 500)
-        fresh = [p for p in pending if p.update_id not in self._working]
+        self._taken.intersection_update(p.update_id for p in pending)
+        idle = [p for p in pending if p.update_id not in self._working]
+        mine = await asyncio.gather(*(self._ours(p.update_id) for p in idle))
+        fresh = [p for p, ours in zip(idle, mine, strict=True) if ours]
         for item in fresh:
             self._start(item.update_id, item.chat_id, item.payload)
         return len(fresh)
+
+    async def _ours(self, update_id: int) -> bool:
+        """Whether this replica answers a journaled update it did not take in this process (it
+        was journaled before a restart): yes when its claim is this journal's or has lapsed; an
+        update another replica owns is done here (answered there); one being taken waits."""
+        if self.claims is None or update_id in self._taken:
+            return True
+        claim = await self.claims.claim(update_id)
+        if claim == "owned":
+            await self.bot.db(self.bot.store.skip, update_id)
+            logger.info("update %d is owned by another replica: answered there", update_id)
+            return False
+        if claim == "pending":
+            return False
+        await self.claims.own(update_id)
+        self._taken.add(update_id)
+        return True
 
     async def prepare(self) -> None:
         """Before the first poll: learn who the bot is, and remove a leftover webhook."""

@@ -45,6 +45,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_by_state ON outbox (state, id)",
         "CREATE INDEX turns_by_time ON turns (created_at)",
     ),
+    (  # v3: the journal's own id, which names this journal's claims among replicas
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('journal_id', lower(hex(randomblob(16))))",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -108,6 +108,15 @@ class Store:
 
     # -- journal --------------------------------------------------------------------------------
 
+    async def journal_id(self) -> str:
+        """This journal's own random id (made with the file, kept by backups): the name its
+        replica's update claims carry, so that a restarted replica knows its own claims."""
+
+        def work(db: sqlite3.Connection) -> str:
+            return str(db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()[0])
+
+        return await self._database.call("journal_id", work)
+
     async def journal(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> bool:
         """Durably record a fetched update; False when that id was seen before (the dedup)."""
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))

@@ -21,7 +21,11 @@
   an update id (``pending``) before journaling it and marks it ``owned`` once journaled. Another
   replica that meets an owned id skips it (and may confirm it to Telegram); one that meets a pending
   id must not confirm it yet — the claimant may die before journaling — so it backs off until the
-  short pending claim is owned or lapses.
+  short pending claim is owned or lapses. A claim carries the journal's own id
+  (``Store.journal_id``, kept in the file), not the process's: a replica killed between journaling
+  an update and owning it comes back with the same journal, knows the claim as its own and answers
+  the update while the other replica still waits; one its journal holds that another replica owns
+  is done here (answered there).
 - **Snapshots.** Every second each replica publishes its status, breakers and limiters under a key
   that expires, for ``khronos status --all`` and friends; the live count is what the limiters
   divide a shared budget by when Redis goes away.
@@ -87,10 +91,12 @@ class Replicas:
         lease_interval: float = LEASE_INTERVAL,
         interval: float = 1.0,
         snapshot: Callable[[], dict[str, Any]] = dict,
+        claimant: str | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = namespace or f"khronos:{{{bot}}}"
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.claimant = claimant or self.id  # the journal's id: claims outlive the process
         self.lease_ttl = lease_ttl
         self.lease_interval = lease_interval
         self.interval = interval
@@ -170,7 +176,7 @@ class Replicas:
         """``mine``: journal it; ``owned``: another replica has it; ``pending``: wait."""
         try:
             verdict = await self._claim(
-                keys=[self.key("update", update_id)], args=[self.id, PENDING_TTL_MS]
+                keys=[self.key("update", update_id)], args=[self.claimant, PENDING_TTL_MS]
             )
         except REDIS_ERRORS as exc:
             self._lost(exc)
@@ -182,7 +188,8 @@ class Replicas:
     async def own(self, update_id: int) -> None:
         """The update is journaled here: keep the claim for as long as Telegram could resend."""
         try:
-            await self.redis.set(self.key("update", update_id), f"owned:{self.id}", ex=OWNED_TTL_S)
+            owner = f"owned:{self.claimant}"
+            await self.redis.set(self.key("update", update_id), owner, ex=OWNED_TTL_S)
         except REDIS_ERRORS as exc:
             self._lost(exc)
 

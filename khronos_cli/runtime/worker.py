@@ -113,7 +113,15 @@ class Worker:
             raise refused from exc
         statedir.mark_running(self.state_dir, self.started_at)
         kept = await parts.outbox.load()  # first, so no new answer overtakes a kept one
-        resumed = await parts.poller.resume()
+        if parts.redis is not None:  # replicas: the lease elects the poller, claims dedup
+            self.replicas = Replicas(
+                parts.redis,
+                namespace=self.settings.redis_namespace,
+                snapshot=lambda: readout.replica_snapshot(self),
+                claimant=await parts.bot.db(parts.bot.store.journal_id),
+            )
+            parts.poller.claims = self.replicas
+        resumed = await parts.poller.resume()  # after the claims: only what is this replica's
         self.tasks = [
             asyncio.create_task(parts.poller.pump(), name="journal-pump"),
             asyncio.create_task(parts.outbox.run(), name="outbox-pump"),
@@ -128,13 +136,7 @@ class Worker:
             await parts.telegram.set_webhook(
                 self.settings.webhook_url, secret_token=self.settings.webhook_secret.reveal()
             )
-        if parts.redis is not None:  # replicas: the lease elects the poller, claims dedup
-            self.replicas = Replicas(
-                parts.redis,
-                namespace=self.settings.redis_namespace,
-                snapshot=lambda: readout.replica_snapshot(self),
-            )
-            parts.poller.claims = self.replicas
+        if self.replicas is not None:
             replicas = self.replicas
             parts.limiters.share_replicas(lambda: replicas.count)
             task = asyncio.create_task(self.replicas.run(self._on_tick, poll=polling))

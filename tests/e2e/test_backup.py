@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from khronos_cli.bot.schema import SCHEMA_VERSION
 from tests.instance import FAST_CONFIG, Instance, alive
 from tests.support import khronos_database, wait_for
 
@@ -49,7 +50,7 @@ def test_backup_while_running_then_restore_refusals_and_restore(make_instance: A
     copy = json.loads(taken.stdout)
     path = Path(copy["path"])
     assert path.parent == instance.state_dir / "backups" and NAMED.match(path.name)
-    assert copy["offline"] is False and copy["schema_version"] == 2
+    assert copy["offline"] is False and copy["schema_version"] == SCHEMA_VERSION
     assert path.stat().st_mode & 0o777 == 0o600
     assert _sha(path) == copy["sha256"]
     assert (path.parent / f"{path.name}.sha256").read_text() == f"{copy['sha256']}  {path.name}\n"
@@ -85,7 +86,7 @@ def test_backup_while_running_then_restore_refusals_and_restore(make_instance: A
     restored = instance.khronos("restore", str(path), "--json")
     assert restored.returncode == 0, restored.stderr
     done = json.loads(restored.stdout)
-    assert done["checksum"] == "ok" and done["schema_version"] == 2
+    assert done["checksum"] == "ok" and done["schema_version"] == SCHEMA_VERSION
     assert _sha(database) == copy["sha256"]
     assert Path(done["replaced"]).read_bytes() == before
 
