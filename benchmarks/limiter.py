@@ -139,9 +139,7 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
     client = Redis.from_url(redis_url)
     await client.flushall()
     rn = max(200, n // 25)
-    ping = await per_call(lambda i: client.ping(), rn)
     ours_redis = Limiter(keyed, redis=client)
-    ours = await per_call(lambda i: ours_redis.schedule(noop, key=i % pool), rn)
     bucket = await pyrate.RedisBucket.init([pyrate.Rate(10**9, 1000)], client, "bench:pyrate")
     pyrate_redis = pyrate.Limiter(bucket)
 
@@ -149,7 +147,19 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         await pyrate_redis.try_acquire_async("x")
         await noop()
 
-    pyr_r = await per_call(pyrate_redis_call, rn)
+    # rn keys, each reused once per pass (every 200 µs or so: far from its 1/ms), so the passes
+    # after the first create no key, like the memory rows'. The three rows take turns, pass by
+    # pass, so that the machine's moods reach each of them alike; each keeps its best pass.
+    redis_rows: dict[str, Callable[[int], Awaitable[Any]]] = {
+        "ping": lambda i: client.ping(),
+        "ours": lambda i: ours_redis.schedule(noop, key=i % rn),
+        "pyrate": pyrate_redis_call,
+    }
+    best = dict.fromkeys(redis_rows, float("inf"))
+    for _ in range(7):
+        for name, call in redis_rows.items():
+            best[name] = min(best[name], await per_call(call, rn, repeat=1))
+    ping, ours, pyr_r = best["ping"], best["ours"], best["pyrate"]
     rows += [
         ("redis: redis-py PING (one round trip)", f"{ping * 1e6:.0f} µs", "1.00x"),
         (
@@ -497,8 +507,9 @@ async def main(args: argparse.Namespace) -> None:
         version = sys.version.split()[0]
         plan = f"{args.messages} messages to {args.chats} chats, {args.order} order"
         print(f"python {version}, {os.cpu_count()} cores, pyrate {pyrate.__version__}; {plan}")
-        rows = await admission(redis_url, args.calls)
-        table("1. uncontended admission", ("what", "per call", "note"), rows)
+        if "admission" in args.sections:
+            rows = await admission(redis_url, args.calls)
+            table("1. uncontended admission", ("what", "per call", "note"), rows)
         header = ("limiter", "delivered", "rate", "of 30/s", "windows over")
         if "precision" in args.sections:
             table("2. precision at Telegram's limits", header, await precision(args, redis_url))
@@ -526,8 +537,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["precision", "shared", "memory"],
-        choices=["precision", "shared", "memory"],
+        default=["admission", "precision", "shared", "memory"],
+        choices=["admission", "precision", "shared", "memory"],
     )
     parser.add_argument(
         "--guard", type=float, default=0.0, help="seconds (default: 8 ms alone, 25 ms on Redis)"
