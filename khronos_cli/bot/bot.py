@@ -210,17 +210,24 @@ class Bot:
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: int, action: str = "typing") -> AsyncIterator[None]:
-        """Show ``action`` in the chat while the body runs."""
-        task = asyncio.get_running_loop().create_task(
-            self._keep_typing(chat_id, action), name=f"typing-{chat_id}"
-        )
+        """Show ``action`` in the chat while the body runs (once it has run ``TYPING_AFTER``: a
+        timer until then, not a task, since most answers come sooner)."""
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+
+        def start() -> None:
+            coroutine = self._keep_typing(chat_id, action)
+            tasks.append(loop.create_task(coroutine, name=f"typing-{chat_id}"))
+
+        timer = loop.call_later(TYPING_AFTER, start)
         try:
             yield
         finally:
-            task.cancel()
+            timer.cancel()
+            for task in tasks:
+                task.cancel()
 
     async def _keep_typing(self, chat_id: int, action: str) -> None:
-        await asyncio.sleep(TYPING_AFTER)
         while True:
             if self._may_type is None or self._may_type(chat_id):
                 try:

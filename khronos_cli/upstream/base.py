@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import json as jsonlib
 import socket
 import ssl
 import time
@@ -149,6 +150,12 @@ class UpstreamClient:
         )
         self._base = base_url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}  # the API's paths, parsed once (a few dozen)
+        # A JSON call's head, made once: what httpx.Request would work out for every request
+        # (Host from the URL, the content type), so that each request only adds its length.
+        host = httpx.URL(self._base).netloc.decode("ascii")
+        self._bare_head = httpx.Headers({"Host": host, **self._headers})
+        self._json_head = httpx.Headers({**self._bare_head, "Content-Type": "application/json"})
+        self._limits = {"timeout": self._timeout.as_dict()}
         self._guard = guard
 
     async def aclose(self) -> None:
@@ -229,14 +236,20 @@ class UpstreamClient:
             url = httpx.URL(self._base + path)
             if len(self._urls) < _PARSED_URLS:  # a file download's path is seen once
                 self._urls[path] = url
-        limits = self._timeout if timeout is None else httpx.Timeout(timeout)
+        limits = self._limits if timeout is None else {"timeout": httpx.Timeout(timeout).as_dict()}
+        if json is None:
+            head, body = httpx.Headers(self._bare_head), b""
+        else:  # the body httpx's json= makes, with the head above: a third of its cost
+            body = jsonlib.dumps(
+                json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+            head = httpx.Headers(self._json_head)
+        if body or method in ("POST", "PUT", "PATCH"):  # as httpx.Request says it
+            head["Content-Length"] = str(len(body))
         request = httpx.Request(
-            method,
-            url,
-            headers=self._headers,
-            json=json,
-            extensions={"timeout": limits.as_dict()},
+            method, url, headers=head, stream=httpx.ByteStream(body), extensions=limits
         )
+        request.read()  # the body is whole: transports see it as content, not as a stream
         return await self._transport.handle_async_request(request)
 
     def _json(self, response: httpx.Response) -> Any:
