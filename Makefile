@@ -8,6 +8,10 @@ $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# The bytecode pip writes for every package it installs: an editable install leaves it to
+	@# the first import, and PYTHONDONTWRITEBYTECODE=1 (set on many CI machines) forbids that, so
+	@# each CLI command would compile khronos's modules again.
+	$(BIN)/python -m compileall -q khronos_cli
 	touch $@
 
 run: $(BIN)/.installed

@@ -107,6 +107,8 @@ def run(argv: list[str]) -> int | None:
     parsed = _parse(argv)
     if parsed is None:
         return None
+    if parsed.command == ("config",):  # settings read here: no control socket, no http.client
+        return _config(parsed)
     _http_client_without_tls()
     from khronos_cli.cli import reads
     from khronos_cli.control.protocol import encode_document
@@ -114,8 +116,6 @@ def run(argv: list[str]) -> int | None:
     from khronos_cli.statedir import default_state_dir
 
     directory = (parsed.state_dir or default_state_dir()).expanduser()
-    if parsed.command == ("config",):
-        return _config(parsed)
     try:
         data = reads.read(directory, parsed.command, every=parsed.every)
     except KhronosError as exc:
