@@ -45,6 +45,7 @@ class Claims(Protocol):
     """Shared ownership of update ids across replicas (``runtime.replicas.Replicas``)."""
 
     async def claim(self, update_id: int) -> str: ...
+    async def reclaim(self, update_id: int) -> str: ...
     async def own(self, update_id: int) -> None: ...
 
 
@@ -135,14 +136,13 @@ class Poller:
         update another replica owns is done here (answered there); one being taken waits."""
         if self.claims is None or update_id in self._taken:
             return True
-        claim = await self.claims.claim(update_id)
+        claim = await self.claims.reclaim(update_id)
         if claim == "owned":
             await self.bot.db(self.bot.store.skip, update_id)
             logger.info("update %d is owned by another replica: answered there", update_id)
             return False
         if claim == "pending":
             return False
-        await self.claims.own(update_id)
         self._taken.add(update_id)
         return True
 

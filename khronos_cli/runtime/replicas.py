@@ -76,6 +76,21 @@ if holder == 'pending:' .. ARGV[1] or holder == 'owned:' .. ARGV[1] then return 
 if holder and string.sub(holder, 1, 6) == 'owned:' then return 'owned' end
 return 'pending'
 """
+# An update this replica's journal holds (journaled before a restart): owned here at once unless
+# another journal owns it or is taking it. A claim named by a process (``host:pid:hex``, before
+# claims carried the journal's id) can only be this journal's: another replica journals an update
+# only under a claim of its own, so it is taken over too.
+_RECLAIM = """
+local holder = redis.call('GET', KEYS[1])
+local mine = not holder or holder == 'pending:' .. ARGV[1] or holder == 'owned:' .. ARGV[1]
+    or string.find(string.gsub(holder, '^%a+:', ''), ':', 1, true)
+if mine then
+    redis.call('SET', KEYS[1], 'owned:' .. ARGV[1], 'EX', ARGV[2])
+    return 'mine'
+end
+if string.sub(holder, 1, 6) == 'owned:' then return 'owned' end
+return 'pending'
+"""
 
 
 class Replicas:
@@ -112,6 +127,7 @@ class Replicas:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._claim = redis.register_script(_CLAIM)
+        self._reclaim = redis.register_script(_RECLAIM)
 
     def key(self, *parts: object) -> str:
         return ":".join([self.prefix, *map(str, parts)])
@@ -177,6 +193,20 @@ class Replicas:
         try:
             verdict = await self._claim(
                 keys=[self.key("update", update_id)], args=[self.claimant, PENDING_TTL_MS]
+            )
+        except REDIS_ERRORS as exc:
+            self._lost(exc)
+            return "mine"  # degraded: the local journal's dedup is all there is
+        self._ok()
+        text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        return "owned" if text == "owned" else "pending" if text == "pending" else "mine"
+
+    async def reclaim(self, update_id: int) -> str:
+        """For an update this replica's journal already holds: ``mine`` (now owned here),
+        ``owned`` (another replica journaled it too and answers it) or ``pending`` (wait)."""
+        try:
+            verdict = await self._reclaim(
+                keys=[self.key("update", update_id)], args=[self.claimant, OWNED_TTL_S]
             )
         except REDIS_ERRORS as exc:
             self._lost(exc)

@@ -211,12 +211,14 @@ def test_a_restarted_replica_knows_its_claims_by_its_journal(
     make_instance: Any, redis_url: str
 ) -> None:
     """Killed between journaling and owning an update, a replica comes back and answers it (its
-    pending claim carries its journal's id, now owned); one another replica owns is done here."""
+    pending claim carries its journal's id, now owned), as it does one under a claim named by a
+    process (before claims carried the journal's id); one another replica owns is done here."""
     (bot,) = replicas(make_instance, redis_url, count=1)
     wait_for(lambda: len(pollers([bot])) == 1, timeout=30)
     bot.llm_mode("anthropic", mode="slow", delay=60.0)
     bot.push(8800, "killed while pending")
     bot.push(8801, "taken by another replica meanwhile")
+    bot.push(8802, "claimed under the old process-named claim")
     database = bot.state_dir / "khronos.db"
 
     def journal() -> dict[int, tuple[int, str]]:
@@ -224,20 +226,20 @@ def test_a_restarted_replica_knows_its_claims_by_its_journal(
             rows = db.execute("SELECT chat_id, update_id, state FROM updates").fetchall()
         return {chat: (update, state) for chat, update, state in rows}
 
-    wait_for(lambda: bot.status().get("jobs_active", 0) >= 2, timeout=30)
+    wait_for(lambda: bot.status().get("jobs_active", 0) >= 3, timeout=30)
     pid = bot.status()["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not alive(pid), timeout=10)
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         (journal_id,) = db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
     store = redis.Redis.from_url(redis_url)
-    keys = {update: store.keys(f"*:update:{update}")[0] for update, _ in journal().values()}
-    pending, taken = journal()[8800][0], journal()[8801][0]
-    store.set(keys[pending], f"pending:{journal_id}")  # as if killed before owning it
-    store.set(keys[taken], "owned:another-journal")  # as if that claim lapsed and was taken
+    keys = {chat: store.keys(f"*:update:{update}")[0] for chat, (update, _) in journal().items()}
+    store.set(keys[8800], f"pending:{journal_id}")  # as if killed before owning it
+    store.set(keys[8801], "owned:another-journal")  # as if that claim lapsed and was taken
+    store.set(keys[8802], "owned:oldhost:4242:abc123")
     bot.llm_mode("anthropic", mode="ok")
     bot.start()
-    wait_for(lambda: journal()[8800][1] == "done" and journal()[8801][1] == "done", timeout=60)
-    assert store.get(keys[pending]) == f"owned:{journal_id}".encode()
+    wait_for(lambda: all(state == "done" for _, state in journal().values()), timeout=60)
+    assert store.get(keys[8800]) == store.get(keys[8802]) == f"owned:{journal_id}".encode()
     chats = [d["chat_id"] for d in bot.deliveries()]
-    assert chats.count(8800) == 1 and 8801 not in chats
+    assert chats.count(8800) == 1 and chats.count(8802) == 1 and 8801 not in chats
