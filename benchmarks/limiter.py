@@ -43,7 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import free_port, redis_server
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
 from khronos_cli.resilience.limiter.limiter import Limiter
-from khronos_cli.resilience.limiter.registry import TELEGRAM_GUARD, TELEGRAM_REDIS_GUARD
+from khronos_cli.resilience.limiter.registry import (
+    TELEGRAM_GUARD,
+    TELEGRAM_KEY_GUARD,
+    TELEGRAM_REDIS_GUARD,
+)
 
 BOT_RATE, CHAT_GAP, GROUP_LIMIT, GROUP_PERIOD = 30, 1.0, 20, 60.0
 
@@ -315,7 +319,9 @@ async def precision(args: argparse.Namespace, redis_url: str) -> list[tuple[str,
         await server.start()
         limiter, acquire = None, None
         if isinstance(variant, float):
-            limiter = Limiter(telegram(variant), guard=args.guard or TELEGRAM_GUARD)
+            guard = args.guard or TELEGRAM_GUARD  # a chat's own periods get more, as shipped
+            key_guard = max(guard, TELEGRAM_KEY_GUARD)
+            limiter = Limiter(telegram(variant), guard=guard, key_guard=key_guard)
         elif variant == "pyrate":
             acquire = pyrate_acquire(guard_s)
         else:
@@ -387,7 +393,8 @@ def aiolimiter_acquire(guard: float) -> Callable[[int], Awaitable[None]]:
 
 async def worker(url: str, redis_url: str, plan: list[int], min_time: float, guard: float) -> None:
     client = Redis.from_url(redis_url)
-    limiter = Limiter(telegram(min_time), redis=client, guard=guard)
+    key_guard = max(guard, TELEGRAM_KEY_GUARD)  # as shipped
+    limiter = Limiter(telegram(min_time), redis=client, guard=guard, key_guard=key_guard)
     await client.ping()
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the start line

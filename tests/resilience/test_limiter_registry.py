@@ -100,3 +100,25 @@ async def test_stop_returns_handed_back_jobs_by_limiter() -> None:
     limiters = Limiters.build()
     assert await limiters.stop(drop_waiting=True) == {name: [] for name in limiters}
     await limiters.aclose()
+
+
+async def test_a_chats_own_limit_has_the_wider_guard() -> None:
+    """The telegram limiter paces one chat at 1 per 1.05 s (TELEGRAM_KEY_GUARD), not 1.008 s: a
+    second answer to the chat 1.03 s after the first waits until 1.05 s."""
+    now = [100.0]
+    limiters = Limiters.build(clock=lambda: now[0])
+    telegram = limiters["telegram"]
+    sent: list[float] = []
+
+    async def send() -> None:
+        sent.append(now[0])
+
+    await telegram.schedule(send, key=1)
+    now[0] = 101.03
+    second = asyncio.ensure_future(telegram.schedule(send, key=1))
+    await async_wait_for(lambda: limiters.snapshot()["telegram"]["queued"] == 1)
+    assert sent == [100.0]
+    now[0] = 101.06
+    await second
+    assert sent == [100.0, 101.06]
+    await limiters.aclose()

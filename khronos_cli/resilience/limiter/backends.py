@@ -134,8 +134,15 @@ class MemoryRates:
 
     name = "memory"
 
-    def __init__(self, global_rates: Sequence[Rate] = (), *, guard: float = 0.0) -> None:
+    def __init__(
+        self,
+        global_rates: Sequence[Rate] = (),
+        *,
+        guard: float = 0.0,
+        key_guard: float | None = None,
+    ) -> None:
         self.guard = guard
+        self.key_guard = guard if key_guard is None else key_guard
         rates = pyrate_rates(global_rates, guard, smooth=False)
         self._global = pyrate.InMemoryBucket(rates) if rates else None
         self._global_horizon = _horizon(rates)
@@ -143,7 +150,7 @@ class MemoryRates:
 
     def key_state(self, key: Hashable, rates: Sequence[Rate]) -> tuple[object, float]:
         """The per-key handle the scheduler keeps on its group, and its state's horizon (s)."""
-        converted = pyrate_rates(rates, self.guard, smooth=True)
+        converted = pyrate_rates(rates, self.key_guard, smooth=True)
         if not converted:
             return None, 0.0
         return pyrate.StateBucket(converted, _GCRA, _LoopStateStore()), _horizon(converted)
@@ -240,6 +247,7 @@ class RedisRates:
         bot: str = "bot",
         namespace: str | None = None,
         guard: float = 0.0,
+        key_guard: float | None = None,
         min_time: float = 0.0,
         server_time: bool = True,
         owns_client: bool = False,
@@ -248,6 +256,7 @@ class RedisRates:
         self._min_ms = round(min_time * 1000)
         self._server_time = server_time
         self.guard = guard
+        self.key_guard = guard if key_guard is None else key_guard
         self.prefix = f"{namespace or f'khronos:{{{bot}}}'}:limiter:{limiter}"
         self.global_rates = pyrate_rates(global_rates, guard, smooth=False)
         self._global_ttl = max((2 * r.interval for r in self.global_rates), default=1)
@@ -269,7 +278,7 @@ class RedisRates:
 
     def key_state(self, key: Hashable, rates: Sequence[Rate]) -> tuple[object, float]:
         """The per-key handle (hash name, script arguments) and the key's state horizon (s)."""
-        converted = pyrate_rates(rates, self.guard, smooth=True)
+        converted = pyrate_rates(rates, self.key_guard, smooth=True)
         suffix = "all" if key is None else f"key:{key}"
         handle = _RedisKey(
             f"{self.prefix}:{suffix}", f"{self.prefix}:halt:{suffix}", converted, key, rates

@@ -55,7 +55,8 @@ class Limiter:
 
     ``redis``: share the rate budgets and halts with every process on that Redis (keys under
     ``khronos:{bot}:limiter:<name>``); ``guard``: seconds added to every rate period (slack
-    for transit jitter); ``clock``: seconds, monotonic in memory, wall-clock with Redis.
+    for transit jitter), ``key_guard`` to the per-key ones (default: ``guard``); ``clock``:
+    seconds, monotonic in memory, wall-clock with Redis.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Limiter:
         bot: str = "bot",
         namespace: str | None = None,
         guard: float = 0.0,
+        key_guard: float | None = None,
         clock: Callable[[], float] | None = None,
         owns_redis: bool = False,
     ) -> None:
@@ -87,12 +89,13 @@ class Limiter:
                 bot=bot,
                 namespace=namespace,
                 guard=guard,
+                key_guard=key_guard,
                 min_time=g_min,
                 server_time=clock is None,
                 owns_client=owns_redis,
             )
         else:
-            backend = MemoryRates(g_rates, guard=guard)
+            backend = MemoryRates(g_rates, guard=guard, key_guard=key_guard)
         self.name = s.name
         self.backend = backend
         self._clock = clock or (time.time if redis is not None else time.monotonic)
