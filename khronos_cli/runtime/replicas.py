@@ -190,24 +190,16 @@ class Replicas:
 
     async def claim(self, update_id: int) -> str:
         """``mine``: journal it; ``owned``: another replica has it; ``pending``: wait."""
-        try:
-            verdict = await self._claim(
-                keys=[self.key("update", update_id)], args=[self.claimant, PENDING_TTL_MS]
-            )
-        except REDIS_ERRORS as exc:
-            self._lost(exc)
-            return "mine"  # degraded: the local journal's dedup is all there is
-        self._ok()
-        text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
-        return "owned" if text == "owned" else "pending" if text == "pending" else "mine"
+        return await self._verdict(self._claim, update_id, PENDING_TTL_MS)
 
     async def reclaim(self, update_id: int) -> str:
         """For an update this replica's journal already holds: ``mine`` (now owned here),
         ``owned`` (another replica journaled it too and answers it) or ``pending`` (wait)."""
+        return await self._verdict(self._reclaim, update_id, OWNED_TTL_S)
+
+    async def _verdict(self, script: Any, update_id: int, ttl: int) -> str:
         try:
-            verdict = await self._reclaim(
-                keys=[self.key("update", update_id)], args=[self.claimant, OWNED_TTL_S]
-            )
+            verdict = await script(keys=[self.key("update", update_id)], args=[self.claimant, ttl])
         except REDIS_ERRORS as exc:
             self._lost(exc)
             return "mine"  # degraded: the local journal's dedup is all there is

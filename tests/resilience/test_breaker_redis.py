@@ -145,9 +145,20 @@ async def test_the_cached_closed_path_makes_no_round_trip(tmp_path: Path) -> Non
     storage = RedisBreakerStorage.from_url(server.url, poll_interval=60)
     breaker = CircuitBreaker(settings(volume_threshold=1000, reset_timeout=60), storage=storage)
     await breaker.startup()
+
+    async def quiet() -> bool:
+        """The storage's listener has connected, subscribed and polled: nothing but our INFOs."""
+        if not await client.pubsub_channels():
+            return False
+        deltas = []
+        for _ in range(3):
+            before = await processed()
+            deltas.append(await processed() - before)
+        return deltas == [1, 1, 1]
+
     try:
-        first = await processed()
-        baseline = await processed() - first  # the INFO command itself
+        await async_wait_for(quiet)  # its connection's handshake once landed inside a window
+        baseline = 1  # the INFO command itself
         start = await processed()
         for _ in range(500):
             await through(breaker, ok)
