@@ -305,7 +305,8 @@ class RedisRates:
         share = max(1, int(self.replicas()))
         if self._local is None or share != self._local_share:
             scaled = [Rate(r.limit, r.period * share) for r in self._source_global]
-            self._local, self._local_share = MemoryRates(scaled, guard=self.guard), share
+            local = MemoryRates(scaled, guard=self.guard, key_guard=self.key_guard)
+            self._local, self._local_share = local, share
         if not self.degraded:
             self.degraded = True
             _log.warning(
