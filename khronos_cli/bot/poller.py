@@ -122,10 +122,11 @@ class Poller:
     async def resume(self) -> int:
         """Start a job for every journaled update without an answer (at start, and by the pump)."""
         pending = await self.bot.db(self.bot.store.pending_updates, 500)
-        self._taken.intersection_update(p.update_id for p in pending)
-        idle = [p for p in pending if p.update_id not in self._working]
-        mine = await asyncio.gather(*(self._ours(p.update_id) for p in idle))
-        fresh = [p for p, ours in zip(idle, mine, strict=True) if ours]
+        fresh = [p for p in pending if p.update_id not in self._working]
+        if self.claims is not None:  # replicas: only what this journal's claims allow
+            self._taken.intersection_update(p.update_id for p in pending)
+            verdicts = await asyncio.gather(*(self._ours(p.update_id) for p in fresh))
+            fresh = [p for p, ours in zip(fresh, verdicts, strict=True) if ours]
         for item in fresh:
             self._start(item.update_id, item.chat_id, item.payload)
         return len(fresh)
@@ -134,7 +135,8 @@ class Poller:
         """Whether this replica answers a journaled update it did not take in this process (it
         was journaled before a restart): yes when its claim is this journal's or has lapsed; an
         update another replica owns is done here (answered there); one being taken waits."""
-        if self.claims is None or update_id in self._taken:
+        assert self.claims is not None
+        if update_id in self._taken:
             return True
         claim = await self.claims.reclaim(update_id)
         if claim == "owned":

@@ -100,18 +100,18 @@ class Replicas:
         self,
         redis: Client,
         *,
+        claimant: str,
         bot: str = "bot",
         namespace: str | None = None,
         lease_ttl: float = LEASE_TTL,
         lease_interval: float = LEASE_INTERVAL,
         interval: float = 1.0,
         snapshot: Callable[[], dict[str, Any]] = dict,
-        claimant: str | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = namespace or f"khronos:{{{bot}}}"
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.claimant = claimant or self.id  # the journal's id: claims outlive the process
+        self.claimant = claimant  # the journal's id (Store.journal_id): claims outlive the process
         self.lease_ttl = lease_ttl
         self.lease_interval = lease_interval
         self.interval = interval
