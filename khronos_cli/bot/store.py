@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from khronos_cli.bot.recall import Recall
 from khronos_cli.bot.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -69,6 +70,7 @@ class Store:
         self.path = database.path
         self._database = database
         self._clock = clock
+        self.recall = Recall()  # the chats' recent turns, so history() rarely reads the file
 
     @classmethod
     async def open(
@@ -169,6 +171,7 @@ class Store:
         parts = [text] if isinstance(text, str) else list(text)
         if not parts:
             raise ValueError("a reply needs at least one part (use skip() to answer nothing)")
+        added: list[Turn] = []  # the turns the transaction added, for the recall once committed
 
         def work(db: sqlite3.Connection) -> list[OutboxMessage]:
             row = db.execute(
@@ -184,14 +187,13 @@ class Store:
                 (now, update_id),
             )
             said = user_text if user_text is not None else _message_text(json.loads(row[0]))
-            turns = [("user", said)] if said else []
-            turns.append(("assistant", "\n\n".join(parts)))
-            if not remember:
-                turns = []
+            if remember:
+                added[:] = [Turn("user", said, now)] if said else []
+                added.append(Turn("assistant", "\n\n".join(parts), now))
             db.executemany(
                 "INSERT INTO turns (chat_id, role, text, update_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [(chat_id, role, said_text, update_id, now) for role, said_text in turns],
+                [(chat_id, turn.role, turn.text, update_id, now) for turn in added],
             )
             messages = []
             for number, part in enumerate(parts):
@@ -205,7 +207,10 @@ class Store:
                 )
             return messages
 
-        return await self._database.call("record_reply", work, write=True)
+        with self.recall.writing([chat_id]):
+            messages = await self._database.call("record_reply", work, write=True)
+            self.recall.append(chat_id, added)
+        return messages
 
     async def skip(self, update_id: int) -> bool:
         """A journaled update that needs no answer (a service message, an edit, a group message
@@ -239,7 +244,10 @@ class Store:
                 ).rowcount
             return moved
 
-        return await self._database.call("migrate_chat", work, write=True)
+        with self.recall.writing([chat_id, new_chat_id]):
+            moved = await self._database.call("migrate_chat", work, write=True)
+            self.recall.forget(chat_id, new_chat_id)
+        return moved
 
     async def enqueue_message(self, chat_id: int, text: str, *, source: str = "api") -> int:
         """Queue a message that answers no update (``POST /messages``); returns the outbox id."""
@@ -312,6 +320,10 @@ class Store:
     async def history(self, chat_id: int, limit: int = 20) -> list[Turn]:
         """The chat's ``limit`` most recent turns, oldest first."""
 
+        kept = self.recall.get(chat_id, limit)
+        if kept is not None:
+            return kept
+
         def work(db: sqlite3.Connection) -> list[Turn]:
             rows = db.execute(
                 "SELECT role, text, created_at FROM (SELECT id, role, text, created_at FROM turns"
@@ -320,7 +332,14 @@ class Store:
             ).fetchall()
             return [Turn(*row) for row in rows]
 
-        return await self._database.call("history", work)
+        ticket = self.recall.ticket(chat_id)
+        try:
+            turns = await self._database.call("history", work)
+        except BaseException:
+            self.recall.release(chat_id, ticket)
+            raise
+        self.recall.fill(chat_id, ticket, turns, limit)
+        return list(turns)
 
     async def reset(self, chat_id: int) -> int:
         """Forget the chat's conversation (the ``/reset`` command); returns the turns removed."""
@@ -328,7 +347,10 @@ class Store:
         def work(db: sqlite3.Connection) -> int:
             return db.execute("DELETE FROM turns WHERE chat_id = ?", (chat_id,)).rowcount
 
-        return await self._database.call("reset", work, write=True)
+        with self.recall.writing([chat_id]):
+            removed = await self._database.call("reset", work, write=True)
+            self.recall.forget(chat_id)
+        return removed
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -374,7 +396,8 @@ class Store:
                 ).rowcount
             return removed
 
-        removed = await self._database.call("prune", work, write=True)
+        with self.recall.writing(everything=True):
+            removed = await self._database.call("prune", work, write=True)
         await self._database.call("compact", compact)
         return removed
 
