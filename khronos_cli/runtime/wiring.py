@@ -45,7 +45,7 @@ from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.registry import Limiters
 from khronos_cli.resilience.redis_client import Client, connect, verify
 from khronos_cli.upstream.base import Guard
-from khronos_cli.upstream.faults import FaultInjector, FaultTransport
+from khronos_cli.upstream.faults import FaultInjector
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient
 from khronos_cli.upstream.telegram import TelegramClient
 
@@ -121,10 +121,9 @@ class Parts:
 
 
 def _transport(faults: FaultInjector, dependency: str) -> httpx.AsyncBaseTransport:
-    from httpx_aiohttp import AiohttpTransport
+    from khronos_cli.upstream.transport import FaultTransport, Wire
 
-    inner = AiohttpTransport(limits=httpx.Limits(max_connections=100))
-    return FaultTransport(inner, faults, dependency)
+    return FaultTransport(Wire(limits=httpx.Limits(max_connections=100)), faults, dependency)
 
 
 HEALTH = {  # breaker -> the health check it uses

@@ -24,10 +24,12 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
 import httpx
+from yarl import URL
 
 from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
 from khronos_cli.resilience.limiter.jobs import PRIORITY_DEFAULT
+from khronos_cli.upstream.transport import FaultTransport, Wire, client_timeout
 
 __all__ = [
     "Guard",
@@ -157,6 +159,13 @@ class UpstreamClient:
         self._json_head = httpx.Headers({**self._bare_head, "Content-Type": "application/json"})
         self._limits = {"timeout": self._timeout.as_dict()}
         self._guard = guard
+        # The worker's transports (a Wire, under a FaultTransport) take a call made ready here.
+        wire = self._transport
+        self._wire = wire if isinstance(wire, Wire | FaultTransport) and wire.direct else None
+        self._wire_urls: dict[str, URL] = {}
+        self._wire_timeout = client_timeout(self._timeout)
+        self._wire_bare = dict(self._bare_head.items())
+        self._wire_json = dict(self._json_head.items())
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -231,6 +240,8 @@ class UpstreamClient:
     ) -> httpx.Response:
         """Send a JSON request straight to the transport; the answer's head, its body unread
         (``aread``/``aiter_raw``, then ``aclose``). httpx errors are the caller's to translate."""
+        if self._wire is not None:
+            return await self._send_direct(self._wire, method, path, json, timeout)
         url = self._urls.get(path)
         if url is None:
             url = httpx.URL(self._base + path)
@@ -251,6 +262,21 @@ class UpstreamClient:
         )
         request.read()  # the body is whole: transports see it as content, not as a stream
         return await self._transport.handle_async_request(request)
+
+    async def _send_direct(
+        self, wire: Wire | FaultTransport, method: str, path: str, json: Any, timeout: float | None
+    ) -> httpx.Response:
+        """:meth:`_open` on a :class:`~.transport.Wire`: no ``httpx.Request`` in between."""
+        url = self._wire_urls.get(path)
+        if url is None:
+            url = URL(self._base + path)
+            if len(self._wire_urls) < _PARSED_URLS:
+                self._wire_urls[path] = url
+        limits = self._wire_timeout if timeout is None else client_timeout(httpx.Timeout(timeout))
+        if json is None:
+            return await wire.send(method, url, self._wire_bare, b"", limits)
+        body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return await wire.send(method, url, self._wire_json, body.encode("utf-8"), limits)
 
     def _json(self, response: httpx.Response) -> Any:
         """The JSON body, or UpstreamError when the upstream answered something else."""

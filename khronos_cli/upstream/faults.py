@@ -1,11 +1,11 @@
 """Injected outages: Toxiproxy's vocabulary, inside the process, against the live bot.
 
 A TCP proxy such as Toxiproxy cannot sit in front of HTTPS APIs without certificate tricks, so
-khronos injects faults where its own calls leave: an ``httpx`` transport wrapper for the HTTP
-dependencies (``anthropic-api``, ``telegram-api``, ``openai-api``) and a ``before_call`` hook for
-the SQLite store (``database``). The breakers above see the same exceptions and status codes a
-real outage produces, so ``khronos outage start anthropic-api --mode down --for 30s`` really trips
-the ``anthropic-api`` breaker.
+khronos injects faults where its own calls leave: a transport wrapper for the HTTP
+dependencies (``anthropic-api``, ``telegram-api``, ``openai-api``; :mod:`.transport`) and a
+``before_call`` hook for the SQLite store (``database``). The breakers above see the same
+exceptions and status codes a real outage produces, so ``khronos outage start anthropic-api
+--mode down --for 30s`` really trips the ``anthropic-api`` breaker.
 
 Modes, per dependency:
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -38,8 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-import httpx
-
 from khronos_cli.control.protocol import MAX_DURATION, OUTAGE_MODES
 from khronos_cli.errors import InjectedFaultError, OutageError
 
@@ -47,7 +44,6 @@ __all__ = [
     "DEFAULT_DURATION",
     "MAX_DURATION",
     "FaultInjector",
-    "FaultTransport",
     "InjectedFaultError",
     "Mode",
     "Outage",
@@ -347,79 +343,3 @@ def _validate(
         raise OutageError(f"outage status {status!r}: expected 429 or 500-599")
     if retry_after is not None and (not number(retry_after) or retry_after < 0):
         raise OutageError(f"outage retry_after {retry_after!r}: expected seconds >= 0")
-
-
-class FaultTransport(httpx.AsyncBaseTransport):
-    """An ``httpx`` transport that applies the outage on ``dependency`` before ``inner``."""
-
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, injector: FaultInjector, dependency: str
-    ) -> None:
-        self._inner = inner
-        self._injector = injector
-        self._dependency = dependency
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        outage = self._injector.hit(self._dependency)
-        if outage is None:
-            return await self._inner.handle_async_request(request)
-        read_timeout = _read_timeout(request)
-        if outage.mode == "down":
-            raise httpx.ConnectError(
-                f"injected outage: {self._dependency} is down", request=request
-            )
-        if outage.mode == "timeout":
-            await self._injector.hang(outage, read_timeout)
-            raise httpx.ReadTimeout(
-                f"injected outage: {self._dependency} did not answer", request=request
-            )
-        if outage.mode == "slow":
-            delay = self._injector.delay(outage)
-            if read_timeout is not None and delay >= read_timeout:
-                await asyncio.sleep(read_timeout)
-                raise httpx.ReadTimeout(
-                    f"injected outage: {self._dependency} answered too slowly", request=request
-                )
-            await asyncio.sleep(delay)
-            return await self._inner.handle_async_request(request)
-        return self._error_response(outage, request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def _error_response(self, outage: Outage, request: httpx.Request) -> httpx.Response:
-        status = outage.status
-        headers = {"content-type": "application/json", "x-khronos-injected": outage.mode}
-        retry_after: int | None = None
-        if status == 429 or outage.retry_after is not None:
-            retry_after = self._injector.retry_after(outage)
-            headers["retry-after"] = str(retry_after)
-        body = _error_body(self._dependency, status, retry_after)
-        return httpx.Response(
-            status, headers=headers, content=json.dumps(body).encode(), request=request
-        )
-
-
-def _read_timeout(request: httpx.Request) -> float | None:
-    timeout = request.extensions.get("timeout")
-    if not isinstance(timeout, dict):
-        return None
-    value = timeout.get("read")
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _error_body(dependency: str, status: int, retry_after: int | None) -> dict[str, object]:
-    """An error body shaped like the one the real provider sends for that status."""
-    limited = status == 429
-    message = "Too Many Requests (injected)" if limited else "Service Unavailable (injected)"
-    if dependency.startswith("telegram"):
-        body: dict[str, object] = {"ok": False, "error_code": status, "description": message}
-        if retry_after is not None:
-            body["description"] = f"{message}: retry after {retry_after}"
-            body["parameters"] = {"retry_after": retry_after}
-        return body
-    if dependency.startswith("anthropic"):
-        kind = "rate_limit_error" if limited else "overloaded_error"
-        return {"type": "error", "error": {"type": kind, "message": message}}
-    kind = "rate_limit_exceeded" if limited else "server_error"
-    return {"error": {"message": message, "type": kind, "code": kind}}

@@ -1,19 +1,21 @@
-"""Connection failures named for what they are, through the transport the worker uses."""
+"""Connection failures named for what they are, through the transports the worker uses."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 
 from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
+from khronos_cli.upstream.faults import FaultInjector
 from khronos_cli.upstream.llm import AnthropicClient
+from khronos_cli.upstream.transport import FaultTransport, Wire
 from tests.support import free_port
 
 
 async def _fail(base_url: str) -> UpstreamError:
-    transport = AiohttpTransport(limits=httpx.Limits(max_connections=10))
+    wire = Wire(limits=httpx.Limits(max_connections=10))
+    transport = FaultTransport(wire, FaultInjector(), "anthropic-api")
     async with AnthropicClient(Secret("sk-test"), base_url, transport=transport) as client:
         with pytest.raises(UpstreamError) as caught:
             await client.ping()

@@ -16,11 +16,11 @@ from aiohttp import web
 from khronos_cli.upstream.faults import (
     MAX_DURATION,
     FaultInjector,
-    FaultTransport,
     InjectedFaultError,
     OutageError,
     OutageEvent,
 )
+from khronos_cli.upstream.transport import FaultTransport
 from tests.support import Clock, async_wait_for
 
 

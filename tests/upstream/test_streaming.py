@@ -8,15 +8,15 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 
 from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
 from khronos_cli.sandbox import AnthropicStandIn, OpenAIStandIn
 from khronos_cli.upstream.answers import Answer
-from khronos_cli.upstream.faults import FaultInjector, FaultTransport
+from khronos_cli.upstream.faults import FaultInjector
 from khronos_cli.upstream.llm import AnthropicClient, OpenAIClient
 from khronos_cli.upstream.sse import EventReader
+from khronos_cli.upstream.transport import FaultTransport, Wire
 
 KINDS = ["plain words here", "conte tudo #long", "in pieces #blocks", "no #refuse", "x #empty"]
 LIMITS = {"first_byte_timeout": 0.5, "stall_timeout": 0.5}
@@ -213,7 +213,7 @@ async def test_injected_outages_still_trip_streamed_calls(
     first-byte limit (not the 60 s read timeout), down and errors fail as before."""
     injector = FaultInjector()
     injector.start("anthropic-api", mode, **options)
-    transport = FaultTransport(AiohttpTransport(), injector, "anthropic-api")
+    transport = FaultTransport(Wire(), injector, "anthropic-api")
     async with claude(anthropic, timeout=60.0, transport=transport) as client:
         with pytest.raises(UpstreamError) as caught:
             await client.reply([{"role": "user", "content": "hi"}])
@@ -225,7 +225,7 @@ async def test_a_slow_outage_below_the_limit_still_answers(anthropic: AnthropicS
     """A slow outage that delays the headers less than first_byte_timeout changes nothing else."""
     injector = FaultInjector()
     injector.start("anthropic-api", "slow", latency=0.05)
-    transport = FaultTransport(AiohttpTransport(), injector, "anthropic-api")
+    transport = FaultTransport(Wire(), injector, "anthropic-api")
     async with claude(anthropic, transport=transport) as client:
         answer = await client.reply([{"role": "user", "content": "hi"}])
     assert answer == Answer(anthropic.reply_for("hi"))

@@ -1,0 +1,182 @@
+"""Where the worker's HTTP calls leave: aiohttp under httpx, a direct path, injected outages.
+
+:class:`Wire` is httpx-aiohttp's transport (aiohttp's connection pool and C parser under the
+httpx API the clients use), plus :meth:`Wire.send`: an API call whose URL, head and JSON body
+the client has already made goes straight to aiohttp. An ``httpx.Request`` (its URL parsed again
+as text, its headers copied twice) cost a fifth of each call's CPU; the answer is the same
+``httpx.Response``, its stream read as httpx-aiohttp reads it, aiohttp's errors mapped to httpx's
+as it maps them.
+
+:class:`FaultTransport` applies ``khronos outage`` (:mod:`.faults`) before whatever it wraps, on
+both paths: the same draw, the same synthetic failures, the same request timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+
+import httpx
+from aiohttp import ClientSession, ClientTimeout
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+from yarl import URL
+
+from khronos_cli.upstream.faults import FaultInjector, Outage
+
+__all__ = ["FaultTransport", "Wire", "client_timeout"]
+
+_NO_TYPE = ("Content-Type",)
+
+
+def client_timeout(timeout: httpx.Timeout) -> ClientTimeout:
+    """httpx's timeouts as aiohttp's, the way httpx-aiohttp translates them."""
+    return ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
+
+
+class Wire(AiohttpTransport):
+    """httpx-aiohttp's transport, with :meth:`send` for calls made ready by the client."""
+
+    direct = True
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: ClientTimeout,
+    ) -> httpx.Response:
+        """One request with a whole body; the answer's head, its body unread (``aread`` or
+        ``aiter_raw``, then ``aclose``). aiohttp's errors come out as httpx's."""
+        if not isinstance(self.client, ClientSession):
+            self.client = self.get_client()
+        with map_aiohttp_exceptions():
+            answer = await self.client.request(
+                method,
+                url,
+                headers=headers,
+                data=body or None,
+                skip_auto_headers=None if body else _NO_TYPE,  # as httpx: no body, no type
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=timeout,
+            ).__aenter__()
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.raw_headers,
+            stream=AiohttpResponseStream(answer),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+
+class FaultTransport(httpx.AsyncBaseTransport):
+    """An ``httpx`` transport that applies the outage on ``dependency`` before ``inner``."""
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, injector: FaultInjector, dependency: str
+    ) -> None:
+        self._inner = inner
+        self._injector = injector
+        self._dependency = dependency
+        self.direct = isinstance(inner, Wire)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        outage = self._injector.hit(self._dependency)
+        if outage is None:
+            return await self._inner.handle_async_request(request)
+        return await self._during(outage, request, self._inner.handle_async_request)
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: ClientTimeout,
+    ) -> httpx.Response:
+        """:meth:`Wire.send` through the outage, when ``inner`` is a :class:`Wire`."""
+        if not isinstance(self._inner, Wire):
+            raise TypeError("FaultTransport.send needs a Wire inside")
+        wire = self._inner
+        outage = self._injector.hit(self._dependency)
+        if outage is None:
+            return await wire.send(method, url, headers, body, timeout)
+        limits = {"connect": timeout.sock_connect, "read": timeout.sock_read}
+        request = httpx.Request(
+            method, str(url), headers=headers, content=body, extensions={"timeout": limits}
+        )
+
+        async def through(_: httpx.Request) -> httpx.Response:
+            return await wire.send(method, url, headers, body, timeout)
+
+        return await self._during(outage, request, through)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def _during(
+        self,
+        outage: Outage,
+        request: httpx.Request,
+        through: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    ) -> httpx.Response:
+        read_timeout = _read_timeout(request)
+        if outage.mode == "down":
+            raise httpx.ConnectError(
+                f"injected outage: {self._dependency} is down", request=request
+            )
+        if outage.mode == "timeout":
+            await self._injector.hang(outage, read_timeout)
+            raise httpx.ReadTimeout(
+                f"injected outage: {self._dependency} did not answer", request=request
+            )
+        if outage.mode == "slow":
+            delay = self._injector.delay(outage)
+            if read_timeout is not None and delay >= read_timeout:
+                await asyncio.sleep(read_timeout)
+                raise httpx.ReadTimeout(
+                    f"injected outage: {self._dependency} answered too slowly", request=request
+                )
+            await asyncio.sleep(delay)
+            return await through(request)
+        return self._error_response(outage, request)
+
+    def _error_response(self, outage: Outage, request: httpx.Request) -> httpx.Response:
+        status = outage.status
+        headers = {"content-type": "application/json", "x-khronos-injected": outage.mode}
+        retry_after: int | None = None
+        if status == 429 or outage.retry_after is not None:
+            retry_after = self._injector.retry_after(outage)
+            headers["retry-after"] = str(retry_after)
+        body = _error_body(self._dependency, status, retry_after)
+        return httpx.Response(
+            status, headers=headers, content=json.dumps(body).encode(), request=request
+        )
+
+
+def _read_timeout(request: httpx.Request) -> float | None:
+    timeout = request.extensions.get("timeout")
+    if not isinstance(timeout, dict):
+        return None
+    value = timeout.get("read")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _error_body(dependency: str, status: int, retry_after: int | None) -> dict[str, object]:
+    """An error body shaped like the one the real provider sends for that status."""
+    limited = status == 429
+    message = "Too Many Requests (injected)" if limited else "Service Unavailable (injected)"
+    if dependency.startswith("telegram"):
+        body: dict[str, object] = {"ok": False, "error_code": status, "description": message}
+        if retry_after is not None:
+            body["description"] = f"{message}: retry after {retry_after}"
+            body["parameters"] = {"retry_after": retry_after}
+        return body
+    if dependency.startswith("anthropic"):
+        kind = "rate_limit_error" if limited else "overloaded_error"
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    kind = "rate_limit_exceeded" if limited else "server_error"
+    return {"error": {"message": message, "type": kind, "code": kind}}
