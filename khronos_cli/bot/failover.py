@@ -39,6 +39,7 @@ __all__ = ["Failover", "Hedge", "Reply"]
 logger = logging.getLogger("khronos.bot")
 
 Provider = Literal["anthropic", "openai"]
+PROVIDERS: tuple[Provider, ...] = ("anthropic", "openai")  # the order they are asked in
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Failover:
 
     async def ask(self, turns: Sequence[Turn], *, key: Hashable) -> Reply:
         """Anthropic, else OpenAI (also once Anthropic is slow), else the fallback text."""
+        if self.hedge is None:
+            return await self._in_turn(turns, key)
         loop = asyncio.get_running_loop()
         sending = asyncio.Event()
         first = loop.create_task(
@@ -113,6 +116,18 @@ class Failover:
                 hedge.observe(loop.time() - started)
             return self._answered("anthropic", answer)
         return await self._second(turns, key)
+
+    async def _in_turn(self, turns: Sequence[Turn], key: Hashable) -> Reply:
+        """Without hedging nothing races: each provider is awaited in this task, in turn."""
+        for provider in PROVIDERS:
+            try:
+                answer = await self._call(provider, turns, key)
+            except KhronosError as error:
+                self._failed(provider, error)
+                continue
+            if self._usable(provider, answer):
+                return self._answered(provider, answer)
+        return self._fallback()
 
     @staticmethod
     async def _sent(first: asyncio.Task[Answer], sending: asyncio.Event) -> float:
@@ -168,20 +183,26 @@ class Failover:
     def _good(self, provider: Provider, task: asyncio.Task[Answer]) -> Answer | None:
         """The task's answer when it is one to give; else say why and count the fallback.
         OpenAI is the last provider: its refusal, in its own words, is still the answer."""
-        breaker = f"{provider}-api"
         error = task.exception()
         if error is not None:
             if not isinstance(error, KhronosError):
                 raise error
-            log = logger.debug if isinstance(error, CircuitOpenError) else logger.warning
-            log("%s failed: %s", provider, error)
-            self._fell_back(breaker, error)
+            self._failed(provider, error)
             return None
         answer = task.result()
+        return answer if self._usable(provider, answer) else None
+
+    def _failed(self, provider: Provider, error: KhronosError) -> None:
+        log = logger.debug if isinstance(error, CircuitOpenError) else logger.warning
+        log("%s failed: %s", provider, error)
+        self._fell_back(f"{provider}-api", error)
+
+    @staticmethod
+    def _usable(provider: Provider, answer: Answer) -> bool:
         if answer.text and (not answer.refused or provider == "openai"):
-            return answer
+            return True
         logger.info("%s %s", provider, "refused" if answer.refused else "answered nothing")
-        return None
+        return False
 
     def _answered(self, provider: Provider, answer: Answer) -> Reply:
         self.answered[provider] += 1
