@@ -106,28 +106,6 @@ class Poller:
         self._start(update_id, chat_id, update)
         return True
 
-    async def _accept_batch(self, updates: list[dict[str, Any]]) -> None:
-        if not updates:
-            return
-        batch = [(int(update["update_id"]), _chat_id(update), update) for update in updates]
-        fresh = await self.bot.db(self.bot.store.journal_batch, batch)
-        for (update_id, chat_id, update), new in zip(batch, fresh, strict=True):
-            if new:
-                self.accepted += 1
-                self._start(update_id, chat_id, update)
-            else:
-                self.duplicates += 1
-        self.offset = batch[-1][0] + 1
-
-    async def _accept_each(self, updates: list[dict[str, Any]]) -> None:
-        results = await asyncio.gather(
-            *(self.accept(update) for update in updates), return_exceptions=True
-        )
-        for update, result in zip(updates, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            self.offset = int(update["update_id"]) + 1
-
     def _start(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> None:
         if update_id in self._working:
             return
@@ -184,10 +162,15 @@ class Poller:
                 if not self.prepared:
                     await self.prepare()
                 updates = await self.telegram.get_updates(self.offset, timeout=self.poll_timeout)
-                if self.claims is None:  # the batch in one transaction, then the offset past it
-                    await self._accept_batch(updates)
-                else:  # each claimed first; the offset moves past the journaled prefix only
-                    await self._accept_each(updates)
+                # Journal the batch together (the store commits it as one transaction), then
+                # move the offset past the journaled prefix only.
+                results = await asyncio.gather(
+                    *(self.accept(update) for update in updates), return_exceptions=True
+                )
+                for update, result in zip(updates, results, strict=True):
+                    if isinstance(result, BaseException):
+                        raise result
+                    self.offset = int(update["update_id"]) + 1
                 failures = 0
                 self._told(None)
             except Exception as exc:  # a bad answer or a store failure: back off, never die

@@ -121,28 +121,15 @@ class Store:
 
     async def journal(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> bool:
         """Durably record a fetched update; False when that id was seen before (the dedup)."""
-        [fresh] = await self.journal_batch([(update_id, chat_id, payload)])
-        return fresh
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
-    async def journal_batch(self, updates: Sequence[tuple[int, int, dict[str, Any]]]) -> list[bool]:
-        """:meth:`journal` for a batch of ``(update_id, chat_id, payload)`` in one transaction
-        (all or none); for each, whether it is new."""
-        rows = [
-            (update_id, chat_id, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
-            for update_id, chat_id, payload in updates
-        ]
-
-        def work(db: sqlite3.Connection) -> list[bool]:
-            now = self._clock()
-            return [
-                db.execute(
-                    "INSERT INTO updates (update_id, chat_id, payload, state, journaled_at)"
-                    " VALUES (?, ?, ?, 'journaled', ?) ON CONFLICT (update_id) DO NOTHING",
-                    (*row, now),
-                ).rowcount
-                == 1
-                for row in rows
-            ]
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT INTO updates (update_id, chat_id, payload, state, journaled_at)"
+                " VALUES (?, ?, ?, 'journaled', ?) ON CONFLICT (update_id) DO NOTHING",
+                (update_id, chat_id, text, self._clock()),
+            )
+            return cursor.rowcount == 1
 
         return await self._database.call("journal", work, write=True)
 
