@@ -53,6 +53,7 @@ __all__ = [
 
 RETENTION = 48 * 3600.0  # keep done update ids twice as long as Telegram keeps updates
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, part, source, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -121,7 +122,7 @@ class Store:
 
     async def journal(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> bool:
         """Durably record a fetched update; False when that id was seen before (the dedup)."""
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        text = _encode(payload)
 
         def work(db: sqlite3.Connection) -> bool:
             cursor = db.execute(

@@ -43,6 +43,8 @@ __all__ = [
 T = TypeVar("T")
 
 USER_AGENT = "khronos/0.1"
+# One encoder for every request body: json.dumps with options builds a new one per call.
+_encode = jsonlib.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _PARSED_URLS = 64
 
 
@@ -251,9 +253,7 @@ class UpstreamClient:
         if json is None:
             head, body = httpx.Headers(self._bare_head), b""
         else:  # the body httpx's json= makes, with the head above: a third of its cost
-            body = jsonlib.dumps(
-                json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode("utf-8")
+            body = _encode(json).encode()
             head = httpx.Headers(self._json_head)
         if body or method in ("POST", "PUT", "PATCH"):  # as httpx.Request says it
             head["Content-Length"] = str(len(body))
@@ -275,8 +275,7 @@ class UpstreamClient:
         limits = self._wire_timeout if timeout is None else client_timeout(httpx.Timeout(timeout))
         if json is None:
             return await wire.send(method, url, self._wire_bare, b"", limits)
-        body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return await wire.send(method, url, self._wire_json, body.encode("utf-8"), limits)
+        return await wire.send(method, url, self._wire_json, _encode(json).encode(), limits)
 
     def _json(self, response: httpx.Response) -> Any:
         """The JSON body, or UpstreamError when the upstream answered something else."""
