@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings
+from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
 from khronos_cli.resilience.limiter.limiter import Limiter
 from tests.support import Clock, async_wait_for
 
@@ -110,13 +110,32 @@ async def test_redis_keys_carry_the_bot_tag_and_expire(redis: Redis) -> None:
     await limiter.schedule(send, key=-55)
     keys = sorted(k.decode() for k in await redis.keys("*"))
     assert keys == [
+        "khronos:{4242}:limiter:telegram:gcra:key:-55",
+        "khronos:{4242}:limiter:telegram:gcra:key:123",
         "khronos:{4242}:limiter:telegram:global",
-        "khronos:{4242}:limiter:telegram:key:-55",
-        "khronos:{4242}:limiter:telegram:key:123",
         "khronos:{4242}:limiter:telegram:last",
     ]
     ttls = [await redis.pttl(key) for key in keys]
     assert all(0 < ttl <= 6_000 for ttl in ttls)  # 2 emission intervals at most
+    await limiter.aclose()
+
+
+async def test_the_global_window_drops_the_starts_that_left_it(redis: Redis) -> None:
+    """Starts older than the window are trimmed every few decisions, never all kept."""
+    clock = Clock(1_000_000.0)
+    limiter = Limiter(
+        LimiterSettings("bench", global_rates=(Rate(1000, 1.0),)), redis=redis, clock=clock
+    )
+
+    async def job() -> None:
+        return None
+
+    for _ in range(100):
+        await limiter.schedule(job)
+    clock.advance(2.0)
+    for _ in range(40):
+        await limiter.schedule(job)
+    assert await redis.zcard("khronos:{bot}:limiter:bench:global") == 40
     await limiter.aclose()
 
 

@@ -37,7 +37,7 @@ async def test_builds_on_redis_from_a_url(redis_url: str) -> None:
     assert await limiters["telegram"].schedule(send, key=1) == "sent"
     assert limiters.snapshot()["telegram"]["backend"] == "redis"
     client = Redis.from_url(redis_url)
-    assert await client.exists("khronos:{7}:limiter:telegram:key:1")
+    assert await client.exists("khronos:{7}:limiter:telegram:gcra:key:1")
     await client.aclose()
     await limiters.aclose()
 

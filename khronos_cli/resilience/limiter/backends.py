@@ -36,7 +36,7 @@ pyrate's scripts each see one key, but the policy is pyrate's: the GCRA argument
 around it cost two coroutine layers and three objects per decision, a tenth of the admission).
 The script admits with a bare ``0`` and refuses with ``{level, wait, rank, now}``: the common
 answer is the cheapest one to read. All keys carry the ``{bot}`` hash tag (one Redis Cluster
-slot): ``khronos:{bot}:limiter:<name>:key:<key>``,
+slot): ``khronos:{bot}:limiter:<name>:gcra:key:<key>`` (a key's arrival times),
 ``...:<name>:global``, ``...:<name>:last``, ``...:<name>:halt`` and ``...:<name>:halt:<key>``;
 every one expires. (Halts are written with the replica's wall clock: NTP-level agreement.)
 """
@@ -184,7 +184,7 @@ class MemoryRates:
 
 
 class _RedisKey:
-    """One key's handle in Redis mode: its hash name, rates and the script arguments for them
+    """One key's handle in Redis mode: its state key, rates and the script arguments for them
     (and, while Redis is unreachable, the local handle that stands in for it)."""
 
     __slots__ = (
@@ -217,7 +217,7 @@ class _RedisKey:
         self.args: list[int | float] = [len(rates), *_GCRA.redis_args(rates)]
         self.ttl_ms = math.ceil(2000 * _horizon(rates)) if rates else 1
         self.packed = _pack([self.ttl_ms, *self.args])  # the end of the script's ARGV[1]
-        self.keys: list[bytes] = []  # the script's KEYS, encoded once (RedisRates.key_state)
+        self.keys: list[bytes] = []  # numkeys, then the script's KEYS, encoded once (key_state)
 
 
 def _pack(numbers: Sequence[int | float]) -> bytes:
@@ -226,7 +226,10 @@ def _pack(numbers: Sequence[int | float]) -> bytes:
     return struct.pack(f"<{len(numbers)}d", *numbers)
 
 
-_SERVER_TIME: Final = _pack([0])  # a decision stamped by the Redis server's own clock
+# A decision stamped by the Redis server's own clock; and one that also trims the window.
+_SERVER_TIME: Final = _pack([0, 0])
+_SERVER_TIME_TRIM: Final = _pack([0, 1])
+_TRIM_EVERY = 16  # decisions of one client between two trims of the global window
 
 
 class RedisRates:
@@ -260,10 +263,10 @@ class RedisRates:
         self.prefix = f"{namespace or f'khronos:{{{bot}}}'}:limiter:{limiter}"
         self.global_rates = pyrate_rates(global_rates, guard, smooth=False)
         self._global_ttl = max((2 * r.interval for r in self.global_rates), default=1)
-        self._sha = hashlib.sha1(DECIDE.encode()).hexdigest()
+        self._sha = hashlib.sha1(DECIDE.encode()).hexdigest().encode()
         self._halt_script = redis.register_script(HALT)
         self._owns_client = owns_client
-        self._member = uuid.uuid4().hex[:12]
+        self._member = uuid.uuid4().hex[:12].encode()
         self._counter = 0
         self._source_global = tuple(global_rates)
         self._global_args: dict[int, bytes] = {}  # by job weight
@@ -281,10 +284,10 @@ class RedisRates:
         converted = pyrate_rates(rates, self.key_guard, smooth=True)
         suffix = "all" if key is None else f"key:{key}"
         handle = _RedisKey(
-            f"{self.prefix}:{suffix}", f"{self.prefix}:halt:{suffix}", converted, key, rates
+            f"{self.prefix}:gcra:{suffix}", f"{self.prefix}:halt:{suffix}", converted, key, rates
         )
         names = [handle.name, f"{self.prefix}:global", f"{self.prefix}:halt", handle.halt]
-        handle.keys = [name.encode() for name in (*names, f"{self.prefix}:last")]
+        handle.keys = [b"5", *(name.encode() for name in (*names, f"{self.prefix}:last"))]
         return handle, _horizon(converted)
 
     async def acquire(self, handle: object, weight: int, now_ms: int) -> Verdict:
@@ -322,15 +325,19 @@ class RedisRates:
 
     async def run_script(self, handle: _RedisKey, weight: int, now_ms: int) -> Verdict:
         self._counter += 1
-        stamp = _SERVER_TIME if self._server_time else _pack([now_ms])
+        trim = not self._counter % _TRIM_EVERY
+        if self._server_time:
+            stamp = _SERVER_TIME_TRIM if trim else _SERVER_TIME
+        else:
+            stamp = _pack([now_ms, trim])
         limiter = self._global_args.get(weight) or self._pack_global(weight)
-        args = (stamp + limiter + handle.packed, f"{self._member}:{self._counter}:")
-        keys = handle.keys
+        # Every argument as bytes: redis-py would encode each one again on every call.
+        args = (stamp + limiter + handle.packed, b"%s:%d:" % (self._member, self._counter))
         try:
-            reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
+            reply = await self.redis.execute_command("EVALSHA", self._sha, *handle.keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: load it once more
-            self._sha = await self.redis.script_load(DECIDE)
-            reply = await self.redis.evalsha(self._sha, len(keys), *keys, *args)
+            await self.redis.script_load(DECIDE)
+            reply = await self.redis.execute_command("EVALSHA", self._sha, *handle.keys, *args)
         if reply == 0:
             return _ADMITTED
         level, now = int(reply[0]), int(reply[3])
