@@ -32,7 +32,7 @@ def test_the_worker_runs_on_uvloop_unless_told_asyncio() -> None:
 
 def test_an_unknown_event_loop_is_a_configuration_error(tmp_path: Path) -> None:
     """A typo names the variable, the value and the choices, and the worker exits 78."""
-    with pytest.raises(ConfigError, match="KHRONOS_EVENT_LOOP.*uvlop.*auto, uvloop or asyncio"):
+    with pytest.raises(ConfigError, match=r"KHRONOS_EVENT_LOOP.*uvlop.*auto, uvloop or asyncio"):
         event_loop({"KHRONOS_EVENT_LOOP": "uvlop"})
     env = {
         **os.environ,
