@@ -11,7 +11,9 @@ Each bot runs twice over, as its own process:
 2. **latency**: then M messages arrive at a steady 25 a second (below every bot's capacity); the
    time from each message to its answer (the stand-in's clock on both ends) gives p50/p99.
 
-Peak RSS is ``VmHWM`` at the end. khronos runs with all of its resilience on — breakers, the
+Peak RSS is ``VmHWM`` at the end. The stand-ins' own CPU over the throughput span is printed too,
+and how many of the machine's cores bot and stand-ins kept busy (a bot is bound by its one core
+long before the machine is full). khronos runs with all of its resilience on — breakers, the
 limiters (their limits lifted: this loads the pipeline, not Telegram's 30 messages a second), an
 LLM call per update (the Anthropic stand-in, no latency), the SQLite journal and outbox with
 ``synchronous=FULL`` — while the echo bots only echo. The anchors run as their docs show: aiogram's
@@ -22,6 +24,7 @@ the journal, breakers or limiters, so the two rows apart show what khronos's res
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/pipeline.py [--updates 2000] [--latency-messages 300] [--rounds 1]
+        [--bots khronos,aiogram,aiogram-llm,ptb-concurrent,ptb]
 
 Goal (issue 14): khronos's throughput >= the aiogram echo bot's, its CPU per update <= 1.5x
 aiogram's, its RSS < 80 MB.
