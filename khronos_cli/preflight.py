@@ -1,5 +1,6 @@
 """What must hold before the bot starts that the configuration file alone cannot tell: the
-secrets it needs are there, and the public port's host resolves and its address can be bound.
+secrets it needs are there, the public port's host resolves and its address can be bound, and
+the event loop ``KHRONOS_EVENT_LOOP`` names is one the worker can run on.
 
 A failure is a :class:`ConfigError` (exit 78: a supervisor must not restart-loop on it). The
 worker requires the credentials and maps a bind failure of its own with :func:`bind_error`;
@@ -24,13 +25,38 @@ from khronos_cli.errors import ConfigError
 from khronos_cli.settings import Settings
 
 __all__ = [
+    "EVENT_LOOPS",
     "bind_error",
+    "check_event_loop",
     "check_http",
     "check_public_port",
     "loopback",
     "missing_credentials",
     "require_credentials",
 ]
+
+
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def check_event_loop(env: Mapping[str, str]) -> str:
+    """The event loop ``KHRONOS_EVENT_LOOP`` gives the worker: ``uvloop`` (``auto``, the default,
+    when it is installed) or ``asyncio``. A value it does not know, or uvloop asked for and not
+    installed, is refused."""
+    wanted = env.get("KHRONOS_EVENT_LOOP", "auto")
+    if wanted not in EVENT_LOOPS:
+        raise ConfigError("environment", "KHRONOS_EVENT_LOOP", wanted, "auto, uvloop or asyncio")
+    if wanted == "asyncio":
+        return "asyncio"
+    import importlib.util  # here: the other commands that load this module never need it
+
+    if importlib.util.find_spec("uvloop") is not None:
+        return "uvloop"
+    if wanted == "uvloop":
+        raise ConfigError(
+            "environment", "KHRONOS_EVENT_LOOP", wanted, "uvloop installed (pip install uvloop)"
+        )
+    return "asyncio"
 
 
 def missing_credentials(settings: Settings) -> list[str]:

@@ -83,6 +83,7 @@ def run(
     settings = config_module.load(config, env, state_dir=directory)  # a bad config: exit 78 now
     if not sandbox:  # no token or no key: refused now, not a worker polling with nothing
         preflight.require_credentials(settings)
+    preflight.check_event_loop(env)  # KHRONOS_EVENT_LOOP: a typo is refused before the fork
     preflight.check_public_port(settings)  # beyond loopback: a bearer token, or refused
     if instance.supervisor_pid(directory) is not None or instance.answers(directory):
         raise AlreadyRunningError(str(directory))  # before the port: that one is ours

@@ -31,7 +31,7 @@ from khronos_cli.bot.poller import OTHER_POLLER
 from khronos_cli.config import Settings
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.control.server import ControlServer
-from khronos_cli.errors import ConfigError, ExitCode, KhronosError
+from khronos_cli.errors import ExitCode, KhronosError
 from khronos_cli.runtime import readout
 from khronos_cli.runtime.alerting import start_alerts
 from khronos_cli.runtime.api import WorkerAPI
@@ -350,30 +350,15 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     return code
 
 
-LOOPS = ("auto", "uvloop", "asyncio")
-
-
 def event_loop(env: Mapping[str, str]) -> tuple[str, Callable[[Coroutine[Any, Any, int]], int]]:
-    """The worker's event loop, by ``KHRONOS_EVENT_LOOP``: uvloop (libuv's loop; the bot's
-    pipeline spends ~15 % less CPU per update on it) when installed, as uvicorn chooses, or
-    the standard library's ``asyncio``."""
-    wanted = env.get("KHRONOS_EVENT_LOOP", "auto")
-    if wanted not in LOOPS:
-        raise ConfigError("environment", "KHRONOS_EVENT_LOOP", wanted, "auto, uvloop or asyncio")
-    if wanted != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if wanted == "uvloop":
-                raise ConfigError(
-                    "environment",
-                    "KHRONOS_EVENT_LOOP",
-                    wanted,
-                    "uvloop installed (pip install uvloop)",
-                ) from None
-        else:
-            return f"uvloop {getattr(uvloop, '__version__', '')}".strip(), uvloop.run
-    return "asyncio", asyncio.run
+    """The worker's event loop (:func:`.preflight.check_event_loop`, ``KHRONOS_EVENT_LOOP``):
+    uvloop, libuv's loop (the bot's pipeline spends ~15 % less CPU per update on it), when
+    installed, as uvicorn chooses; else the standard library's ``asyncio``."""
+    if preflight.check_event_loop(env) == "asyncio":
+        return "asyncio", asyncio.run
+    import uvloop
+
+    return f"uvloop {getattr(uvloop, '__version__', '')}".strip(), uvloop.run
 
 
 def exit_now(code: int) -> None:

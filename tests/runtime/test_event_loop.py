@@ -46,3 +46,21 @@ def test_an_unknown_event_loop_is_a_configuration_error(tmp_path: Path) -> None:
     assert done.returncode == 78
     assert "KHRONOS_EVENT_LOOP" in done.stderr and "uvlop" in done.stderr
     assert not (tmp_path / "khronos.db").exists()
+
+
+def test_khronos_run_refuses_an_unknown_event_loop_before_the_fork(tmp_path: Path) -> None:
+    """`khronos run --sandbox` with a typo in KHRONOS_EVENT_LOOP exits 78 starting nothing."""
+    env = {**os.environ, "KHRONOS_EVENT_LOOP": "uvlop", "NO_COLOR": "1"}
+    command = [sys.executable, "-m", "khronos_cli", "run", "--sandbox", "--state-dir"]
+    done = subprocess.run(
+        [*command, str(tmp_path / "state")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 78
+    assert "KHRONOS_EVENT_LOOP" in done.stderr and "uvlop" in done.stderr
+    assert "sandbox ready" not in done.stdout + done.stderr
+    assert not (tmp_path / "state" / "run.json").exists()
