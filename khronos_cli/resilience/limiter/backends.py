@@ -287,7 +287,8 @@ class RedisRates:
             f"{self.prefix}:gcra:{suffix}", f"{self.prefix}:halt:{suffix}", converted, key, rates
         )
         names = [handle.name, f"{self.prefix}:global", f"{self.prefix}:halt", handle.halt]
-        handle.keys = [b"5", *(name.encode() for name in (*names, f"{self.prefix}:last"))]
+        names.append(f"{self.prefix}:last")
+        handle.keys = [b"%d" % len(names), *(name.encode() for name in names)]
         return handle, _horizon(converted)
 
     async def acquire(self, handle: object, weight: int, now_ms: int) -> Verdict:
