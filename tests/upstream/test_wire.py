@@ -77,8 +77,7 @@ async def test_the_direct_path_sends_what_the_httpx_path_sends(server: Seen) -> 
 
 
 async def test_outages_apply_to_the_direct_path_once_per_call(server: Seen) -> None:
-    """down fails without reaching the server, errors answers the provider's 503, slow goes
-    through late; each call draws once."""
+    """down never reaches the server, errors answers a 503, slow goes through: one draw a call."""
     injector = FaultInjector()
     async with UpstreamClient(server.url, transport=through_wire(injector)) as client:
         injector.start("anthropic-api", "down")
