@@ -339,8 +339,8 @@ class Store:
         except BaseException:
             self.recall.release(chat_id, ticket)
             raise
-        self.recall.fill(chat_id, ticket, turns, limit)
-        return list(turns)
+        self.recall.fill(chat_id, ticket, turns, limit)  # keeps a copy of its own
+        return turns
 
     async def reset(self, chat_id: int) -> int:
         """Forget the chat's conversation (the ``/reset`` command); returns the turns removed."""

@@ -81,7 +81,8 @@ class FaultTransport(httpx.AsyncBaseTransport):
         self._inner = inner
         self._injector = injector
         self._dependency = dependency
-        self.direct = isinstance(inner, Wire)
+        self._wire = inner if isinstance(inner, Wire) else None
+        self.direct = self._wire is not None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         outage = self._injector.hit(self._dependency)
@@ -98,9 +99,9 @@ class FaultTransport(httpx.AsyncBaseTransport):
         timeout: ClientTimeout,
     ) -> httpx.Response:
         """:meth:`Wire.send` through the outage, when ``inner`` is a :class:`Wire`."""
-        if not isinstance(self._inner, Wire):
+        wire = self._wire
+        if wire is None:
             raise TypeError("FaultTransport.send needs a Wire inside")
-        wire = self._inner
         outage = self._injector.hit(self._dependency)
         if outage is None:
             return await wire.send(method, url, headers, body, timeout)
