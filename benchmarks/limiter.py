@@ -48,6 +48,7 @@ from khronos_cli.resilience.limiter.registry import (
     TELEGRAM_KEY_GUARD,
     TELEGRAM_REDIS_GUARD,
 )
+from khronos_cli.resilience.redis_client import connect
 
 BOT_RATE, CHAT_GAP, GROUP_LIMIT, GROUP_PERIOD = 30, 1.0, 20, 60.0
 
@@ -140,10 +141,13 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         ),
         ("memory: aiolimiter acquire", f"{aiol * 1e6:.1f} µs", ""),
     ]
+    # khronos on the client the worker builds (redis_client.connect); pyrate on a plain redis-py
+    # client, as its docs show. PING runs on both; the ratios are to the quicker one.
     client = Redis.from_url(redis_url)
+    ours_client = connect(redis_url)
     await client.flushall()
     rn = max(200, n // 25)
-    ours_redis = Limiter(keyed, redis=client)
+    ours_redis = Limiter(keyed, redis=ours_client)
     bucket = await pyrate.RedisBucket.init([pyrate.Rate(10**9, 1000)], client, "bench:pyrate")
     pyrate_redis = pyrate.Limiter(bucket)
 
@@ -156,6 +160,7 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
     # pass, so that the machine's moods reach each of them alike; each keeps its best pass.
     redis_rows: dict[str, Callable[[int], Awaitable[Any]]] = {
         "ping": lambda i: client.ping(),
+        "ping, khronos's client": lambda i: ours_client.ping(),
         "ours": lambda i: ours_redis.schedule(noop, key=i % rn),
         "pyrate": pyrate_redis_call,
     }
@@ -164,12 +169,16 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         for name, call in redis_rows.items():
             best[name] = min(best[name], await per_call(call, rn, repeat=1))
     ping, ours, pyr_r = best["ping"], best["ours"], best["pyrate"]
+    ours_ping = best["ping, khronos's client"]
+    ping = min(ping, ours_ping)
+    goal = "met" if ours / ping <= 1.5 else "NOT met"
     rows += [
-        ("redis: redis-py PING (one round trip)", f"{ping * 1e6:.0f} µs", "1.00x"),
+        ("redis: redis-py PING (one round trip)", f"{best['ping'] * 1e6:.0f} µs", ""),
+        ("redis: PING on khronos's client (hiredis packs)", f"{ours_ping * 1e6:.0f} µs", ""),
         (
             "redis: khronos schedule() (one EVALSHA)",
             f"{ours * 1e6:.0f} µs",
-            f"{ours / ping:.2f}x (goal ≤ 1.5x: {'met' if ours / ping <= 1.5 else 'NOT met'})",
+            f"{ours / ping:.2f}x the quicker PING (goal ≤ 1.5x: {goal})",
         ),
         (
             "redis: pyrate try_acquire_async (RedisBucket)",
@@ -180,6 +189,7 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
     await ours_redis.aclose()
     pyrate_redis.close()
     await client.aclose()
+    await ours_client.aclose()
     return rows
 
 

@@ -13,6 +13,10 @@ pool) from a :class:`~khronos_cli.redis_address.RedisAddress`:
 
 Short socket timeouts everywhere: a dead Redis must fail a call fast, never hang the bot.
 
+Commands are packed by hiredis's C packer (:class:`_HiredisPacking`), as redis-py's synchronous
+client already does when hiredis is installed; its asyncio client packs in Python, which cost a
+limiter decision (nine arguments) 8 µs against 1.6 µs, byte for byte the same command.
+
 :func:`verify` runs once at start. Redis that does not answer is no error here (the worker
 starts ``degraded`` and polls alone, as before); Redis that answers but refuses the credentials
 (``WRONGPASS``, ``NOAUTH``) or a command or key khronos needs (``NOPERM``, an ACL user short of
@@ -26,20 +30,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, TypeVar, cast
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
+    DataError,
     NoPermissionError,
     RedisClusterException,
     RedisError,
     ResponseError,
 )
+from redis.utils import HIREDIS_AVAILABLE
 
 from khronos_cli.errors import ConfigError
 from khronos_cli.redis_address import parse
@@ -73,8 +81,55 @@ class _SentinelMaster(Redis):
                 await client.aclose()
 
 
+class _HiredisPacking:
+    """A connection's ``pack_command`` done by hiredis, as redis-py's synchronous client packs
+    (``redis.connection.HiredisRespSerializer``): one C call for the whole command."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str):  # a command name with its subcommand: "SCRIPT LOAD"
+            args = (*first.encode().split(), *args[1:])
+        elif b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # what redis-py's encoder raises for a value it cannot send
+            raise DataError(str(exc)) from None
+
+
+_C = TypeVar("_C", bound=AbstractConnection)
+_packing: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packed_by_hiredis(cls: type[_C]) -> type[_C]:
+    """``cls`` with hiredis packing (one subclass per connection class, made once)."""
+    if not HIREDIS_AVAILABLE or issubclass(cls, _HiredisPacking):
+        return cls
+    if cls not in _packing:
+        _packing[cls] = type(cls.__name__, (_HiredisPacking, cls), {})
+    return cast("type[_C]", _packing[cls])
+
+
+def _pack_by_hiredis(client: Client) -> Client:
+    """Make the connections ``client`` opens from now on pack commands with hiredis."""
+    if isinstance(client, Redis):
+        pool = client.connection_pool
+        pool.connection_class = _packed_by_hiredis(pool.connection_class)
+        return client
+    manager = client.nodes_manager  # the nodes a Cluster knows now, and those it will learn
+    kwargs = manager.connection_kwargs
+    kwargs["connection_class"] = _packed_by_hiredis(kwargs.get("connection_class", Connection))
+    for node in manager.startup_nodes.values():
+        node.connection_class = _packed_by_hiredis(node.connection_class)
+    return client
+
+
 def connect(url: str, *, timeout: float = 1.0) -> Client:
     """One client for the topology ``url`` names (checked by config: ValueError otherwise)."""
+    return _pack_by_hiredis(_connect(url, timeout))
+
+
+def _connect(url: str, timeout: float) -> Client:
     address = parse(url)
     # One immediate retry (a pooled connection the server closed, a master that moved), never
     # redis-py's default backoff: the callers have fallbacks and must not wait seconds.
@@ -92,9 +147,9 @@ def connect(url: str, *, timeout: float = 1.0) -> Client:
         return Redis(host=host, port=port, db=address.db, **auth, **tls, **common)
     if address.topology == "cluster":
         nodes = [ClusterNode(host, port) for host, port in address.hosts]
-        return RedisCluster(
-            startup_nodes=nodes, cluster_error_retry_attempts=3, **auth, **tls, **common
-        )
+        # The Retry in common sets the Cluster's retries too (redis-py ignores, with a
+        # deprecation warning, cluster_error_retry_attempts when a Retry is given).
+        return RedisCluster(startup_nodes=nodes, **auth, **tls, **common)
     master_tls = dict(tls)
     if master_tls.pop("ssl", False):
         master_tls["connection_class"] = SentinelManagedSSLConnection

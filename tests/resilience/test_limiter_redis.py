@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
 from khronos_cli.resilience.limiter.limiter import Limiter
+from khronos_cli.resilience.redis_client import connect
 from tests.support import Clock, async_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client on the flushed session Redis."""
-    client = Redis.from_url(redis_url)
+    """A client on the flushed session Redis, built as the worker builds its own."""
+    client = connect(redis_url)
+    assert isinstance(client, Redis)
     yield client
     await client.aclose()
 
@@ -136,6 +138,24 @@ async def test_the_global_window_drops_the_starts_that_left_it(redis: Redis) -> 
     for _ in range(40):
         await limiter.schedule(job)
     assert await redis.zcard("khronos:{bot}:limiter:bench:global") == 40
+    await limiter.aclose()
+
+
+async def test_the_global_window_outlives_every_start_in_it(redis: Redis) -> None:
+    """After every admitted start the window expires no sooner than that start leaves it."""
+    clock = Clock(1_000_000.0)
+    settings = LimiterSettings("sparse", global_rates=(Rate(1000, 1.0),))
+    limiter = Limiter(settings, redis=redis, clock=clock)
+
+    async def job() -> None:
+        return None
+
+    window = "khronos:{bot}:limiter:sparse:global"
+    for _ in range(12):  # fewer than the 16 decisions of a counted upkeep
+        await limiter.schedule(job)
+        assert await redis.pttl(window) > 1900  # twice the window, pushed back just now
+        await redis.pexpire(window, 1500)  # as if 0.5 s had passed since
+        clock.advance(0.7)  # over a quarter of the expiry later
     await limiter.aclose()
 
 

@@ -226,10 +226,11 @@ def _pack(numbers: Sequence[int | float]) -> bytes:
     return struct.pack(f"<{len(numbers)}d", *numbers)
 
 
-# A decision stamped by the Redis server's own clock; and one that also trims the window.
+# A decision stamped by the Redis server's own clock; and one that also keeps the global window
+# up (drops the starts that left it, pushes its expiry back).
 _SERVER_TIME: Final = _pack([0, 0])
-_SERVER_TIME_TRIM: Final = _pack([0, 1])
-_TRIM_EVERY = 16  # decisions of one client between two trims of the global window
+_SERVER_TIME_UPKEEP: Final = _pack([0, 1])
+_UPKEEP_EVERY = 16  # a client's decisions between two upkeeps of the global window, at most
 
 
 class RedisRates:
@@ -268,6 +269,7 @@ class RedisRates:
         self._owns_client = owns_client
         self._member = uuid.uuid4().hex[:12].encode()
         self._counter = 0
+        self._upkeep_due: float = -math.inf  # now_ms by which this client next keeps the window up
         self._source_global = tuple(global_rates)
         self._global_args: dict[int, bytes] = {}  # by job weight
         self.replicas: Callable[[], int] = lambda: 1
@@ -326,11 +328,13 @@ class RedisRates:
 
     async def run_script(self, handle: _RedisKey, weight: int, now_ms: int) -> Verdict:
         self._counter += 1
-        trim = not self._counter % _TRIM_EVERY
+        # Upkeep at least every quarter of the window's expiry too: a start added in between
+        # then outlives its window even if no client pushes the expiry back meanwhile.
+        upkeep = not self._counter % _UPKEEP_EVERY or now_ms >= self._upkeep_due
         if self._server_time:
-            stamp = _SERVER_TIME_TRIM if trim else _SERVER_TIME
+            stamp = _SERVER_TIME_UPKEEP if upkeep else _SERVER_TIME
         else:
-            stamp = _pack([now_ms, trim])
+            stamp = _pack([now_ms, upkeep])
         limiter = self._global_args.get(weight) or self._pack_global(weight)
         # Every argument as bytes: redis-py would encode each one again on every call.
         args = (stamp + limiter + handle.packed, b"%s:%d:" % (self._member, self._counter))
@@ -340,6 +344,8 @@ class RedisRates:
             await self.redis.script_load(DECIDE)
             reply = await self.redis.execute_command("EVALSHA", self._sha, *handle.keys, *args)
         if reply == 0:
+            if upkeep:  # only an admitted decision reaches the upkeep
+                self._upkeep_due = now_ms + self._global_ttl // 4
             return _ADMITTED
         level, now = int(reply[0]), int(reply[3])
         if level == GLOBAL and int(reply[2]) < 0:  # the shared spacing

@@ -12,17 +12,17 @@ __all__ = ["DECIDE", "HALT"]
 DECIDE: Final = """
 -- KEYS: key state, global window zset, global halt, key halt, global last start
 -- ARGV[1]: little-endian doubles (Redis's C struct library reads them): now_ms (0: the server's
---   TIME), trim (1: drop the starts that left the window), weight, then the limiter's
---   n_global_rates, (interval_ms, limit, blocking_rank) per rate, longest_interval_ms,
---   global_ttl_ms, global_min_ms, then the key's key_ttl_ms, n_key_rates, (emission_us, burst)
---   per rate. The client packs the limiter's and the key's parts once and joins them: separate
---   arguments cost more to pack and send than the whole decision costs Redis, and text split
---   with gmatch cost the script a fifth of its time.
+--   TIME), upkeep (1: drop the starts that left the window, push its expiry back), weight, then
+--   the limiter's n_global_rates, (interval_ms, limit, blocking_rank) per rate,
+--   longest_interval_ms, global_ttl_ms, global_min_ms, then the key's key_ttl_ms, n_key_rates,
+--   (emission_us, burst) per rate. The client packs the limiter's and the key's parts once and
+--   joins them: separate arguments cost more to pack and send than the whole decision costs
+--   Redis, and text split with gmatch cost the script a fifth of its time.
 -- ARGV[2]: this decision's member prefix in the global window.
 -- A key's state is its theoretical arrival times (µs), packed doubles in one string key: read
 -- with the halts in one MGET, written with its expiry in one SET. Each redis.call costs the
--- script a few µs whatever it does, so the script makes as few as it can: six for a chat's
--- message (TIME, MGET, ZCOUNT, SET, ZADD, PEXPIRE), seven with the global spacing.
+-- script a few µs whatever it does, so the script makes as few as it can: five for a chat's
+-- message (TIME, MGET, ZCOUNT, SET, ZADD), six with the global spacing.
 -- Returns 0 to admit (one integer: the common answer costs the client least to read), else
 -- {level, wait_ms or blocking score, rank (-1: the spacing), now}
 local A = {struct.unpack('<' .. string.rep('d', #ARGV[1] / 8), ARGV[1])}
@@ -87,10 +87,15 @@ if ng > 0 then
         end
         redis.call('ZADD', KEYS[2], unpack(batch))
     end
-    -- Starts older than the longest window count for nothing (ZCOUNT reads the window by
-    -- time, ZRANGE by rank from the newest): each client drops them every few decisions.
-    if A[2] > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - A[g])) end
-    redis.call('PEXPIRE', KEYS[2], A[g + 1])
+    -- Upkeep, every few decisions of each client: starts older than the longest window count
+    -- for nothing (ZCOUNT reads the window by time, ZRANGE by rank from the newest), so they
+    -- are dropped; and the expiry is pushed back. The client asks for upkeep at least every
+    -- quarter of the expiry (twice the longest window), so a start it adds in between is never
+    -- lost before its window has passed.
+    if A[2] > 0 then
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - A[g]))
+        redis.call('PEXPIRE', KEYS[2], A[g + 1])
+    end
 end
 if min_ms > 0 then redis.call('SET', KEYS[5], now, 'PX', math.max(1000, 2 * min_ms)) end
 return 0
