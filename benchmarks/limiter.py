@@ -165,7 +165,7 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         "pyrate": pyrate_redis_call,
     }
     best = dict.fromkeys(redis_rows, float("inf"))
-    for _ in range(7):
+    for _ in range(15):
         for name, call in redis_rows.items():
             best[name] = min(best[name], await per_call(call, rn, repeat=1))
     ping, ours, pyr_r = best["ping"], best["ours"], best["pyrate"]

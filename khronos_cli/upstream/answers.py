@@ -17,9 +17,10 @@ ends before its stop reason is an outage (``incomplete``), never half an answer.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from khronos_cli.errors import UpstreamError
 from khronos_cli.redaction import Scrubber
@@ -77,7 +78,7 @@ class StreamedAnswer:
 
     def _load(self, data: bytes) -> Any:
         try:
-            return json.loads(data)
+            return orjson.loads(data)
         except ValueError:
             raise UpstreamError(
                 self.dependency, "streamed an event that is not JSON", status=502, code="garbage"

@@ -23,10 +23,11 @@ so the guard can hold the breaker and halt the limiter, exactly as the official 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import httpx
+import orjson
 
 from khronos_cli.config import Secret
 from khronos_cli.errors import UpstreamError
@@ -34,6 +35,7 @@ from khronos_cli.redaction import Scrubber
 from khronos_cli.upstream.answers import Answer, AnthropicAnswer, OpenAIAnswer, StreamedAnswer
 from khronos_cli.upstream.base import Guard, UpstreamClient, parse_retry_after
 from khronos_cli.upstream.sse import EventReader
+from khronos_cli.upstream.transport import Response
 
 __all__ = ["Answer", "AnthropicClient", "OpenAIClient", "Turn", "transcription_timeout"]
 
@@ -60,7 +62,7 @@ def transcription_timeout(duration: float) -> float:
     return TRANSCRIPTION_BASE + TRANSCRIPTION_PER_SECOND * max(0.0, duration)
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` (milliseconds) first, then ``retry-after``, as the SDKs read them."""
     milliseconds = parse_retry_after(headers.get("retry-after-ms"))
     if milliseconds is not None:
@@ -68,7 +70,7 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return parse_retry_after(headers.get("retry-after"))
 
 
-def _should_retry(headers: httpx.Headers) -> bool | None:
+def _should_retry(headers: Mapping[str, str]) -> bool | None:
     value = headers.get("x-should-retry", "").strip().lower()
     return True if value == "true" else False if value == "false" else None
 
@@ -125,12 +127,12 @@ class _LLMClient(UpstreamClient):
             raise self._transport_error(exc) from None
         return answer.answer()
 
-    def _raise_for_error(self, response: httpx.Response) -> None:
+    def _raise_for_error(self, response: Response) -> None:
         if response.status_code < 400:
             return
         kind, message = "http_error", f"HTTP {response.status_code}"
         try:
-            body = response.json()
+            body = orjson.loads(response.content)
         except ValueError:
             body = None
         error = body.get("error") if isinstance(body, dict) else None

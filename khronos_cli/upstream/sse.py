@@ -4,7 +4,7 @@ The WHATWG event-stream rules the official Anthropic and OpenAI SDKs follow
 (``_streaming.SSEDecoder``): lines end in ``\\n``, ``\\r\\n`` or ``\\r``; ``data:`` lines of one
 event are joined with ``\\n``; ``event:`` names it; a line starting with ``:`` is a comment; a
 blank line dispatches the event (one without data is dropped); an event the stream ends in the
-middle of is dropped. Fields are kept as bytes (``json.loads`` reads bytes), so a streamed answer
+middle of is dropped. Fields are kept as bytes (``orjson.loads`` reads bytes), so a streamed answer
 costs a split and a ``json.loads`` per event, no decoder per line.
 """
 
