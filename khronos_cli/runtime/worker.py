@@ -32,7 +32,7 @@ from khronos_cli.config import Settings
 from khronos_cli.control.protocol import socket_path
 from khronos_cli.control.server import ControlServer
 from khronos_cli.errors import ExitCode, KhronosError
-from khronos_cli.runtime import readout
+from khronos_cli.runtime import heap, readout
 from khronos_cli.runtime.alerting import start_alerts
 from khronos_cli.runtime.api import WorkerAPI
 from khronos_cli.runtime.backup import Backups
@@ -143,6 +143,12 @@ class Worker:
             self.tasks.append(task)
         elif polling:
             self._on_lease(True)
+        frozen, young = heap.freeze()
+        logger.info(
+            "heap: %d start-up objects frozen, young ones collected every %d allocations",
+            frozen,
+            young,
+        )
         self.state = "ready"
         notify("READY=1")
         self._tell_state()
@@ -339,6 +345,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     setup_logging(settings)
     logger.info("event loop: %s", loop_name)
+    heap.tune()
     try:
         code = run(Worker(settings).serve())
     except KhronosError as exc:
