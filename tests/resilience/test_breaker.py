@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -211,3 +213,24 @@ async def test_nested_use_in_one_task_settles_both_calls() -> None:
     async with breaker:
         assert await through(breaker, ok) == "ok"
     assert (stats(breaker)["successes"], stats(breaker)["in_flight"]) == (2, 0)
+
+
+async def test_a_task_through_a_breaker_is_freed_without_the_collector() -> None:
+    """A task that entered and left a breaker (twice, nested) leaves no reference cycle."""
+    outer, inner = make(), make()
+
+    async def call() -> None:
+        async with outer, inner:
+            await asyncio.sleep(0)
+
+    gc.disable()
+    try:
+        tasks = [asyncio.get_running_loop().create_task(call()) for _ in range(20)]
+        for task in tasks:
+            await task
+        alive = [weakref.ref(task) for task in tasks]
+        del tasks, task
+        await asyncio.sleep(0)  # the loop lets go of the last wake-up
+        assert [ref for ref in alive if ref() is not None] == []
+    finally:
+        gc.enable()

@@ -72,25 +72,35 @@ class Background:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-class Listeners:
-    """One breaker's listeners. ``entries`` is truthy exactly when someone listens, which the
-    call path checks before building an event (it is never rebound, so it can be held)."""
+_PER_CALL = frozenset({"fire", "success", "reject"})
 
-    __slots__ = ("background", "entries", "name")
+
+class Listeners:
+    """One breaker's listeners. ``per_call`` is true exactly when someone listens to an event
+    of every call (``fire``, ``success``, ``reject``), which the call path checks before
+    building one: the worker listens to transitions only."""
+
+    __slots__ = ("background", "entries", "name", "per_call")
 
     def __init__(self, name: str, background: Background) -> None:
         self.name = name
         self.background = background
         self.entries: list[tuple[Listener, frozenset[str] | None]] = []
+        self.per_call = False
 
     def add(self, listener: Listener, *kinds: str) -> None:
         unknown = set(kinds) - EVENTS
         if unknown:
             raise ValueError(f"unknown breaker events {sorted(unknown)}; known: {sorted(EVENTS)}")
         self.entries.append((listener, frozenset(kinds) if kinds else None))
+        self._recount()
 
     def remove(self, listener: Listener) -> None:
         self.entries[:] = [entry for entry in self.entries if entry[0] is not listener]
+        self._recount()
+
+    def _recount(self) -> None:
+        self.per_call = any(kinds is None or kinds & _PER_CALL for _, kinds in self.entries)
 
     def emit(
         self,
