@@ -23,9 +23,8 @@ User text is data: it is sent as plain text (no ``parse_mode``) and never logged
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from khronos_cli.bot import messages as say
@@ -208,24 +207,10 @@ class Bot:
         :attr:`answered`."""
         return await self.failover.ask(turns, key=key)
 
-    @contextlib.asynccontextmanager
-    async def typing(self, chat_id: int, action: str = "typing") -> AsyncIterator[None]:
-        """Show ``action`` in the chat while the body runs (once it has run ``TYPING_AFTER``: a
-        timer until then, not a task, since most answers come sooner)."""
-        loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[None]] = []
-
-        def start() -> None:
-            coroutine = self._keep_typing(chat_id, action)
-            tasks.append(loop.create_task(coroutine, name=f"typing-{chat_id}"))
-
-        timer = loop.call_later(TYPING_AFTER, start)
-        try:
-            yield
-        finally:
-            timer.cancel()
-            for task in tasks:
-                task.cancel()
+    def typing(self, chat_id: int, action: str = "typing") -> _Typing:
+        """Show ``action`` in the chat while the body of ``async with`` runs (once it has run
+        ``TYPING_AFTER``: a timer until then, not a task, since most answers come sooner)."""
+        return _Typing(self, chat_id, action)
 
     async def _keep_typing(self, chat_id: int, action: str) -> None:
         while True:
@@ -235,6 +220,33 @@ class Bot:
                 except KhronosError as exc:
                     logger.debug("chat action for %d not shown: %s", chat_id, exc)
             await asyncio.sleep(TYPING_EVERY)
+
+
+class _Typing:
+    """:meth:`Bot.typing`'s context: a class, not a generator (one of these per answer)."""
+
+    __slots__ = ("_action", "_bot", "_chat_id", "_task", "_timer")
+
+    def __init__(self, bot: Bot, chat_id: int, action: str) -> None:
+        self._bot = bot
+        self._chat_id = chat_id
+        self._action = action
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(TYPING_AFTER, self._start)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _start(self) -> None:
+        coroutine = self._bot._keep_typing(self._chat_id, self._action)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(coroutine, name=f"typing-{self._chat_id}")
 
 
 class _TooBig(Exception):

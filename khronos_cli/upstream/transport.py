@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 import httpx
 from aiohttp import ClientResponse, ClientSession, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import map_aiohttp_exceptions
+from httpx_aiohttp.transport import AIOHTTP_EXC_MAP, map_aiohttp_exceptions
 from yarl import URL
 
 from khronos_cli.upstream.faults import FaultInjector, Outage
@@ -37,6 +37,16 @@ R = TypeVar("R")
 def client_timeout(timeout: httpx.Timeout) -> ClientTimeout:
     """httpx's timeouts as aiohttp's, the way httpx-aiohttp translates them."""
     return ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
+
+
+def as_httpx_error(exc: Exception) -> Exception:
+    """The httpx error httpx-aiohttp makes of an aiohttp error (the most specific one its map
+    names), or ``exc`` itself when it maps none."""
+    mapped: type[Exception] | None = None
+    for aiohttp_error, httpx_error in AIOHTTP_EXC_MAP.items():
+        if isinstance(exc, aiohttp_error) and (mapped is None or issubclass(httpx_error, mapped)):
+            mapped = httpx_error
+    return exc if mapped is None else mapped(str(exc))
 
 
 class Response(Protocol):
@@ -110,7 +120,7 @@ class Wire(AiohttpTransport):
         aiohttp's errors come out as httpx's."""
         if not isinstance(self.client, ClientSession):
             self.client = self.get_client()
-        with map_aiohttp_exceptions():
+        try:
             answer = await self.client.request(
                 method,
                 url,
@@ -128,6 +138,11 @@ class Wire(AiohttpTransport):
                 return WireResponse(answer, await answer.read())
             finally:
                 answer.release()
+        except Exception as exc:  # a try costs nothing until it catches; a with, every call
+            mapped = as_httpx_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
 
 class FaultTransport(httpx.AsyncBaseTransport):

@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from khronos_cli.errors import UpstreamError
 from khronos_cli.upstream.base import UpstreamClient
 from khronos_cli.upstream.faults import FaultInjector
-from khronos_cli.upstream.transport import FaultTransport, Wire
+from khronos_cli.upstream.transport import FaultTransport, Wire, as_httpx_error
 
 HEADERS = ("host", "user-agent", "content-type", "content-length", "x-api-key")
 
@@ -95,3 +97,24 @@ async def test_outages_apply_to_the_direct_path_once_per_call(server: Seen) -> N
         assert response.status_code == 200
         assert [r["body"] for r in server.requests] == [b'{"a":1}']
         assert injector.active()[0].hits == 1
+
+
+def test_aiohttp_errors_map_to_httpx_as_httpx_aiohttp_maps_them() -> None:
+    """as_httpx_error makes the same httpx error, with the same text, as httpx-aiohttp does."""
+    key = aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
+    errors: list[Exception] = [
+        aiohttp.ServerTimeoutError("read timed out"),
+        aiohttp.SocketTimeoutError("socket timed out"),
+        aiohttp.ClientConnectorError(key, OSError(111, "refused")),
+        aiohttp.ClientPayloadError("cut short"),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientConnectionError("reset"),
+        ValueError("not aiohttp's"),
+    ]
+    for error in errors:
+        try:
+            with map_aiohttp_exceptions():
+                raise error
+        except Exception as expected:
+            mapped = as_httpx_error(error)
+            assert type(mapped) is type(expected) and str(mapped) == str(expected)
