@@ -21,10 +21,13 @@ LLM call per update (the Anthropic stand-in, no latency), the SQLite journal and
 aiogram row, ``aiogram-llm``, does an LLM call per update too (aiohttp POSTs the same Anthropic
 stand-in, then the handler answers with its text): the same upstream work as khronos, without
 the journal, breakers or limiters, so the two rows apart show what khronos's resilience costs.
+Another, ``aiogram-gc``, is the echo bot with the garbage-collector settings khronos's worker
+uses (young collections every 20,000 allocations, the start-up heap frozen): not the anchor, but
+what those settings alone are worth to it.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/pipeline.py [--updates 2000] [--latency-messages 300] [--rounds 1]
-        [--bots khronos,aiogram,aiogram-llm,ptb-concurrent,ptb]
+        [--bots khronos,aiogram,aiogram-gc,aiogram-llm,ptb-concurrent,ptb]
 
 Goal (issue 14): khronos's throughput >= the aiogram echo bot's, its CPU per update <= 1.5x
 aiogram's, its RSS < 80 MB.
@@ -140,7 +143,16 @@ application.add_handler(MessageHandler(filters.TEXT, echo))
 application.run_polling(poll_interval=0.0, timeout=1)
 """
 
-BOTS = ("khronos", "aiogram", "aiogram-llm", "ptb-concurrent", "ptb")
+# aiogram-gc: the echo bot with the collector settings khronos's worker uses (runtime/heap.py),
+# set before aiogram loads and frozen once it has built its dispatcher. Not the anchor (aiogram's
+# docs say nothing of the collector): it shows what those settings alone are worth.
+GC_PRELUDE = """
+import gc
+gc.set_threshold(20_000, 20, 20)
+"""
+GC_FREEZE = "    gc.collect(); gc.freeze()\n"
+
+BOTS = ("khronos", "aiogram", "aiogram-gc", "aiogram-llm", "ptb-concurrent", "ptb")
 ANCHOR = "aiogram"
 LATENCY_RATE = 25.0  # messages per second in the latency phase
 
@@ -261,6 +273,9 @@ def measure(kind: str, n: int, m: int) -> Result:
                 else:
                     script = root / "bot.py"
                     source = {"aiogram": AIOGRAM, "aiogram-llm": AIOGRAM_LLM}.get(kind, PTB)
+                    if kind == "aiogram-gc":
+                        polling = "    await dispatcher.start_polling"
+                        source = GC_PRELUDE + AIOGRAM.replace(polling, GC_FREEZE + polling)
                     source = source.replace("CONCURRENT", str(kind == "ptb-concurrent"))
                     script.write_text(textwrap.dedent(source))
                     argv = [sys.executable, str(script)]
