@@ -93,6 +93,11 @@ class _HiredisPacking:
             args = (*first.split(), *args[1:])
         try:
             return [hiredis.pack_command(args)]
+        except TypeError:  # maybe a bytearray or memoryview, which redis-py sends as bytes
+            pass
+        args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+        try:
+            return [hiredis.pack_command(args)]
         except TypeError as exc:  # what redis-py's encoder raises for a value it cannot send
             raise DataError(str(exc)) from None
 

@@ -47,7 +47,7 @@ USER_AGENT = "khronos/0.1"
 
 def _encode(value: Any) -> bytes:
     """A request body: compact UTF-8 JSON, by orjson (a third of the stdlib encoder's cost; a
-    NaN is sent as null, where the stdlib would have sent a body no API parses)."""
+    NaN goes as null, where the stdlib encoder used here before refused it)."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import httpx
 from aiohttp import ClientResponse, ClientSession, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import AIOHTTP_EXC_MAP, map_aiohttp_exceptions
+from httpx_aiohttp.transport import AIOHTTP_EXC_MAP
 from yarl import URL
 
 from khronos_cli.upstream.faults import FaultInjector, Outage
@@ -47,6 +47,14 @@ def as_httpx_error(exc: Exception) -> Exception:
         if isinstance(exc, aiohttp_error) and (mapped is None or issubclass(httpx_error, mapped)):
             mapped = httpx_error
     return exc if mapped is None else mapped(str(exc))
+
+
+def _raise_as_httpx(exc: Exception) -> NoReturn:
+    """Raise ``exc`` as :func:`as_httpx_error` maps it (itself when it maps to nothing)."""
+    mapped = as_httpx_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 class Response(Protocol):
@@ -88,14 +96,18 @@ class WireResponse:
 
     async def aread(self) -> bytes:
         if self._content is None:
-            with map_aiohttp_exceptions():
+            try:
                 self._content = await self._answer.read()
+            except Exception as exc:
+                _raise_as_httpx(exc)
         return self._content
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        with map_aiohttp_exceptions():
+        try:
             async for chunk in self._answer.content.iter_any():
                 yield chunk
+        except Exception as exc:
+            _raise_as_httpx(exc)
 
     async def aclose(self) -> None:
         self._answer.release()  # a body left unread closes the connection instead
@@ -139,10 +151,7 @@ class Wire(AiohttpTransport):
             finally:
                 answer.release()
         except Exception as exc:  # a try costs nothing until it catches; a with, every call
-            mapped = as_httpx_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_as_httpx(exc)
 
 
 class FaultTransport(httpx.AsyncBaseTransport):

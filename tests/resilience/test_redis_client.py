@@ -18,6 +18,7 @@ COMMANDS: list[tuple[Any, ...]] = [
     (b"CONFIG GET", b"maxmemory"),
     ("EVALSHA", b"a" * 40, b"2", b"k:{bot}:1", "k:{bot}:é", b"\x00\x01\xff", 7, -3, 0.1, 1.5e300),
     ("SET", "khronos:{bot}:large", b"x" * 10_000),  # redis-py's own packer sends three chunks
+    ("SET", bytearray(b"khronos:{bot}:view"), memoryview(b"\x00\xff")),
 ]
 URLS = [
     "redis://127.0.0.1:1/0",
