@@ -106,6 +106,29 @@ class Poller:
         self._start(update_id, chat_id, update)
         return True
 
+    async def _accept_all(self, updates: list[dict[str, Any]]) -> None:
+        """Journal a poll's updates and start their jobs, moving the offset past each one
+        journaled. Alone, the batch is one store call (one transaction); with replicas each
+        update is claimed first, and the offset moves past the journaled prefix only."""
+        if self.claims is None:
+            taken = [(int(u["update_id"]), _chat_id(u), u) for u in updates]
+            if not taken:
+                return
+            fresh = await self.bot.db(self.bot.store.journal_many, taken)
+            for (update_id, chat_id, update), new in zip(taken, fresh, strict=True):
+                if new:
+                    self.accepted += 1
+                    self._start(update_id, chat_id, update)
+                else:
+                    self.duplicates += 1
+            self.offset = taken[-1][0] + 1
+            return
+        results = await asyncio.gather(*map(self.accept, updates), return_exceptions=True)
+        for update, result in zip(updates, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            self.offset = int(update["update_id"]) + 1
+
     def _start(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> None:
         if update_id in self._working:
             return
@@ -162,15 +185,7 @@ class Poller:
                 if not self.prepared:
                     await self.prepare()
                 updates = await self.telegram.get_updates(self.offset, timeout=self.poll_timeout)
-                # Journal the batch together (the store commits it as one transaction), then
-                # move the offset past the journaled prefix only.
-                results = await asyncio.gather(
-                    *(self.accept(update) for update in updates), return_exceptions=True
-                )
-                for update, result in zip(updates, results, strict=True):
-                    if isinstance(result, BaseException):
-                        raise result
-                    self.offset = int(update["update_id"]) + 1
+                await self._accept_all(updates)
                 failures = 0
                 self._told(None)
             except Exception as exc:  # a bad answer or a store failure: back off, never die

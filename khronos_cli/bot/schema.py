@@ -1,12 +1,27 @@
 """The store's schema: its numbered migrations (recorded in SQLite's ``PRAGMA user_version``)
-and the rows the store hands out."""
+the statements that write rows, the rows the store hands out, and how an update's payload is
+kept."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "OutboxMessage", "PendingUpdate", "Turn"]
+import orjson
+
+__all__ = [
+    "INSERT_OUTBOX",
+    "INSERT_UPDATE",
+    "MIGRATIONS",
+    "OUTBOX_COLUMNS",
+    "SCHEMA_VERSION",
+    "OutboxMessage",
+    "PendingUpdate",
+    "Turn",
+    "encode_payload",
+    "message_text",
+]
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # v1: the journal, the outbox and the conversation turns
@@ -52,6 +67,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_stdlib_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+INSERT_UPDATE = (
+    "INSERT INTO updates (update_id, chat_id, payload, state, journaled_at)"
+    " VALUES (?, ?, ?, 'journaled', ?) ON CONFLICT (update_id) DO NOTHING"
+)
+INSERT_OUTBOX = (
+    "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, part, source, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+OUTBOX_COLUMNS = (
+    "id, chat_id, text, reply_to_message_id, update_id, source, attempts, last_error, created_at,"
+    " part"
+)
+
 
 @dataclass(frozen=True)
 class PendingUpdate:
@@ -86,3 +115,24 @@ class Turn:
     role: Literal["user", "assistant"]
     text: str
     created_at: float
+
+
+def message_text(payload: dict[str, Any]) -> str | None:
+    """The text (or caption) of a Telegram update's message, or of a bare message payload."""
+    for key in ("message", "edited_message", "channel_post", "business_message"):
+        if isinstance(payload.get(key), dict):
+            payload = payload[key]
+            break
+    for key in ("text", "caption"):
+        if isinstance(payload.get(key), str) and payload[key]:
+            return str(payload[key])
+    return None
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    """An update as compact JSON text: by orjson, or by the stdlib encoder for what orjson
+    refuses (an integer beyond 64 bits), so whatever was journaled before still is."""
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError:
+        return _stdlib_encode(payload)

@@ -30,13 +30,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import orjson
+
 from khronos_cli.bot.recall import Recall
 from khronos_cli.bot.schema import (
+    INSERT_OUTBOX,
+    INSERT_UPDATE,
     MIGRATIONS,
+    OUTBOX_COLUMNS,
     SCHEMA_VERSION,
     OutboxMessage,
     PendingUpdate,
     Turn,
+    encode_payload,
+    message_text,
 )
 from khronos_cli.bot.sqlite import Database, compact
 from khronos_cli.errors import StoreError
@@ -52,16 +59,6 @@ __all__ = [
 ]
 
 RETENTION = 48 * 3600.0  # keep done update ids twice as long as Telegram keeps updates
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (chat_id, text, reply_to_message_id, update_id, part, source, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_OUTBOX_COLUMNS = (
-    "id, chat_id, text, reply_to_message_id, update_id, source, attempts, last_error, created_at,"
-    " part"
-)
 
 
 class Store:
@@ -122,15 +119,18 @@ class Store:
 
     async def journal(self, update_id: int, chat_id: int, payload: dict[str, Any]) -> bool:
         """Durably record a fetched update; False when that id was seen before (the dedup)."""
-        text = _encode(payload)
+        return (await self.journal_many([(update_id, chat_id, payload)]))[0]
 
-        def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "INSERT INTO updates (update_id, chat_id, payload, state, journaled_at)"
-                " VALUES (?, ?, ?, 'journaled', ?) ON CONFLICT (update_id) DO NOTHING",
-                (update_id, chat_id, text, self._clock()),
-            )
-            return cursor.rowcount == 1
+    async def journal_many(self, updates: Sequence[tuple[int, int, dict[str, Any]]]) -> list[bool]:
+        """:meth:`journal` for a poll's ``(update_id, chat_id, payload)``s, in one transaction
+        (all or none); for each, whether it is new."""
+        rows = [
+            (update_id, chat_id, encode_payload(payload)) for update_id, chat_id, payload in updates
+        ]
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            now = self._clock()
+            return [db.execute(INSERT_UPDATE, (*row, now)).rowcount == 1 for row in rows]
 
         return await self._database.call("journal", work, write=True)
 
@@ -187,7 +187,7 @@ class Store:
                 "UPDATE updates SET state = 'answered', answered_at = ? WHERE update_id = ?",
                 (now, update_id),
             )
-            said = user_text if user_text is not None else _message_text(json.loads(row[0]))
+            said = user_text if user_text is not None else message_text(orjson.loads(row[0]))
             if remember:
                 added[:] = [Turn("user", said, now)] if said else []
                 added.append(Turn("assistant", "\n\n".join(parts), now))
@@ -200,7 +200,7 @@ class Store:
             for number, part in enumerate(parts):
                 reply_to = reply_to_message_id if number == 0 else None
                 values = (chat_id, part, reply_to, update_id, number, "reply", now)
-                outbox_id = int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
+                outbox_id = int(db.execute(INSERT_OUTBOX, values).lastrowid or 0)
                 messages.append(
                     OutboxMessage(
                         outbox_id, chat_id, part, reply_to, update_id, "reply", 0, None, now, number
@@ -255,7 +255,7 @@ class Store:
 
         def work(db: sqlite3.Connection) -> int:
             values = (chat_id, text, None, None, 0, source, self._clock())
-            return int(db.execute(_INSERT_OUTBOX, values).lastrowid or 0)
+            return int(db.execute(INSERT_OUTBOX, values).lastrowid or 0)
 
         return await self._database.call("enqueue_message", work, write=True)
 
@@ -447,18 +447,6 @@ def _outbox_rows(
     db: sqlite3.Connection, where: str, args: tuple[Any, ...], limit: int = -1
 ) -> list[OutboxMessage]:
     rows = db.execute(
-        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
+        f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
     ).fetchall()
     return [OutboxMessage(*row) for row in rows]
-
-
-def _message_text(payload: dict[str, Any]) -> str | None:
-    """The text (or caption) of a Telegram update's message, or of a bare message payload."""
-    for key in ("message", "edited_message", "channel_post", "business_message"):
-        if isinstance(payload.get(key), dict):
-            payload = payload[key]
-            break
-    for key in ("text", "caption"):
-        if isinstance(payload.get(key), str) and payload[key]:
-            return str(payload[key])
-    return None

@@ -76,6 +76,22 @@ async def test_a_redelivered_update_is_not_taken_again(store: Store, state: str)
     assert after == before
 
 
+async def test_a_poll_is_journaled_whole_and_a_repeat_in_it_is_refused(store: Store) -> None:
+    """journal_many says which updates of a poll are new, a repeated id within it included."""
+    assert await store.journal(1, CHAT, update(1))
+    batch = [(1, CHAT, update(1)), (2, CHAT, update(2)), (3, CHAT, update(3)), (2, CHAT, update(2))]
+    assert await store.journal_many(batch) == [False, True, True, False]
+    assert [p.update_id for p in await store.pending_updates()] == [1, 2, 3]
+
+
+async def test_a_payload_beyond_orjson_is_journaled_as_it_came(store: Store) -> None:
+    """An integer past 64 bits (orjson refuses it) is journaled and read back unchanged."""
+    payload = {**update(4), "huge": 2**70 + 1}
+    assert await store.journal(4, CHAT, payload)
+    [pending] = await store.pending_updates()
+    assert pending.payload == payload
+
+
 async def test_record_reply_is_atomic(store: Store, db_path: Path) -> None:
     """When the outbox insert fails, the answered mark and the history turns are rolled back."""
     await store.journal(1, CHAT, update(1, "question"))
