@@ -122,6 +122,8 @@ class Outbox:
         if not messages:
             return True
         futures = self._enqueue(messages)
+        if len(futures) == 1:  # most replies are one part: no gathering future around it
+            return await futures[0]
         results = await asyncio.gather(*futures)
         return all(results)
 

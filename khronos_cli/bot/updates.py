@@ -21,7 +21,7 @@ is found where it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = ["CONTENT_KEYS", "Identity", "Incoming", "deserves_answer", "read_update"]
 
@@ -58,9 +58,9 @@ class Identity:
     username: str
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """An update, read: its ``message`` (None for other kinds), chat and sender."""
+class Incoming(NamedTuple):
+    """An update, read: its ``message`` (None for other kinds), chat and sender. A tuple: one
+    is made per update, and a frozen dataclass sets each field through ``object.__setattr__``."""
 
     kind: str
     message: dict[str, Any] | None
@@ -87,9 +87,9 @@ class Incoming:
 
 def read_update(update: dict[str, Any], chat_id: int) -> Incoming:
     """What ``update`` (journaled for ``chat_id``) is."""
-    kind = next((k for k in update if k != "update_id"), "unknown")
     message = update.get("message")
     if not isinstance(message, dict):
+        kind = next((k for k in update if k != "update_id"), "unknown")
         return Incoming(kind, None, chat_id, "", chat_id)
     chat = message.get("chat")
     sender = message.get("from")

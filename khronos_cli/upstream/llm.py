@@ -110,6 +110,8 @@ class _LLMClient(UpstreamClient):
                             for event, data in events:
                                 answer.feed(event, data)
                             begun = True
+                            if answer.done:  # only the stream's end is left to read
+                                continue
                             limit.reschedule(loop.time() + self.stall_timeout)
                         if not answer.done and len(chunk) < TRICKLE:
                             await asyncio.sleep(READ_EVERY)  # let a trickle of tokens pile up

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import NoReturn, Protocol, TypeVar
 
 import httpx
-from aiohttp import ClientResponse, ClientSession, ClientTimeout
+from aiohttp import ClientResponse, ClientSession, ClientTimeout, StreamReader
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AIOHTTP_EXC_MAP
 from yarl import URL
@@ -102,15 +102,33 @@ class WireResponse:
                 _raise_as_httpx(exc)
         return self._content
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._answer.content.iter_any():
-                yield chunk
-        except Exception as exc:
-            _raise_as_httpx(exc)
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return _Chunks(self._answer.content)
 
     async def aclose(self) -> None:
         self._answer.release()  # a body left unread closes the connection instead
+
+
+class _Chunks:
+    """A body's chunks as aiohttp reads them, its errors as httpx's. A class, not an async
+    generator: the loop keeps every async generator it starts in a WeakSet (a cost per answer)."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: StreamReader) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._stream.readany()
+        except Exception as exc:
+            _raise_as_httpx(exc)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
 
 class Wire(AiohttpTransport):
