@@ -108,21 +108,25 @@ class Poller:
 
     async def _accept_all(self, updates: list[dict[str, Any]]) -> None:
         """Journal a poll's updates and start their jobs, moving the offset past each one
-        journaled. Alone, the batch is one store call (one transaction); with replicas each
-        update is claimed first, and the offset moves past the journaled prefix only."""
-        if self.claims is None:
+        journaled. Alone, a poll of several is one store call (one transaction). When that
+        fails, or with replicas (each update is claimed first), each update is journaled on its
+        own and the offset moves past the journaled prefix: what can be journaled is, and the
+        ``database`` breaker counts each failure, as it would have counted each update."""
+        if self.claims is None and len(updates) > 1:
             taken = [(int(u["update_id"]), _chat_id(u), u) for u in updates]
-            if not taken:
+            try:
+                fresh = await self.bot.db(self.bot.store.journal_many, taken)
+            except KhronosError:
+                pass
+            else:
+                for (update_id, chat_id, update), new in zip(taken, fresh, strict=True):
+                    if new:
+                        self.accepted += 1
+                        self._start(update_id, chat_id, update)
+                    else:
+                        self.duplicates += 1
+                self.offset = taken[-1][0] + 1
                 return
-            fresh = await self.bot.db(self.bot.store.journal_many, taken)
-            for (update_id, chat_id, update), new in zip(taken, fresh, strict=True):
-                if new:
-                    self.accepted += 1
-                    self._start(update_id, chat_id, update)
-                else:
-                    self.duplicates += 1
-            self.offset = taken[-1][0] + 1
-            return
         results = await asyncio.gather(*map(self.accept, updates), return_exceptions=True)
         for update, result in zip(updates, results, strict=True):
             if isinstance(result, BaseException):
