@@ -99,6 +99,10 @@ class Poller:
         if self.claims is not None:
             await self.claims.own(update_id)
             self._taken.add(update_id)
+        return self._journaled(update_id, chat_id, update, fresh)
+
+    def _journaled(self, update_id: int, chat_id: int, update: dict[str, Any], fresh: bool) -> bool:
+        """Count a journaled update, and start its job when it is new; returns ``fresh``."""
         if not fresh:
             self.duplicates += 1
             return False
@@ -120,11 +124,7 @@ class Poller:
                 pass
             else:
                 for (update_id, chat_id, update), new in zip(taken, fresh, strict=True):
-                    if new:
-                        self.accepted += 1
-                        self._start(update_id, chat_id, update)
-                    else:
-                        self.duplicates += 1
+                    self._journaled(update_id, chat_id, update, new)
                 self.offset = taken[-1][0] + 1
                 return
         results = await asyncio.gather(*map(self.accept, updates), return_exceptions=True)
