@@ -11,7 +11,10 @@ script's time in Redis under its own slower wake-ups).
 
 Sections, printed side by side with pyrate-limiter's own ``try_acquire_async`` and aiolimiter:
 
-1. the cost of an uncontended admission, in memory and on Redis (against a redis-py PING);
+1. the cost of an uncontended admission, in memory and on Redis (against a redis-py PING, and
+   two floors: a script that returns 0, and one that makes the decision's five Redis commands
+   with none of its logic; pyrate-limiter on Redis both as one window and with the same two
+   levels as khronos, a GCRA bucket per key and a window for all);
 2. precision: N messages to C chats (10 % group chats) through the ``telegram`` limiter against
    a counting HTTP server on 127.0.0.1, in a process of its own, that stamps each arrival and
    counts sliding 1 s windows over 30/s, per-chat gaps under 1 s and 60 s windows over 20 per
@@ -43,12 +46,14 @@ import pyrate_limiter as pyrate
 import uvloop
 from aiohttp import web
 from aiolimiter import AsyncLimiter
+from pyrate_limiter.buckets.redis_state import RedisStateStore
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import free_port, redis_server
 from khronos_cli.config import LIMITER_DEFAULTS, LimiterSettings, Rate
+from khronos_cli.resilience.limiter.backends import RedisRates
 from khronos_cli.resilience.limiter.limiter import Limiter
 from khronos_cli.resilience.limiter.registry import (
     TELEGRAM_GUARD,
@@ -148,6 +153,27 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         ),
         ("memory: aiolimiter acquire", f"{aiol * 1e6:.1f} µs", ""),
     ]
+    rows += await redis_admission(redis_url, n, keyed, noop)
+    return rows
+
+
+# A script that makes the five Redis commands of a chat's decision (TIME, MGET, ZCOUNT, SET,
+# ZADD) on the same keys, with none of the decision's logic: what any one-script decision with
+# these guarantees costs, whatever its Lua does.
+FIVE_COMMANDS = """
+redis.call('TIME')
+redis.call('MGET', KEYS[3], KEYS[4], KEYS[5], KEYS[1])
+redis.call('ZCOUNT', KEYS[2], 0, '+inf')
+redis.call('SET', KEYS[1], 'abcdefgh', 'PX', 2)
+redis.call('ZADD', KEYS[2], 1, ARGV[2])
+return 0
+"""
+
+
+async def redis_admission(
+    redis_url: str, n: int, keyed: LimiterSettings, noop: Callable[[], Awaitable[None]]
+) -> list[tuple[str, str, str]]:
+    """The Redis rows: PINGs, the floors of a script, khronos, and pyrate-limiter twice."""
     # khronos on the client the worker builds (redis_client.connect); pyrate on a plain redis-py
     # client, as its docs show. PING runs on both; the ratios are to the quicker one.
     client = Redis.from_url(redis_url)
@@ -155,6 +181,23 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
     await client.flushall()
     rn = max(200, n // 25)
     ours_redis = Limiter(keyed, redis=ours_client)
+    backend = ours_redis.backend
+    assert isinstance(backend, RedisRates)
+    handles = [backend.key_state(k, keyed.rates)[0] for k in range(rn)]
+    # The floors run with a decision's own keys and arguments, packed as the decision packs them.
+    sha_nothing = await ours_client.script_load("return 0")
+    sha_five = await ours_client.script_load(FIVE_COMMANDS)
+    limiter_args = backend._pack_global(1)
+
+    def floor(sha: str) -> Callable[[int], Awaitable[Any]]:
+        def call(i: int) -> Awaitable[Any]:
+            handle = handles[i % rn]
+            packed = bytes(16) + limiter_args + handle.packed
+            member = b"floor:%d:" % i
+            return ours_client.execute_command("EVALSHA", sha, *handle.keys, packed, member)
+
+        return call
+
     bucket = await pyrate.RedisBucket.init([pyrate.Rate(10**9, 1000)], client, "bench:pyrate")
     pyrate_redis = pyrate.Limiter(bucket)
 
@@ -162,37 +205,46 @@ async def admission(redis_url: str, n: int) -> list[tuple[str, str, str]]:
         await pyrate_redis.try_acquire_async("x")
         await noop()
 
+    same_work = per_key_pyrate_redis(client, pyrate.Rate(1, 1), pyrate.Rate(10**9, 1000))
+
+    async def pyrate_same_work(i: int) -> None:
+        await same_work(i % rn)
+        await noop()
+
     # rn keys, each reused once per pass (every 200 µs or so: far from its 1/ms), so the passes
-    # after the first create no key, like the memory rows'. The three rows take turns, pass by
-    # pass, so that the machine's moods reach each of them alike; each keeps its best pass.
+    # after the first create no key, like the memory rows'. The rows take turns, pass by pass,
+    # so that the machine's moods reach each of them alike; each keeps its best pass.
     redis_rows: dict[str, Callable[[int], Awaitable[Any]]] = {
         "ping": lambda i: client.ping(),
         "ping, khronos's client": lambda i: ours_client.ping(),
+        "nothing": floor(sha_nothing),
+        "five": floor(sha_five),
         "ours": lambda i: ours_redis.schedule(noop, key=i % rn),
         "pyrate": pyrate_redis_call,
+        "pyrate, same work": pyrate_same_work,
     }
     best = dict.fromkeys(redis_rows, float("inf"))
     for _ in range(15):
         for name, call in redis_rows.items():
             best[name] = min(best[name], await per_call(call, rn, repeat=1))
-    ping, ours, pyr_r = best["ping"], best["ours"], best["pyrate"]
-    ours_ping = best["ping, khronos's client"]
-    ping = min(ping, ours_ping)
-    goal = "met" if ours / ping <= 1.5 else "NOT met"
-    rows += [
-        ("redis: redis-py PING (one round trip)", f"{best['ping'] * 1e6:.0f} µs", ""),
-        ("redis: PING on khronos's client (hiredis packs)", f"{ours_ping * 1e6:.0f} µs", ""),
-        (
-            "redis: khronos schedule() (one EVALSHA)",
-            f"{ours * 1e6:.0f} µs",
-            f"{ours / ping:.2f}x the quicker PING (goal ≤ 1.5x: {goal})",
+    ping = min(best["ping"], best["ping, khronos's client"])
+    goal = "met" if best["ours"] / ping <= 1.5 else "NOT met"
+    notes = {
+        "ping": ("redis: redis-py PING (one round trip)", ""),
+        "ping, khronos's client": ("redis: PING on khronos's client (hiredis packs)", ""),
+        "nothing": ("redis: a script that returns 0 (any script's floor)", ""),
+        "five": ("redis: a script making the decision's five commands, no logic", ""),
+        "ours": ("redis: khronos schedule() (one EVALSHA)", f"goal ≤ 1.5x: {goal}"),
+        "pyrate": ("redis: pyrate try_acquire_async (RedisBucket, one window, no key)", ""),
+        "pyrate, same work": (
+            "redis: pyrate, a GCRA StateBucket per key (RedisStateStore) + a global RedisBucket",
+            "the same two levels",
         ),
-        (
-            "redis: pyrate try_acquire_async (RedisBucket)",
-            f"{pyr_r * 1e6:.0f} µs",
-            f"{pyr_r / ping:.2f}x",
-        ),
-    ]
+    }
+    rows = []
+    for name, (label, note) in notes.items():
+        ratio = f"{best[name] / ping:.2f}x the quicker PING"
+        rows.append((label, f"{best[name] * 1e6:.0f} µs", f"{ratio}; {note}" if note else ratio))
     await ours_redis.aclose()
     pyrate_redis.close()
     await client.aclose()
@@ -380,6 +432,39 @@ def per_key_pyrate(
     async def acquire(key: int) -> None:
         await keys.try_acquire_async(str(key))
         await everyone.try_acquire_async("all")
+
+    return acquire
+
+
+def per_key_pyrate_redis(
+    redis: Redis, key_rate: pyrate.Rate, total: pyrate.Rate
+) -> Callable[[int], Awaitable[None]]:
+    """The same two levels on Redis, pyrate-limiter's way: a ``BucketFactory`` that makes a GCRA
+    ``StateBucket`` on a ``RedisStateStore`` per item name, then a limiter on a ``RedisBucket``
+    for the total (two round trips, one per level)."""
+
+    class PerKey(pyrate.BucketFactory):
+        def __init__(self) -> None:
+            self.buckets: dict[str, pyrate.AbstractBucket] = {}
+
+        def wrap_item(self, name: str, weight: int = 1) -> pyrate.RateItem:
+            return pyrate.RateItem(name, pyrate.WallClock().now(), weight)
+
+        def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
+            if item.name not in self.buckets:
+                store = RedisStateStore(redis, f"bench:pyrate:key:{item.name}")
+                self.buckets[item.name] = pyrate.StateBucket([key_rate], pyrate.GCRA(), store)
+            return self.buckets[item.name]
+
+    keys = pyrate.Limiter(PerKey())
+    everyone: list[pyrate.Limiter] = []
+
+    async def acquire(key: int) -> None:
+        if not everyone:
+            bucket = await pyrate.RedisBucket.init([total], redis, "bench:pyrate:all")
+            everyone.append(pyrate.Limiter(bucket))
+        await keys.try_acquire_async(str(key))
+        await everyone[0].try_acquire_async("all")
 
     return acquire
 
