@@ -407,26 +407,33 @@ async def precision(args: argparse.Namespace, redis_url: str) -> list[tuple[str,
     return rows
 
 
+class PerKey(pyrate.BucketFactory):
+    """pyrate-limiter's recipe for a limit per key: a ``BucketFactory`` that makes a bucket per
+    item name (``make(name)``) and stamps items with ``clock``."""
+
+    def __init__(
+        self, make: Callable[[str], pyrate.AbstractBucket], clock: pyrate.AbstractClock
+    ) -> None:
+        self.buckets: dict[str, pyrate.AbstractBucket] = {}
+        self.make, self.clock = make, clock
+
+    def wrap_item(self, name: str, weight: int = 1) -> pyrate.RateItem:
+        return pyrate.RateItem(name, self.clock.now(), weight)
+
+    def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
+        if item.name not in self.buckets:
+            self.buckets[item.name] = self.make(item.name)
+        return self.buckets[item.name]
+
+
 def per_key_pyrate(
     rate_of: Callable[[str], pyrate.Rate], total: pyrate.Rate
 ) -> Callable[[int], Awaitable[None]]:
-    """pyrate-limiter's way to a limit per key and one for all: a ``BucketFactory`` that makes
-    a bucket per item name (its docs' recipe) at ``rate_of(name)``, then a second limiter for
-    the total."""
-
-    class PerKey(pyrate.BucketFactory):
-        def __init__(self) -> None:
-            self.buckets: dict[str, pyrate.AbstractBucket] = {}
-
-        def wrap_item(self, name: str, weight: int = 1) -> pyrate.RateItem:
-            return pyrate.RateItem(name, pyrate.MonotonicClock().now(), weight)
-
-        def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
-            if item.name not in self.buckets:
-                self.buckets[item.name] = pyrate.InMemoryBucket([rate_of(item.name)])
-            return self.buckets[item.name]
-
-    keys = pyrate.Limiter(PerKey())
+    """pyrate-limiter's way to a limit per key and one for all: a bucket per item name (its
+    docs' recipe) at ``rate_of(name)``, then a second limiter for the total."""
+    keys = pyrate.Limiter(
+        PerKey(lambda name: pyrate.InMemoryBucket([rate_of(name)]), pyrate.MonotonicClock())
+    )
     everyone = pyrate.Limiter(pyrate.InMemoryBucket([total]))
 
     async def acquire(key: int) -> None:
@@ -439,24 +446,15 @@ def per_key_pyrate(
 def per_key_pyrate_redis(
     redis: Redis, key_rate: pyrate.Rate, total: pyrate.Rate
 ) -> Callable[[int], Awaitable[None]]:
-    """The same two levels on Redis, pyrate-limiter's way: a ``BucketFactory`` that makes a GCRA
-    ``StateBucket`` on a ``RedisStateStore`` per item name, then a limiter on a ``RedisBucket``
-    for the total (two round trips, one per level)."""
+    """The same two levels on Redis, pyrate-limiter's way: a GCRA ``StateBucket`` on a
+    ``RedisStateStore`` per item name, then a limiter on a ``RedisBucket`` for the total (two
+    round trips, one per level)."""
 
-    class PerKey(pyrate.BucketFactory):
-        def __init__(self) -> None:
-            self.buckets: dict[str, pyrate.AbstractBucket] = {}
+    def make(name: str) -> pyrate.AbstractBucket:
+        store = RedisStateStore(redis, f"bench:pyrate:key:{name}")
+        return pyrate.StateBucket([key_rate], pyrate.GCRA(), store)
 
-        def wrap_item(self, name: str, weight: int = 1) -> pyrate.RateItem:
-            return pyrate.RateItem(name, pyrate.WallClock().now(), weight)
-
-        def get(self, item: pyrate.RateItem) -> pyrate.AbstractBucket:
-            if item.name not in self.buckets:
-                store = RedisStateStore(redis, f"bench:pyrate:key:{item.name}")
-                self.buckets[item.name] = pyrate.StateBucket([key_rate], pyrate.GCRA(), store)
-            return self.buckets[item.name]
-
-    keys = pyrate.Limiter(PerKey())
+    keys = pyrate.Limiter(PerKey(make, pyrate.WallClock()))
     everyone: list[pyrate.Limiter] = []
 
     async def acquire(key: int) -> None:
